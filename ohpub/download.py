@@ -1,0 +1,567 @@
+"""One file: resolve the signed URL, stream it with resume, hash, verify, place.
+
+Bytes go to a partial file first (``<part>``, with a small JSON sidecar that
+remembers the storage ETag), hashed with sha256 and md5 as they arrive. An
+interrupted transfer continues with ``Range: bytes=N-`` and ``If-Range: <etag>``,
+so a changed object answers 200 and the partial is restarted instead of being
+spliced. The partial only becomes a final file after its length and (for a plain
+MD5 ETag) its checksum match, and after fsync, by an atomic rename.
+
+Bytes are stored exactly as served: ``.gz`` objects come with
+``Content-Encoding: gzip`` and must not be decoded, or the file and every Range
+offset would be wrong.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import json
+import logging
+import os
+import re
+import stat
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import requests
+import urllib3
+
+from ohpub.api import Client, RetryPolicy, describe_exception, parse_retry_after, redact
+from ohpub.errors import (
+    ChecksumError,
+    KeyRefusedError,
+    NetworkError,
+    NotFoundError,
+    OhpubError,
+    ServerError,
+    UnavailableError,
+    UsageError,
+)
+from ohpub.records import DataFile
+
+log = logging.getLogger("ohpub")
+
+CHUNK = 1024 * 1024
+KEY_MAX_AGE = 50 * 60.0
+"""Keys live one hour from the listing; re-mint before that rather than meet a 403."""
+_MD5_ETAG = re.compile(r"^[0-9a-f]{32}$")
+_CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
+_READ_ERRORS = (
+    requests.exceptions.RequestException,
+    urllib3.exceptions.HTTPError,
+    ConnectionError,
+    TimeoutError,
+)
+
+
+@dataclass
+class Downloaded:
+    size: int
+    sha256: str
+    md5: str
+    etag: str | None
+    resumed: bool
+    transferred: int
+    record: DataFile
+    """The record last used (a re-minted one when the key had to be refreshed)."""
+
+
+ProgressFn = Callable[[int], None]
+
+
+def _noop(nbytes: int) -> None:
+    return None
+
+
+class _Sink:
+    """Where bytes go: a partial file (restartable) or a stream (append-only)."""
+
+    def __init__(self, fh: BinaryIO, *, restartable: bool, offset: int = 0) -> None:
+        self.fh = fh
+        self.restartable = restartable
+        self.offset = offset
+        self.sha256 = hashlib.sha256()
+        self.md5 = hashlib.md5()
+        self.skip = 0
+        """Bytes of the next body to drop: an append-only sink met a 200 after a resume."""
+
+    def write(self, data: bytes | memoryview) -> None:
+        if self.skip:
+            drop = min(self.skip, len(data))
+            self.skip -= drop
+            data = data[drop:]
+            if not data:
+                return
+        try:
+            self.fh.write(data)
+        except OSError as exc:
+            raise DiskError(exc) from exc
+        self.sha256.update(data)
+        self.md5.update(data)
+        self.offset += len(data)
+
+    def restart(self) -> None:
+        """The server sends the whole object again: start the file over, or skip the prefix."""
+        if self.restartable:
+            try:
+                self.fh.seek(0)
+                self.fh.truncate()
+            except OSError as exc:
+                raise DiskError(exc) from exc
+            self.offset = 0
+            self.sha256 = hashlib.sha256()
+            self.md5 = hashlib.md5()
+        else:
+            self.skip = self.offset
+
+
+class TooLargeError(OhpubError):
+    """The object is larger than --max-size; not an error of the run."""
+
+    def __init__(self, file_id: int, size: int, limit: int) -> None:
+        super().__init__(f"file {file_id}: {size} bytes is larger than --max-size ({limit} bytes)")
+        self.size = size
+
+
+class DiskError(OhpubError):
+    """Writing the local file failed (disk full, file too large, read-only, ...)."""
+
+    def __init__(self, exc: OSError, path: Path | None = None) -> None:
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        where = f" {path}" if path else ""
+        super().__init__(f"cannot write{where}: {reason}")
+        self.errno = exc.errno
+
+
+class Downloader:
+    """Downloads files through a ``Client``; safe to share between worker threads."""
+
+    def __init__(
+        self,
+        client: Client,
+        *,
+        retry: RetryPolicy | None = None,
+        key_max_age: float = KEY_MAX_AGE,
+        refresh: Callable[[int], DataFile] | None = None,
+    ) -> None:
+        self.client = client
+        self.retry = retry or client.retry
+        self.key_max_age = key_max_age
+        self.refresh = refresh or client.get_file
+
+    # -- public ---------------------------------------------------------------------------
+
+    def to_part(
+        self,
+        f: DataFile,
+        part: Path,
+        progress: ProgressFn = _noop,
+        *,
+        max_size: int | None = None,
+    ) -> Downloaded:
+        """Download into ``part`` (resuming what is there), verified and fsynced."""
+        meta_path = part.with_name(part.name + ".json")
+        meta = _load_meta(meta_path, f.id)
+        size = _regular_size(part)
+        raw_etag = meta.get("etag")
+        etag = raw_etag if isinstance(raw_etag, str) else None
+        if size is None or etag is None:
+            size = 0
+        try:
+            fh = open(part, "r+b" if size else "wb")  # noqa: SIM115 - closed below
+        except OSError as exc:
+            raise DiskError(exc, part) from exc
+        with fh:
+            fh.seek(size)
+            fh.truncate()
+            sink = _Sink(fh, restartable=True, offset=size)
+            if size:
+                _rehash(part, size, sink)
+                progress(size)
+            try:
+                result = self._transfer(f, sink, etag, meta_path, progress, max_size)
+                fh.flush()
+                os.fsync(fh.fileno())
+            except DiskError as exc:
+                exc.message = exc.message.replace("cannot write:", f"cannot write {part}:")
+                raise
+            except OSError as exc:
+                raise DiskError(exc, part) from exc
+        with contextlib.suppress(OSError):
+            meta_path.unlink()
+        return result
+
+    def probe_size(self, f: DataFile) -> int | None:
+        """The object's size, from a one-byte Range request (the API has no size field)."""
+        url = self.client.resolve_download(f)
+        try:
+            resp = self.client.open_storage(
+                url, {"Range": "bytes=0-0", "Accept-Encoding": "identity"}
+            )
+        except _READ_ERRORS as exc:
+            raise NetworkError(f"file {f.id}: {describe_exception(exc)}") from exc
+        with resp:
+            if resp.status_code in (403, 404, 410):
+                raise UnavailableError(f"file {f.id}: storage answered {resp.status_code}")
+            if resp.status_code == 206:
+                m = _CONTENT_RANGE.match(resp.headers.get("Content-Range", "").strip())
+                return int(m.group(3)) if m and m.group(3) != "*" else None
+            if resp.status_code == 200:
+                return _int(resp.headers.get("Content-Length"))
+            if resp.status_code == 416:
+                return _total_from_416(resp)
+        return None
+
+    def to_stream(self, f: DataFile, out: BinaryIO, progress: ProgressFn = _noop) -> Downloaded:
+        """Stream the raw bytes to ``out`` (stdout); verified at the end, nothing to undo."""
+        sink = _Sink(out, restartable=False)
+        result = self._transfer(f, sink, None, None, progress)
+        with contextlib.suppress(OSError, ValueError):
+            out.flush()
+        return result
+
+    # -- the transfer loop ---------------------------------------------------------------------
+
+    def _transfer(
+        self,
+        f: DataFile,
+        sink: _Sink,
+        etag: str | None,
+        meta_path: Path | None,
+        progress: ProgressFn,
+        max_size: int | None = None,
+    ) -> Downloaded:
+        policy = self.retry
+        started_at = sink.offset
+        resumed = sink.offset > 0
+        transferred = 0
+        url: str | None = None
+        failures = 0
+        refreshes = 0
+        checksum_retries = 0
+        total: int | None = None
+        last_error = ""
+        deadline_start = time.monotonic()
+
+        def fail(msg: str, retry_after: float | None = None) -> None:
+            nonlocal failures, last_error
+            failures += 1
+            last_error = msg
+            budget_used = time.monotonic() - deadline_start
+            if failures >= policy.attempts:
+                raise NetworkError(f"file {f.id}: {msg} (gave up after {failures} attempts)")
+            delay = policy.delay(failures - 1, retry_after)
+            log.debug("file %s: %s; retrying in %.1fs (%.0fs used)", f.id, msg, delay, budget_used)
+            time.sleep(delay)
+
+        while True:
+            # 1. A fresh key when the listing is old, then the signed storage URL.
+            if url is None:
+                if time.time() - f.listed_at > self.key_max_age:
+                    f = self._refresh(f)
+                try:
+                    url = self.client.resolve_download(f)
+                except KeyRefusedError:
+                    refreshes += 1
+                    if refreshes > 3:
+                        raise
+                    f = self._refresh(f)
+                    continue
+            # 2. The storage request, resuming at the sink's offset when we have an ETag.
+            headers = {"Accept-Encoding": "identity"}
+            if sink.offset > 0 and etag:
+                headers["Range"] = f"bytes={sink.offset}-"
+                headers["If-Range"] = f'"{etag}"'
+            elif sink.offset > 0 and sink.restartable:
+                progress(-sink.offset)
+                sink.restart()
+            try:
+                resp = self.client.open_storage(url, headers)
+            except _READ_ERRORS as exc:
+                fail(describe_exception(exc))
+                continue
+            with resp:
+                status = resp.status_code
+                new_etag = _etag(resp)
+                if status in (403, 400):
+                    # An expired or refused signature: go through the download view again.
+                    url = None
+                    fail(f"storage answered {status}")
+                    continue
+                if status in (404, 410):
+                    raise UnavailableError(f"file {f.id}: storage answered {status}")
+                if status == 416:
+                    whole = _total_from_416(resp)
+                    if whole is not None and whole == sink.offset and etag:
+                        total = whole
+                        break
+                    progress(-sink.offset if sink.restartable else 0)
+                    sink.restart()
+                    etag = None
+                    fail("416 range not satisfiable; restarting")
+                    continue
+                if status == 429 or status >= 500:
+                    fail(
+                        f"storage answered {status}",
+                        parse_retry_after(resp.headers.get("Retry-After")),
+                    )
+                    continue
+                if status == 200:
+                    if sink.offset:
+                        log.debug("file %s: server sent the whole object; restarting", f.id)
+                        progress(-sink.offset if sink.restartable else 0)
+                        sink.restart()
+                    total = _int(resp.headers.get("Content-Length"))
+                elif status == 206:
+                    rng = _CONTENT_RANGE.match(resp.headers.get("Content-Range", "").strip())
+                    if not rng or int(rng.group(1)) != sink.offset:
+                        raise ServerError(
+                            f"file {f.id}: storage sent a Content-Range that does not continue "
+                            f"at byte {sink.offset}"
+                        )
+                    total = None if rng.group(3) == "*" else int(rng.group(3))
+                else:
+                    raise ServerError(f"file {f.id}: unexpected HTTP {status} from storage")
+                if max_size is not None and total is not None and total > max_size:
+                    raise TooLargeError(f.id, total, max_size)
+                if new_etag and new_etag != etag:
+                    etag = new_etag
+                    if meta_path is not None:
+                        _save_meta(meta_path, f.id, etag, total)
+                before = sink.offset + sink.skip
+                try:
+                    while True:
+                        chunk = resp.raw.read(CHUNK, decode_content=False)
+                        if not chunk:
+                            break
+                        sink.write(chunk)
+                        n = len(chunk)
+                        transferred += n
+                        progress(n)
+                except _READ_ERRORS as exc:
+                    made_progress = sink.offset + sink.skip > before
+                    if made_progress:
+                        failures = 0  # a retry that made progress does not use up the budget
+                    fail(describe_exception(exc))
+                    continue
+            if total is not None and sink.offset < total:
+                if sink.offset + sink.skip > before:
+                    failures = 0
+                fail(f"body ended at byte {sink.offset} of {total}")
+                continue
+            if total is not None and sink.offset > total:
+                raise ServerError(f"file {f.id}: storage sent more bytes than it announced")
+            # 3. Verify: the ETag of a single-part upload is the MD5 of the bytes.
+            md5 = sink.md5.hexdigest()
+            if etag and _MD5_ETAG.match(etag) and md5 != etag:
+                checksum_retries += 1
+                if checksum_retries > 1 or not sink.restartable:
+                    raise ChecksumError(
+                        f"file {f.id} ({f.basename}): checksum mismatch "
+                        f"(md5 {md5}, storage ETag {etag}); not saved"
+                    )
+                log.debug("file %s: md5 mismatch, downloading again from the start", f.id)
+                progress(-sink.offset)
+                sink.restart()
+                resumed = False
+                continue
+            break
+        del last_error
+        return Downloaded(
+            size=sink.offset,
+            sha256=sink.sha256.hexdigest(),
+            md5=sink.md5.hexdigest(),
+            etag=etag,
+            resumed=resumed and started_at > 0,
+            transferred=transferred,
+            record=f,
+        )
+
+    def _refresh(self, f: DataFile) -> DataFile:
+        """Mint a fresh key through the detail endpoint; a 404 there means gone."""
+        try:
+            return self.refresh(f.id)
+        except NotFoundError:
+            raise UnavailableError(
+                f"file {f.id} is no longer public (detail answered 404)"
+            ) from None
+
+
+# -- placing files --------------------------------------------------------------------------
+
+
+def place(src: Path, root: Path, relpath: str) -> Path:
+    """Move a verified file to ``root/relpath`` without following any symlink inside root.
+
+    Directories are walked with ``O_NOFOLLOW`` file descriptors, so a symlink planted at
+    a user or project directory cannot redirect the write outside ``root``; a symlink at
+    the final name is replaced, not followed. The rename is atomic and the directory is
+    fsynced, so the final path holds either nothing, the old bytes, or the new ones.
+    """
+    parts = relpath.split("/")
+    if any(p in ("", ".", "..") for p in parts):
+        raise UsageError(f"unsafe path {relpath!r}")
+    dirfd = _open_dir_nofollow(root, parts[:-1], create=True)
+    try:
+        os.replace(src, parts[-1], dst_dir_fd=dirfd)
+        os.fsync(dirfd)
+    except OSError as exc:
+        raise DiskError(exc, root / relpath) from exc
+    finally:
+        os.close(dirfd)
+    return root / relpath
+
+
+def move_within(root: Path, old: str, new: str) -> None:
+    """Rename one placed file to another path under root (same no-follow rules as place)."""
+    old_parts = old.split("/")
+    new_parts = new.split("/")
+    sfd = _open_dir_nofollow(root, old_parts[:-1], create=False)
+    try:
+        dfd = _open_dir_nofollow(root, new_parts[:-1], create=True)
+        try:
+            st = os.lstat(old_parts[-1], dir_fd=sfd)
+            if not stat.S_ISREG(st.st_mode):
+                raise UsageError(f"{root / old} is not a regular file")
+            os.replace(old_parts[-1], new_parts[-1], src_dir_fd=sfd, dst_dir_fd=dfd)
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except OSError as exc:
+        raise DiskError(exc, root / new) from exc
+    finally:
+        os.close(sfd)
+
+
+def remove_within(root: Path, relpath: str) -> bool:
+    """Delete one placed file (not following symlinks); False if it was not there."""
+    parts = relpath.split("/")
+    try:
+        dfd = _open_dir_nofollow(root, parts[:-1], create=False)
+    except (DiskError, UsageError):
+        return False
+    try:
+        os.unlink(parts[-1], dir_fd=dfd)
+        return True
+    except FileNotFoundError:
+        return False
+    finally:
+        os.close(dfd)
+
+
+def _open_dir_nofollow(root: Path, parts: list[str], *, create: bool) -> int:
+    flags = os.O_RDONLY | os.O_DIRECTORY
+    try:
+        fd = os.open(root, flags)
+    except OSError as exc:
+        raise DiskError(exc, root) from exc
+    try:
+        for i, name in enumerate(parts):
+            if name in ("", ".", ".."):
+                raise UsageError(f"unsafe path component {name!r}")
+            try:
+                nfd = os.open(name, flags | os.O_NOFOLLOW, dir_fd=fd)
+            except FileNotFoundError:
+                if not create:
+                    raise
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(name, dir_fd=fd)
+                nfd = os.open(name, flags | os.O_NOFOLLOW, dir_fd=fd)
+            except OSError as exc:
+                if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                    where = root.joinpath(*parts[: i + 1])
+                    raise UsageError(
+                        f"{where} is a symlink or not a directory; refusing to follow it"
+                    ) from exc
+                raise
+            os.close(fd)
+            fd = nfd
+    except OSError as exc:
+        os.close(fd)
+        raise DiskError(exc, root.joinpath(*parts)) from exc
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+# -- small helpers ----------------------------------------------------------------------------
+
+
+def _etag(resp: requests.Response) -> str | None:
+    value = resp.headers.get("ETag")
+    if not value:
+        return None
+    value = value.strip()
+    if value.startswith("W/"):
+        value = value[2:]
+    return value.strip('"') or None
+
+
+def _int(value: str | None) -> int | None:
+    return int(value) if value and value.strip().isdigit() else None
+
+
+def _total_from_416(resp: requests.Response) -> int | None:
+    m = re.match(r"^bytes \*/(\d+)$", resp.headers.get("Content-Range", "").strip())
+    if m:
+        return int(m.group(1))
+    b = re.search(rb"<ActualObjectSize>(\d+)</ActualObjectSize>", resp.content[:4096])
+    return int(b.group(1)) if b else None
+
+
+def _regular_size(path: Path) -> int | None:
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return None
+    return st.st_size if stat.S_ISREG(st.st_mode) else None
+
+
+def _rehash(path: Path, size: int, sink: _Sink) -> None:
+    """Hash the bytes a previous run left; a resume must verify the whole file."""
+    with open(path, "rb") as fh:
+        left = size
+        while left:
+            data = fh.read(min(CHUNK, left))
+            if not data:
+                break
+            sink.sha256.update(data)
+            sink.md5.update(data)
+            left -= len(data)
+
+
+def _load_meta(path: Path, file_id: int) -> dict[str, object]:
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(meta, dict) or meta.get("id") != file_id:
+        return {}
+    return meta
+
+
+def _save_meta(path: Path, file_id: int, etag: str, total: int | None) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        tmp.write_text(json.dumps({"id": file_id, "etag": etag, "total": total}))
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise DiskError(exc, path) from exc
+
+
+__all__ = [
+    "Downloaded",
+    "Downloader",
+    "DiskError",
+    "TooLargeError",
+    "place",
+    "move_within",
+    "remove_within",
+    "redact",
+]

@@ -1,0 +1,68 @@
+"""Exception types and the exit codes they map to.
+
+Every failure a user can cause or meet is one of these; the CLI prints
+``ohpub: error: <message>`` (plus the hint, when there is one) and exits with
+``exit_code``. Library code raises them and never prints.
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_LOCKED = 3
+EXIT_INTERRUPTED = 130
+
+
+class OhpubError(Exception):
+    """Base class: a failure with a user-facing message and an exit code."""
+
+    exit_code = EXIT_FAILURE
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+
+class UsageError(OhpubError):
+    """Bad input from the user: option values, paths, ids."""
+
+    exit_code = EXIT_USAGE
+
+
+class NotFoundError(UsageError):
+    """A project, member, datatype or file id that the server does not know.
+
+    It is a usage error (exit 2): the user named something that is not there.
+    """
+
+
+class NetworkError(OhpubError):
+    """The server could not be reached or did not answer in time (after retries)."""
+
+
+class ServerError(OhpubError):
+    """The server answered, but not with what the API promises (HTML, bad JSON, 5xx)."""
+
+
+class UnavailableError(OhpubError):
+    """The file is listed but cannot be downloaded (deleted, incomplete, storage 403/404)."""
+
+
+class KeyRefusedError(OhpubError):
+    """The download key was refused ("not authorized"): it must be re-minted."""
+
+
+class ChecksumError(OhpubError):
+    """The downloaded bytes do not match the length or ETag MD5 the storage promised."""
+
+
+class LockedError(OhpubError):
+    """Another ohpub run holds the destination's lock."""
+
+    exit_code = EXIT_LOCKED
+
+
+class StateError(OhpubError):
+    """The state database under DEST/.ohpub is corrupt, foreign or unreadable."""

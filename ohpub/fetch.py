@@ -1,0 +1,134 @@
+"""``ohpub fetch``: single files by id, with the mirror's resume and verification.
+
+A file is downloaded next to its target as a hidden partial
+(``.<name>.ohpub-part``) so an interrupted fetch resumes, and it only takes the
+target name once complete and verified. An existing file at the target is never
+overwritten silently: identical bytes count as done, different bytes need --force.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import sys
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from ohpub import layout
+from ohpub.api import Client
+from ohpub.download import DiskError, Downloader
+from ohpub.errors import EXIT_FAILURE, EXIT_OK, NotFoundError, OhpubError, UsageError
+from ohpub.records import DataFile
+
+
+@dataclass
+class FetchResult:
+    id: int
+    target: str | None
+    status: str  # downloaded | resumed | unchanged | failed | not-found | refused
+    bytes: int | None = None
+    error: str | None = None
+    hint: str | None = None
+    exit_code: int = EXIT_OK
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1024 * 1024):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _names(files: Iterable[DataFile]) -> dict[int, str]:
+    """Safe, distinct names for files written into one directory (the layout's rule)."""
+    entries = [layout.Entry(f.id, f.basename, f.created, None, None) for f in files]
+    return {fid: p.rsplit("/", 1)[1] for fid, p in layout.plan_paths(entries).items()}
+
+
+def fetch_files(
+    client: Client,
+    ids: list[int],
+    *,
+    directory: Path,
+    output: str | None,
+    force: bool,
+    on_message: Callable[[str], None],
+    on_result: Callable[[FetchResult], None],
+) -> int:
+    """Fetch each id; returns the exit code (2 when an id is unknown, 1 on failure)."""
+    downloader = Downloader(client)
+    if output == "-":
+        f = client.get_file(ids[0])
+        d = downloader.to_stream(f, sys.stdout.buffer)
+        on_message(f"ohpub: {f.id} ({f.basename}): {d.size} bytes to stdout, verified")
+        return EXIT_OK
+    records: list[DataFile] = []
+    results: list[FetchResult] = []
+    for fid in dict.fromkeys(ids):
+        try:
+            records.append(client.get_file(fid))
+        except NotFoundError as exc:
+            results.append(
+                FetchResult(fid, None, "not-found", error=exc.message, exit_code=exc.exit_code)
+            )
+    names = _names(records)
+    if output is None:
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UsageError(f"cannot create {directory}: {exc.strerror or exc}") from exc
+    elif not Path(output).parent.is_dir():
+        raise UsageError(f"directory of {output} does not exist")
+    for f in records:
+        target = Path(output) if output is not None else directory / names[f.id]
+        results.append(_fetch_one(downloader, f, target, force))
+    code = EXIT_OK
+    for r in results:
+        on_result(r)
+        code = max(code, r.exit_code)
+    return code
+
+
+def _fetch_one(downloader: Downloader, f: DataFile, target: Path, force: bool) -> FetchResult:
+    if target.is_dir():
+        return FetchResult(
+            f.id, str(target), "failed", error=f"{target} is a directory", exit_code=2
+        )
+    part = target.with_name(f".{target.name}.ohpub-part")
+    try:
+        d = downloader.to_part(f, part)
+        if os.path.lexists(target):
+            same = target.is_file() and not target.is_symlink() and _sha256(target) == d.sha256
+            if same:
+                part.unlink()
+                return FetchResult(f.id, str(target), "unchanged", d.size)
+            if not force:
+                return FetchResult(
+                    f.id,
+                    str(target),
+                    "refused",
+                    d.size,
+                    error=f"{target} exists with different content; not overwritten",
+                    hint="use --force to replace it",
+                    exit_code=EXIT_FAILURE,
+                )
+        try:
+            os.replace(part, target)
+            dirfd = os.open(target.parent, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fsync(dirfd)
+            finally:
+                os.close(dirfd)
+        except OSError as exc:
+            raise DiskError(exc, target) from exc
+        with contextlib.suppress(OSError):
+            t = f.created.timestamp()
+            os.utime(target, (t, t))
+        return FetchResult(f.id, str(target), "resumed" if d.resumed else "downloaded", d.size)
+    except OhpubError as exc:
+        return FetchResult(
+            f.id, str(target), "failed", error=exc.message, hint=exc.hint, exit_code=EXIT_FAILURE
+        )

@@ -1,0 +1,700 @@
+"""Bookkeeping for a mirror: the state database and the per-DEST lock.
+
+Everything ohpub knows about a mirror lives under ``DEST/.ohpub``: ``state.sqlite3``
+(which file id sits at which path, with what checksums, and the history of runs),
+``lock`` (held by the one run allowed to write) and ``partial/`` (downloads in
+flight). The mirrored files themselves carry no metadata, so the database is the
+only record of what ohpub placed; that is why it is guarded so jealously here: a
+corrupt, foreign or newer database is refused with a StateError, never replaced.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import sqlite3
+import stat
+import threading
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any, NoReturn
+
+from .errors import LockedError, StateError, UsageError
+from .records import DataFile
+
+OHPUB_DIR = ".ohpub"
+STATE_DB_NAME = "state.sqlite3"
+LOCK_NAME = "lock"
+PARTIAL_NAME = "partial"
+
+APPLICATION_ID = 0x6F687062
+"""``PRAGMA application_id`` of an ohpub state database ("ohpb" in ASCII).
+
+It lets us tell our database from any other SQLite file that happens to sit at
+the same path, so we never adopt (or scribble on) somebody else's data.
+"""
+
+SCHEMA_VERSION = 1
+"""``PRAGMA user_version``. A newer value means a newer ohpub wrote the file; we
+refuse it rather than misread columns we do not know about."""
+
+STATUSES = frozenset({"present", "removed-upstream", "unavailable", "failed", "pending"})
+
+_MOVE_AWAY_HINT = "move it away or use another DEST"
+
+_SCHEMA = """
+CREATE TABLE files (
+    id            INTEGER PRIMARY KEY,
+    path          TEXT,
+    size          INTEGER,
+    mtime_ns      INTEGER,
+    sha256        TEXT,
+    md5           TEXT,
+    etag          TEXT,
+    basename      TEXT    NOT NULL,
+    created       TEXT    NOT NULL,
+    user_id       INTEGER,
+    username      TEXT,
+    project_id    INTEGER,
+    datatype_ids  TEXT    NOT NULL,
+    metadata      TEXT    NOT NULL,
+    raw           TEXT    NOT NULL,
+    first_seen    REAL    NOT NULL,
+    last_seen     REAL    NOT NULL,
+    downloaded_at REAL,
+    status        TEXT    NOT NULL
+);
+CREATE INDEX files_path ON files (path) WHERE path IS NOT NULL;
+CREATE TABLE runs (
+    id       INTEGER PRIMARY KEY AUTOINCREMENT,
+    command  TEXT    NOT NULL,
+    scope    TEXT    NOT NULL,
+    started  REAL    NOT NULL,
+    ended    REAL,
+    outcome  TEXT,
+    counts   TEXT    NOT NULL DEFAULT '{}',
+    complete INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE scope_counts (
+    scope_key TEXT    PRIMARY KEY,
+    count     INTEGER NOT NULL,
+    updated   REAL    NOT NULL
+);
+"""
+
+_FILE_COLUMNS = (
+    "id",
+    "path",
+    "size",
+    "mtime_ns",
+    "sha256",
+    "md5",
+    "etag",
+    "basename",
+    "created",
+    "user_id",
+    "username",
+    "project_id",
+    "datatype_ids",
+    "metadata",
+    "raw",
+    "first_seen",
+    "last_seen",
+    "downloaded_at",
+    "status",
+)
+_SELECT_FILES = f"SELECT {', '.join(_FILE_COLUMNS)} FROM files"
+_PUT_FILE = (
+    f"INSERT OR REPLACE INTO files ({', '.join(_FILE_COLUMNS)}) "
+    f"VALUES ({', '.join('?' for _ in _FILE_COLUMNS)})"
+)
+
+
+def ohpub_dir(dest: Path) -> Path:
+    """``DEST/.ohpub``: ohpub's own corner of the mirror."""
+    return dest / OHPUB_DIR
+
+
+def partial_dir(dest: Path) -> Path:
+    """``DEST/.ohpub/partial``: downloads in flight, on the same filesystem as their
+    final place so that finishing one is an atomic rename."""
+    return ohpub_dir(dest) / PARTIAL_NAME
+
+
+def state_db_path(dest: Path) -> Path:
+    """``DEST/.ohpub/state.sqlite3``."""
+    return ohpub_dir(dest) / STATE_DB_NAME
+
+
+def ensure_dirs(dest: Path) -> None:
+    """Create ``.ohpub`` and ``.ohpub/partial`` (and DEST itself) if missing.
+
+    An unwritable DEST is the user's to fix, so it becomes a UsageError.
+    """
+    try:
+        partial_dir(dest).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(
+            f"cannot create {ohpub_dir(dest)}: {exc.strerror or exc}",
+            hint="DEST must be a writable directory",
+        ) from exc
+
+
+def stat_fingerprint(path: Path) -> tuple[int, int] | None:
+    """``(size, st_mtime_ns)`` of a regular file, or None if missing or not a regular file.
+
+    lstat, not stat: a symlink planted where a mirrored file should be is not our
+    file, and following it could make verify vouch for bytes outside DEST.
+    """
+    try:
+        st = os.lstat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    if not stat.S_ISREG(st.st_mode):
+        return None
+    return st.st_size, st.st_mtime_ns
+
+
+class DestLock:
+    """One exclusive ``flock`` per DEST, so two runs never write the same mirror.
+
+    flock (not a pid file) because the kernel drops it when the holder dies, even
+    by SIGKILL or power loss: there is never a stale lock to clean up by hand. The
+    pid written into the file is only for the error message. The descriptor is
+    opened close-on-exec, so child processes do not inherit (and prolong) the lock.
+    Locks belong to the open file description, so a second DestLock on the same
+    DEST conflicts even within one process.
+    """
+
+    def __init__(self, dest: Path) -> None:
+        self.dest = dest
+        self.path = ohpub_dir(dest) / LOCK_NAME
+        self._fd: int | None = None
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def acquire(self) -> None:
+        """Take the lock at once or raise LockedError; never wait.
+
+        Waiting would make a second run look hung; failing fast tells the user why.
+        """
+        if self._fd is not None:
+            raise RuntimeError(f"{self.path} is already locked by this DestLock")
+        try:
+            ohpub_dir(self.dest).mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise UsageError(
+                f"cannot create the lock file {self.path}: {exc.strerror or exc}",
+                hint="DEST must be a writable directory",
+            ) from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            holder = _read_pid(fd)
+            os.close(fd)
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                who = f"pid {holder}" if holder is not None else "pid unknown"
+                raise LockedError(
+                    f"{self.dest} is locked by another ohpub run ({who})",
+                    hint="wait for that run to finish or stop it; "
+                    "the lock is released as soon as it exits",
+                ) from exc
+            raise UsageError(
+                f"cannot lock {self.path}: {exc.strerror or exc}",
+                hint="DEST must be on a filesystem that supports flock",
+            ) from exc
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode("ascii"))
+        except OSError:
+            pass  # the pid is a courtesy for the message; the lock itself is held
+        self._fd = fd
+
+    def release(self) -> None:
+        """Drop the lock; harmless if it is not held."""
+        fd, self._fd = self._fd, None
+        if fd is None:
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
+
+    def __enter__(self) -> DestLock:
+        self.acquire()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.release()
+
+
+def _read_pid(fd: int) -> int | None:
+    try:
+        data = os.pread(fd, 32, 0)
+    except OSError:
+        return None
+    text = data.decode("ascii", "replace").strip()
+    return int(text) if text.isdigit() else None
+
+
+@dataclass
+class FileState:
+    """What ohpub knows about one data file, keyed by its (immutable) API id."""
+
+    id: int
+    path: str | None
+    """Relative POSIX path under DEST; None while the file is not placed."""
+    size: int | None
+    mtime_ns: int | None
+    """With ``size``, the stat fingerprint of the file at ``path`` when last verified:
+    if both still match, the bytes need not be hashed again."""
+    sha256: str | None
+    md5: str | None
+    etag: str | None
+    """Storage ETag without quotes."""
+    basename: str
+    created: str
+    """ISO 8601 exactly as the API sent it."""
+    user_id: int | None
+    username: str | None
+    project_id: int | None
+    datatype_ids: list[int]
+    metadata: dict[str, Any]
+    raw: dict[str, Any]
+    """The API object minus ``download_url``: its key expires, so storing it is useless
+    and would leak a credential-like token into the mirror."""
+    first_seen: float
+    last_seen: float
+    downloaded_at: float | None
+    status: str
+    """One of STATUSES: present, removed-upstream, unavailable, failed, pending."""
+
+    @classmethod
+    def from_datafile(cls, df: DataFile, now: float) -> FileState:
+        """A new, not yet placed ("pending") record for a file seen in a listing."""
+        created = df.raw.get("created")
+        return cls(
+            id=df.id,
+            path=None,
+            size=None,
+            mtime_ns=None,
+            sha256=None,
+            md5=None,
+            etag=None,
+            basename=df.basename,
+            created=created if isinstance(created, str) else df.created.isoformat(),
+            user_id=df.user.id,
+            username=df.user.username,
+            project_id=df.project_id,
+            datatype_ids=list(df.datatype_ids),
+            metadata=dict(df.metadata),
+            raw=_without_download_url(df.raw),
+            first_seen=now,
+            last_seen=now,
+            downloaded_at=None,
+            status="pending",
+        )
+
+
+@dataclass
+class RunInfo:
+    """One ohpub run as recorded by begin_run/end_run.
+
+    ``ended`` is None for a run that never finished (killed or crashed): that is
+    how the next run learns the previous one died.
+    """
+
+    id: int
+    command: str
+    scope: dict[str, Any]
+    started: float
+    ended: float | None
+    outcome: str | None
+    counts: dict[str, int]
+    complete: bool
+
+
+def _without_download_url(raw: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in raw.items() if k != "download_url"}
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+class StateDB:
+    """The state database of one mirror: a single SQLite connection, the single writer.
+
+    WAL mode so that read-only commands (status) can read while a sync writes.
+    ``synchronous=FULL``: every put is fsynced before it returns. A put follows a
+    finished download, so one fsync is cheap next to the network round trip, and it
+    keeps the promise "the database never forgets a file it placed" across power
+    loss, not just across a killed process (NORMAL could roll the last commits back,
+    leaving files at their paths that the database does not know as ours).
+
+    The connection is shared by worker threads (``check_same_thread=False``) and
+    every use is serialised by one lock; transactions are explicit (autocommit
+    connection + BEGIN IMMEDIATE) so nothing stays open between calls.
+    """
+
+    def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
+        """Use StateDB.open; this only wraps an already checked connection."""
+        self._conn = conn
+        self.path = path
+        self._lock = threading.Lock()
+
+    # -- opening -----------------------------------------------------------
+
+    @classmethod
+    def open(cls, dest: Path, *, create: bool = True) -> StateDB:
+        """Open (and with ``create``, initialise) ``DEST/.ohpub/state.sqlite3``.
+
+        Refuses with StateError anything that is not our database: garbage bytes,
+        another application's SQLite file, a schema newer than this ohpub. It never
+        starts over on such a file, because the database is the only record of
+        which files in DEST ohpub put there.
+        """
+        path = state_db_path(dest)
+        if create:
+            ensure_dirs(dest)
+        elif not path.exists():
+            raise StateError(
+                f"{dest} is not an ohpub mirror (no {OHPUB_DIR}/{STATE_DB_NAME})",
+                hint="check the DEST path, or run a sync into it first",
+            )
+        uri = path.absolute().as_uri() + ("?mode=rwc" if create else "?mode=rw")
+        try:
+            conn = sqlite3.connect(
+                uri, uri=True, check_same_thread=False, isolation_level=None, timeout=10.0
+            )
+        except sqlite3.Error as exc:
+            raise StateError(f"cannot open {path}: {exc}", hint=_MOVE_AWAY_HINT) from exc
+        try:
+            _check_and_init(conn, path, create=create)
+        except BaseException:
+            conn.close()
+            raise
+        return cls(conn, path)
+
+    def close(self) -> None:
+        """Close the connection; SQLite checkpoints the WAL into the main file."""
+        with self._lock:
+            self._conn.close()
+
+    def __enter__(self) -> StateDB:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- plumbing ----------------------------------------------------------
+
+    @contextmanager
+    def _guard(self, action: str) -> Iterator[None]:
+        """Turn SQLite failures (disk I/O, corruption found mid-run, full disk) into
+        StateError naming the file, so the CLI reports them instead of a traceback.
+        Misuse (a closed connection, bad SQL) stays a programming error."""
+        try:
+            yield
+        except (sqlite3.ProgrammingError, sqlite3.InterfaceError):
+            raise
+        except sqlite3.Error as exc:
+            raise StateError(
+                f"state database {self.path}: {action} failed: {exc}",
+                hint="if the file is damaged, " + _MOVE_AWAY_HINT,
+            ) from exc
+
+    @contextmanager
+    def _read(self, action: str) -> Iterator[sqlite3.Connection]:
+        with self._lock, self._guard(action):
+            yield self._conn
+
+    @contextmanager
+    def _write(self, action: str) -> Iterator[sqlite3.Connection]:
+        """One IMMEDIATE transaction, committed on success and rolled back on any
+        exception (KeyboardInterrupt included) so no half-written batch survives."""
+        with self._lock, self._guard(action):
+            conn = self._conn
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                with suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    def _row_to_file(self, row: tuple[Any, ...]) -> FileState:
+        try:
+            values = dict(zip(_FILE_COLUMNS, row, strict=True))
+            for key in ("datatype_ids", "metadata", "raw"):
+                values[key] = json.loads(values[key])
+            return FileState(**values)
+        except (ValueError, TypeError) as exc:
+            raise StateError(
+                f"state database {self.path}: unreadable record for file {row[0]!r}: {exc}",
+                hint="if the file is damaged, " + _MOVE_AWAY_HINT,
+            ) from exc
+
+    @staticmethod
+    def _file_params(fs: FileState) -> tuple[Any, ...]:
+        if fs.status not in STATUSES:
+            raise ValueError(f"file {fs.id}: unknown status {fs.status!r}")
+        return (
+            fs.id,
+            fs.path,
+            fs.size,
+            fs.mtime_ns,
+            fs.sha256,
+            fs.md5,
+            fs.etag,
+            fs.basename,
+            fs.created,
+            fs.user_id,
+            fs.username,
+            fs.project_id,
+            _dumps(list(fs.datatype_ids)),
+            _dumps(fs.metadata),
+            _dumps(_without_download_url(fs.raw)),
+            fs.first_seen,
+            fs.last_seen,
+            fs.downloaded_at,
+            fs.status,
+        )
+
+    # -- files -------------------------------------------------------------
+
+    def get(self, file_id: int) -> FileState | None:
+        """The record of one file id, or None if ohpub has never seen it."""
+        with self._read("reading a file record") as conn:
+            row = conn.execute(f"{_SELECT_FILES} WHERE id = ?", (file_id,)).fetchone()
+        return None if row is None else self._row_to_file(row)
+
+    def all(self) -> list[FileState]:
+        """Every record, ordered by file id (stable output for status and verify)."""
+        with self._read("reading file records") as conn:
+            rows = conn.execute(f"{_SELECT_FILES} ORDER BY id").fetchall()
+        return [self._row_to_file(r) for r in rows]
+
+    def by_path(self) -> dict[str, int]:
+        """Relative path -> file id for every placed file.
+
+        Keeping paths unique is the caller's job (the schema does not enforce it, so
+        swapping two paths needs no careful statement order); should two records
+        ever claim one path, the higher id wins here, deterministically.
+        """
+        with self._read("reading file paths") as conn:
+            rows = conn.execute(
+                "SELECT path, id FROM files WHERE path IS NOT NULL ORDER BY id"
+            ).fetchall()
+        return {str(p): int(i) for p, i in rows}
+
+    def put(self, fs: FileState) -> None:
+        """Insert or replace one record, committed (and fsynced) before returning, so
+        a crash loses at most the files still in flight."""
+        params = self._file_params(fs)
+        with self._write("saving a file record") as conn:
+            conn.execute(_PUT_FILE, params)
+
+    def put_many(self, items: Iterable[FileState]) -> None:
+        """Insert or replace many records in one transaction: all or none."""
+        params = [self._file_params(fs) for fs in items]
+        if not params:
+            return
+        with self._write("saving file records") as conn:
+            conn.executemany(_PUT_FILE, params)
+
+    def delete(self, file_id: int) -> None:
+        """Forget a file id entirely (a missing id is not an error)."""
+        with self._write("deleting a file record") as conn:
+            conn.execute("DELETE FROM files WHERE id = ?", (file_id,))
+
+    # -- runs --------------------------------------------------------------
+
+    def begin_run(self, command: str, scope: dict[str, Any]) -> int:
+        """Record the start of a run and return its id.
+
+        Recorded at the start, not the end, so a run that dies leaves a trace
+        (``ended`` stays None) that the next status can report.
+        """
+        with self._write("recording a run") as conn:
+            cur = conn.execute(
+                "INSERT INTO runs (command, scope, started) VALUES (?, ?, ?)",
+                (command, _dumps(scope), time.time()),
+            )
+            run_id = cur.lastrowid
+        assert run_id is not None
+        return run_id
+
+    def end_run(
+        self,
+        run_id: int,
+        outcome: str,
+        counts: dict[str, int],
+        complete: bool,
+        *,
+        scope_counts: Mapping[str, int] | None = None,
+    ) -> None:
+        """Record how a run ended.
+
+        ``complete`` means the run saw its whole scope (every listing page), so its
+        counts can serve as a baseline. ``scope_counts`` are stored as the baselines
+        for scope_last_count in the same transaction, and only when ``complete``:
+        a partial listing must never become the yardstick for the next one.
+        """
+        now = time.time()
+        with self._write("recording the end of a run") as conn:
+            cur = conn.execute(
+                "UPDATE runs SET ended = ?, outcome = ?, counts = ?, complete = ? WHERE id = ?",
+                (now, outcome, _dumps(counts), int(complete), run_id),
+            )
+            if cur.rowcount != 1:
+                raise ValueError(f"no run with id {run_id}")
+            if complete and scope_counts:
+                conn.executemany(
+                    "INSERT OR REPLACE INTO scope_counts (scope_key, count, updated) "
+                    "VALUES (?, ?, ?)",
+                    [(k, int(n), now) for k, n in scope_counts.items()],
+                )
+
+    def last_run(self, *, complete_only: bool = False) -> RunInfo | None:
+        """The most recently begun run (finished or not), or the latest complete one."""
+        sql = (
+            "SELECT id, command, scope, started, ended, outcome, counts, complete FROM runs"
+            + (" WHERE complete = 1" if complete_only else "")
+            + " ORDER BY id DESC LIMIT 1"
+        )
+        with self._read("reading runs") as conn:
+            row = conn.execute(sql).fetchone()
+        if row is None:
+            return None
+        try:
+            return RunInfo(
+                id=row[0],
+                command=row[1],
+                scope=json.loads(row[2]),
+                started=row[3],
+                ended=row[4],
+                outcome=row[5],
+                counts=json.loads(row[6]),
+                complete=bool(row[7]),
+            )
+        except ValueError as exc:
+            raise StateError(
+                f"state database {self.path}: unreadable record for run {row[0]}: {exc}",
+                hint="if the file is damaged, " + _MOVE_AWAY_HINT,
+            ) from exc
+
+    # -- listing baselines ---------------------------------------------------
+
+    def set_scope_count(self, scope_key: str, n: int) -> None:
+        """Remember that the last complete listing of ``scope_key`` had ``n`` files.
+
+        Only call this after a complete listing; see end_run(scope_counts=...).
+        """
+        with self._write("saving a listing count") as conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO scope_counts (scope_key, count, updated) VALUES (?, ?, ?)",
+                (scope_key, int(n), time.time()),
+            )
+
+    def scope_last_count(self, scope_key: str) -> int | None:
+        """How many files the last complete listing of ``scope_key`` had, if known.
+
+        A listing that shrinks sharply is more likely a server hiccup than mass
+        deletion; the caller compares against this before marking files removed.
+        """
+        with self._read("reading a listing count") as conn:
+            row = conn.execute(
+                "SELECT count FROM scope_counts WHERE scope_key = ?", (scope_key,)
+            ).fetchone()
+        return None if row is None else int(row[0])
+
+
+def _check_and_init(conn: sqlite3.Connection, path: Path, *, create: bool) -> None:
+    """Validate the file at ``path`` as our database, creating the schema in an empty one.
+
+    The checks read only the header, before anything is written: a foreign file
+    must leave this function byte-for-byte untouched (not even switched to WAL).
+    """
+
+    def fail(
+        message: str, exc: BaseException | None = None, hint: str = _MOVE_AWAY_HINT
+    ) -> NoReturn:
+        raise StateError(message, hint=hint) from exc
+
+    try:
+        conn.execute("PRAGMA busy_timeout = 10000")
+        app_id, version, n_objects = _header(conn)
+        if app_id == 0 and version == 0 and n_objects == 0:
+            if not create:
+                fail(
+                    f"{path} holds no ohpub state (empty database)",
+                    hint="run a sync into this DEST first, or check the path",
+                )
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                # Re-read under the write lock: another process may have initialised it.
+                app_id, version, n_objects = _header(conn)
+                if app_id == 0 and version == 0 and n_objects == 0:
+                    for statement in _SCHEMA.split(";"):
+                        if statement.strip():
+                            conn.execute(statement)
+                    conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+                    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                    app_id, version = APPLICATION_ID, SCHEMA_VERSION
+                conn.execute("COMMIT")
+            except BaseException:
+                with suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+                raise
+        if app_id != APPLICATION_ID:
+            fail(
+                f"{path} is not an ohpub state database "
+                f"(SQLite application_id {app_id:#x}, expected {APPLICATION_ID:#x})"
+            )
+        if version > SCHEMA_VERSION:
+            fail(
+                f"{path} was written by a newer ohpub (schema version {version}; "
+                f"this ohpub knows up to {SCHEMA_VERSION})",
+                hint="upgrade ohpub, or use another DEST",
+            )
+        if version < 1:
+            fail(f"{path} has an invalid ohpub schema version {version}")
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()
+        if mode is None or str(mode[0]).lower() != "wal":
+            fail(
+                f"{path}: cannot switch the state database to WAL mode",
+                hint="DEST must be on a local filesystem",
+            )
+        conn.execute("PRAGMA synchronous = FULL")
+    except sqlite3.Error as exc:
+        fail(f"{path} is not a usable ohpub state database: {exc}", exc)
+
+
+def _header(conn: sqlite3.Connection) -> tuple[int, int, int]:
+    """(application_id, user_version, number of schema objects). Reading sqlite_master
+    is what makes SQLite parse the file, so garbage bytes fail here."""
+    n_objects = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+    app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    return int(app_id), int(version), int(n_objects)
