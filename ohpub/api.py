@@ -52,7 +52,8 @@ USER_AGENT = (
     f"ohpub/{__version__} (Open Humans public data mirror; python-requests/{requests.__version__})"
 )
 DEFAULT_PAGE_SIZE = 500
-MAX_PAGE_BYTES = 64 * 1024 * 1024
+MAX_PAGE_BYTES = 16 * 1024 * 1024
+"""A real page of 500 files is about 350 kB; anything this large is not a listing page."""
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 _SECRET_PARAM_RE = re.compile(r"(?i)\b(key|signature|x-oh-key|awsaccesskeyid)=([^&\s#\"']+)")
 

@@ -1,0 +1,37 @@
+"""Shared pytest fixtures."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.ohserver import OHServer
+
+# ---------------------------------------------------------------------------------------------
+# Local Open Humans server fixtures (tests/ohserver.py) -- BEGIN
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def oh_server() -> Iterator[OHServer]:
+    """A started server with the data of the real-server transcripts: projects 102 (Fitbit
+    Connection), 128 (American Gut), 200 (no public data); datatypes 1-4; members alice,
+    bob_smith, carol (hidden in 102), dave, projcoordinator; listed files 1-6 (1 and 2: alice's
+    two fitbit-data.json, 3: a 939,303-byte .fastq.gz, 6: carol's, null user); unlisted file 7
+    (project 200) and file 8 (incomplete upload)."""
+    with OHServer().load_sample() as server:
+        yield server
+
+
+@pytest.fixture
+def oh176() -> Iterator[OHServer]:
+    """A started server holding the real project-176 (Spotify) listing: 31 files, 10 members,
+    datatype 14; content is synthetic, 3-100 KB per file, deterministic per id."""
+    with OHServer().load_project176() as server:
+        yield server
+
+
+# ---------------------------------------------------------------------------------------------
+# Local Open Humans server fixtures -- END
+# ---------------------------------------------------------------------------------------------
