@@ -23,7 +23,9 @@ import os
 import re
 import stat
 import time
+from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -79,18 +81,29 @@ def _noop(nbytes: int) -> None:
 
 
 class _Sink:
-    """Where bytes go: a partial file (restartable) or a stream (append-only)."""
+    """Where bytes go: a partial file (restartable) or a stream (append-only).
+
+    Both digests are computed as bytes arrive. Once a transfer is large enough to be
+    worth a thread, MD5 (the slower of the two, and single-threaded by nature) moves to
+    a helper thread fed in order, so it runs beside the socket reads, the sha256 and the
+    file writes on another core: hashlib releases the GIL on large buffers.
+    """
+
+    PARALLEL_AFTER = 4 * 1024 * 1024
+    MAX_QUEUED = 8
 
     def __init__(self, fh: BinaryIO, *, restartable: bool, offset: int = 0) -> None:
         self.fh = fh
         self.restartable = restartable
         self.offset = offset
         self.sha256 = hashlib.sha256()
-        self.md5 = hashlib.md5()
+        self._md5 = hashlib.md5()
+        self._md5_pool: ThreadPoolExecutor | None = None
+        self._md5_queue: deque[Future[None]] = deque()
         self.skip = 0
         """Bytes of the next body to drop: an append-only sink met a 200 after a resume."""
 
-    def write(self, data: bytes | memoryview) -> None:
+    def write(self, data: bytes) -> None:
         if self.skip:
             drop = min(self.skip, len(data))
             self.skip -= drop
@@ -101,13 +114,39 @@ class _Sink:
             self.fh.write(data)
         except OSError as exc:
             raise DiskError(exc) from exc
-        self.sha256.update(data)
-        self.md5.update(data)
+        self.hash(data)
         self.offset += len(data)
+
+    def hash(self, data: bytes) -> None:
+        """Feed both digests; ``data`` must not change afterwards (bytes are immutable)."""
+        self.sha256.update(data)
+        if self._md5_pool is None and self.offset >= self.PARALLEL_AFTER:
+            self._md5_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ohpub-md5")
+        if self._md5_pool is None:
+            self._md5.update(data)
+            return
+        self._md5_queue.append(self._md5_pool.submit(self._md5.update, data))
+        while len(self._md5_queue) > self.MAX_QUEUED:
+            self._md5_queue.popleft().result()
+
+    def _drain(self) -> None:
+        while self._md5_queue:
+            self._md5_queue.popleft().result()
+
+    def md5_hex(self) -> str:
+        self._drain()
+        return self._md5.hexdigest()
+
+    def close(self) -> None:
+        self._drain()
+        if self._md5_pool is not None:
+            self._md5_pool.shutdown(wait=True)
+            self._md5_pool = None
 
     def restart(self) -> None:
         """The server sends the whole object again: start the file over, or skip the prefix."""
         if self.restartable:
+            self._drain()
             try:
                 self.fh.seek(0)
                 self.fh.truncate()
@@ -115,7 +154,7 @@ class _Sink:
                 raise DiskError(exc) from exc
             self.offset = 0
             self.sha256 = hashlib.sha256()
-            self.md5 = hashlib.md5()
+            self._md5 = hashlib.md5()
         else:
             self.skip = self.offset
 
@@ -228,6 +267,20 @@ class Downloader:
     # -- the transfer loop ---------------------------------------------------------------------
 
     def _transfer(
+        self,
+        f: DataFile,
+        sink: _Sink,
+        etag: str | None,
+        meta_path: Path | None,
+        progress: ProgressFn,
+        max_size: int | None = None,
+    ) -> Downloaded:
+        try:
+            return self._transfer_loop(f, sink, etag, meta_path, progress, max_size)
+        finally:
+            sink.close()
+
+    def _transfer_loop(
         self,
         f: DataFile,
         sink: _Sink,
@@ -357,7 +410,7 @@ class Downloader:
             if total is not None and sink.offset > total:
                 raise ServerError(f"file {f.id}: storage sent more bytes than it announced")
             # 3. Verify: the ETag of a single-part upload is the MD5 of the bytes.
-            md5 = sink.md5.hexdigest()
+            md5 = sink.md5_hex()
             if etag and _MD5_ETAG.match(etag) and md5 != etag:
                 checksum_retries += 1
                 if checksum_retries > 1 or not sink.restartable:
@@ -375,7 +428,7 @@ class Downloader:
         return Downloaded(
             size=sink.offset,
             sha256=sink.sha256.hexdigest(),
-            md5=sink.md5.hexdigest(),
+            md5=sink.md5_hex(),
             etag=etag,
             resumed=resumed and started_at > 0,
             transferred=transferred,
@@ -531,8 +584,7 @@ def _rehash(path: Path, size: int, sink: _Sink) -> None:
             data = fh.read(min(CHUNK, left))
             if not data:
                 break
-            sink.sha256.update(data)
-            sink.md5.update(data)
+            sink.hash(data)
             left -= len(data)
 
 
