@@ -187,6 +187,7 @@ class Client:
         pool_size: int = 16,
         page_size: int = DEFAULT_PAGE_SIZE,
         max_crawls: int = 3,
+        single_page_max: int = 5000,
         on_warning: Callable[[str], None] | None = None,
     ) -> None:
         parts = urlsplit(base_url)
@@ -199,6 +200,7 @@ class Client:
         self.retry = retry or RetryPolicy()
         self.page_size = max(1, page_size)
         self.max_crawls = max(1, max_crawls)
+        self.single_page_max = single_page_max
         self.on_warning = on_warning or (lambda msg: log.warning(msg))
         self._api_slots = threading.BoundedSemaphore(max(1, api_concurrency))
         self.session = requests.Session()
@@ -315,11 +317,11 @@ class Client:
     # -- listings -----------------------------------------------------------------------------
 
     def _pages(
-        self, path: str, check: Callable[[], None] | None = None
+        self, path: str, check: Callable[[], None] | None = None, limit: int | None = None
     ) -> Iterator[dict[str, Any]]:
         """Follow limit/offset pages of one list endpoint to the end, refusing loops."""
         url: str | None = self.url(path)
-        params: dict[str, Any] | None = {"limit": self.page_size}
+        params: dict[str, Any] | None = {"limit": limit or self.page_size}
         seen: set[str] = set()
         first = True
         while url:
@@ -386,7 +388,7 @@ class Client:
             for crawl in range(self.max_crawls):
                 report.crawls += 1
                 rejected: set[str] = set()
-                for page in self._pages(path, check):
+                for page in self._pages(path, check, self._recrawl_limit(crawl, expected)):
                     listed_at = time.time()
                     count = page.get("count")
                     if isinstance(count, int):
@@ -428,6 +430,21 @@ class Client:
                 )
                 self.on_warning(report.warnings[-1])
         report.complete = complete
+
+    def _recrawl_limit(self, crawl: int, expected: int) -> int:
+        """Page size for crawl number ``crawl``.
+
+        Files are lost only where one member's files straddle a page boundary (their order
+        changes on every request). A re-crawl therefore moves the boundaries: one single
+        page holding everything when the listing is small enough (the API has no maximum
+        page size, and one page is one consistent snapshot), otherwise pages twice as large
+        as the time before.
+        """
+        if crawl == 0:
+            return self.page_size
+        if expected + 100 <= self.single_page_max:
+            return max(self.page_size, expected + 100)
+        return int(self.page_size * 2**crawl)
 
     def iter_objects(self, kind: str) -> Iterator[dict[str, Any]]:
         """Projects, datatypes or members, as the server sends them."""

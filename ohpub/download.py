@@ -389,7 +389,7 @@ class Downloader:
                 before = sink.offset + sink.skip
                 try:
                     while True:
-                        chunk = resp.raw.read(CHUNK, decode_content=False)
+                        chunk = resp.raw.read1(CHUNK, decode_content=False)
                         if not chunk:
                             break
                         sink.write(chunk)

@@ -680,7 +680,9 @@ class OHServer:
         self.errors: list[str] = []
         """Tracebacks of unexpected exceptions inside the server (should stay empty)."""
         self.in_flight: dict[str, int] = dict.fromkeys(ROLES, 0)
-        self.peak_in_flight: dict[str, int] = dict.fromkeys(ROLES, 0)
+        self.peak_in_flight: dict[str, int] = dict.fromkeys((*ROLES, "site"), 0)
+        """Peak concurrent requests per role, and "site": api + download together (everything
+        that lands on Open Humans itself rather than on storage)."""
 
         self._lock = threading.RLock()
         self._rng = random.Random(seed)  # per-request randomness (shuffles, keys)
@@ -825,6 +827,7 @@ class OHServer:
         """Reset ``peak_in_flight`` to the current in-flight numbers."""
         with self._lock:
             self.peak_in_flight.update(self.in_flight)
+            self.peak_in_flight["site"] = self.in_flight["api"] + self.in_flight["download"]
 
     # -- data manipulation ----------------------------------------------------------------
 
@@ -1799,6 +1802,8 @@ class _Handler(BaseHTTPRequestHandler):
         with oh._lock:
             oh.in_flight[role] += 1
             oh.peak_in_flight[role] = max(oh.peak_in_flight[role], oh.in_flight[role])
+            site = oh.in_flight["api"] + oh.in_flight["download"]
+            oh.peak_in_flight["site"] = max(oh.peak_in_flight["site"], site)
         try:
             try:
                 reply = oh._handle(role, req)

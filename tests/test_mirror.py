@@ -387,3 +387,57 @@ def test_fetch_to_dir_refuses_to_overwrite_without_force(oh_server: Any, tmp_pat
 def test_fetch_unknown_id(oh_server: Any, tmp_path: Path) -> None:
     res = run_cli(oh_server, ["fetch", "99999", "-d", str(tmp_path)])
     assert res.code == 2 and "file 99999 not found" in res.stderr
+
+
+# -- politeness and overlap ---------------------------------------------------------------------
+
+
+def test_open_humans_sees_at_most_4_requests_while_storage_runs_wider(
+    oh_server: Any, tmp_path: Path
+) -> None:
+    oh_server.generate(60, 6, min_size=1000, max_size=3000, project_id=700, seed=5)
+    oh_server.faults.latency.update({"api": 0.02, "download": 0.05, "storage": 0.1})
+    res = run_cli(
+        oh_server,
+        ["mirror", str(tmp_path), "-p", "700", "--jobs", "12"],
+        env={"OHPUB_PAGE_SIZE": "20"},
+    )
+    assert res.code == 0, res.stderr
+    assert len(tree(tmp_path)) == 60
+    assert oh_server.peak_in_flight["site"] <= 4
+    assert oh_server.peak_in_flight["storage"] > 4
+
+
+def test_downloads_start_while_listing_continues(oh_server: Any, tmp_path: Path) -> None:
+    oh_server.generate(30, 3, min_size=1000, max_size=2000, project_id=700, seed=6)
+    oh_server.faults.latency["api"] = 0.1
+    res = run_cli(oh_server, ["mirror", str(tmp_path), "-p", "700"], env={"OHPUB_PAGE_SIZE": "5"})
+    assert res.code == 0, res.stderr
+    pages = [e for e in oh_server.log if e.path == "/api/public/project/700/datafiles/"]
+    first_storage = min(e.start for e in oh_server.log if e.role == "storage")
+    assert first_storage < max(e.start for e in pages)
+
+
+def test_connection_reset_mid_body_resumes_within_the_run(oh_server: Any, tmp_path: Path) -> None:
+    fid = _big_file(oh_server, 3_000_000)
+    oh_server.faults.reset_after[fid] = (1_000_000, 2)
+    res = run_cli(oh_server, ["mirror", str(tmp_path), "-p", "600", "-f", "jsonl"])
+    assert res.code == 0, res.stderr
+    assert (tmp_path / "alice/600/big.bin").read_bytes() == content_of(oh_server, fid)
+    ranges = [e.headers.get("range") for e in storage_gets(oh_server)]
+    assert ranges[0] is None and all(r and r.startswith("bytes=") for r in ranges[1:])
+    assert len(ranges) == 3
+
+
+def test_touched_but_identical_file_is_rehashed_not_downloaded(
+    oh_server: Any, tmp_path: Path
+) -> None:
+    assert run_cli(oh_server, ["mirror", str(tmp_path), "-p", "128"]).code == 0
+    os.utime(tmp_path / "alice/128/ag-000001.fastq.gz", (1, 1))
+    oh_server.clear_log()
+    res = run_cli(oh_server, ["mirror", str(tmp_path), "-p", "128", "-f", "jsonl"])
+    assert {r["status"] for r in jsonl(res.stdout)} == {"unchanged"}
+    assert storage_gets(oh_server) == []
+    oh_server.clear_log()
+    res = run_cli(oh_server, ["mirror", str(tmp_path), "-p", "128", "-f", "jsonl"])
+    assert storage_gets(oh_server) == []
