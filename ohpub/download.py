@@ -204,7 +204,7 @@ class Downloader:
         max_size: int | None = None,
     ) -> Downloaded:
         """Download into ``part`` (resuming what is there), verified and fsynced."""
-        meta_path = part.with_name(part.name + ".json")
+        meta_path = meta_path_of(part)
         meta = _load_meta(meta_path, f.id)
         size = _regular_size(part)
         raw_etag = meta.get("etag")
@@ -231,8 +231,8 @@ class Downloader:
                 raise
             except OSError as exc:
                 raise DiskError(exc, part) from exc
-        with contextlib.suppress(OSError):
-            meta_path.unlink()
+        # The sidecar stays until the caller has placed the file: if the run dies before
+        # that, the next one finds a complete partial it can confirm with one request.
         return result
 
     def probe_size(self, f: DataFile) -> int | None:
@@ -470,6 +470,17 @@ def place(src: Path, root: Path, relpath: str) -> Path:
     return root / relpath
 
 
+def forget_partial(part: Path) -> None:
+    """Remove a partial file's sidecar (and the partial, if it is still there)."""
+    for p in (part, meta_path_of(part)):
+        with contextlib.suppress(OSError):
+            p.unlink()
+
+
+def meta_path_of(part: Path) -> Path:
+    return part.with_name(part.name + ".json")
+
+
 def move_within(root: Path, old: str, new: str) -> None:
     """Rename one placed file to another path under root (same no-follow rules as place)."""
     old_parts = old.split("/")
@@ -613,6 +624,7 @@ __all__ = [
     "DiskError",
     "TooLargeError",
     "place",
+    "forget_partial",
     "move_within",
     "remove_within",
     "redact",

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from ohpub import layout
 from ohpub.api import Client
-from ohpub.download import DiskError, Downloader
+from ohpub.download import DiskError, Downloader, forget_partial
 from ohpub.errors import EXIT_FAILURE, EXIT_OK, NotFoundError, OhpubError, UsageError
 from ohpub.records import DataFile
 
@@ -103,7 +103,7 @@ def _fetch_one(downloader: Downloader, f: DataFile, target: Path, force: bool) -
         if os.path.lexists(target):
             same = target.is_file() and not target.is_symlink() and _sha256(target) == d.sha256
             if same:
-                part.unlink()
+                forget_partial(part)
                 return FetchResult(f.id, str(target), "unchanged", d.size)
             if not force:
                 return FetchResult(
@@ -124,6 +124,7 @@ def _fetch_one(downloader: Downloader, f: DataFile, target: Path, force: bool) -
                 os.close(dirfd)
         except OSError as exc:
             raise DiskError(exc, target) from exc
+        forget_partial(part)
         with contextlib.suppress(OSError):
             t = f.created.timestamp()
             os.utime(target, (t, t))

@@ -40,6 +40,7 @@ from ohpub.download import (
     Downloaded,
     Downloader,
     TooLargeError,
+    forget_partial,
     move_within,
     place,
     remove_within,
@@ -509,6 +510,7 @@ class Mirror:
         except (DiskError, UsageError) as exc:
             self._report(FileResult(f.id, target, "failed", d.size, d.sha256, exc.message))
             return
+        forget_partial(part)
         fp = stat_fingerprint(self.dest / target)
         fs.path = target
         fs.size, fs.mtime_ns = fp if fp else (d.size, None)
@@ -529,6 +531,7 @@ class Mirror:
         """Files a complete listing of this scope no longer has: keep (mark), or --delete."""
         if not report.complete:
             return
+        self._clean_partials(listed)
         flt = self.opts.flt
         gone: list[FileState] = []
         in_scope = 0
@@ -561,6 +564,15 @@ class Mirror:
             self._report(FileResult(fs.id, fs.path, "removed-upstream", fs.size, fs.sha256))
         if refuse:
             self.summary.exit_code = 1
+
+    def _clean_partials(self, listed: dict[int, DataFile]) -> None:
+        """Partial downloads of files a complete listing no longer has will never finish."""
+        pdir = partial_dir(self.dest)
+        with contextlib.suppress(OSError):
+            for entry in os.scandir(pdir):
+                stem = entry.name.split(".", 1)[0]
+                if stem.isdigit() and int(stem) not in listed:
+                    forget_partial(pdir / stem)
 
     def _report(self, r: FileResult) -> None:
         self.summary.counts[r.status] = self.summary.counts.get(r.status, 0) + 1
