@@ -227,6 +227,8 @@ class Mirror:
         self.summary = MirrorSummary()
         self._started = time.monotonic()
         self._renamed: set[int] = set()
+        self._wanted: dict[str, int] = {}
+        """fold(path) -> the listed file id that path belongs to in this run's layout."""
 
     # -- entry point ---------------------------------------------------------------------------
 
@@ -395,6 +397,7 @@ class Mirror:
         at a path the state knows.
         """
         wanted = {layout.fold(p): fid for fid, p in targets.items()}
+        self._wanted = wanted
         moves: list[tuple[int, str, str]] = []
         for fid, fs in tracked.items():
             if not fs.path or fs.status not in ("present", "removed-upstream"):
@@ -414,7 +417,9 @@ class Mirror:
         for fid, old, new in moves:
             fs = tracked[fid]
             if stat_fingerprint(self.dest / old) is None:
-                continue  # gone from disk; it will be downloaded again
+                fs.path = None  # gone from disk; it will be downloaded again
+                state.put(fs)
+                continue
             tmp = f"{MOVING_DIR}/{fid}"
             move_within(self.dest, old, tmp)
             fs.path = tmp
@@ -518,8 +523,8 @@ class Mirror:
         fs.downloaded_at = time.time()
         fs.status = "present"
         state.put(fs)
-        if old_path and old_path != target:
-            remove_within(self.dest, old_path)
+        if old_path and old_path != target and self._wanted.get(layout.fold(old_path)) is None:
+            remove_within(self.dest, old_path)  # never a path another listed file now owns
         self.summary.bytes_downloaded += d.size
         self.summary.bytes_transferred += d.transferred
         status = "resumed" if d.resumed else "downloaded"

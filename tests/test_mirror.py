@@ -441,3 +441,25 @@ def test_touched_but_identical_file_is_rehashed_not_downloaded(
     oh_server.clear_log()
     res = run_cli(oh_server, ["mirror", str(tmp_path), "-p", "128", "-f", "jsonl"])
     assert storage_gets(oh_server) == []
+
+
+def test_missing_file_whose_old_name_now_belongs_to_another_file(
+    oh_server: Any, tmp_path: Path
+) -> None:
+    assert run_cli(oh_server, ["mirror", str(tmp_path), "-p", "102"]).code == 0
+    (tmp_path / "alice/102/fitbit-data.json").unlink()  # file 2, deleted by the user
+    new_id = oh_server.add_file(
+        basename="fitbit-data.json",
+        content=b"newest",
+        project_id=102,
+        username="alice",
+        created=datetime(2025, 1, 1, tzinfo=timezone.utc),
+    )
+    res = run_cli(oh_server, ["mirror", str(tmp_path), "-p", "102", "-f", "jsonl"])
+    assert res.code == 0, res.stderr
+    files = tree(tmp_path)
+    assert files["alice/102/fitbit-data.json"] == b"newest"
+    assert files["alice/102/fitbit-data.2.json"] == content_of(oh_server, 2)
+    assert files["alice/102/fitbit-data.1.json"] == content_of(oh_server, 1)
+    assert {r["id"]: r["status"] for r in jsonl(res.stdout)}[new_id] == "downloaded"
+    assert run_cli(oh_server, ["verify", str(tmp_path)]).code == 0
