@@ -22,6 +22,7 @@ def oh_server() -> Iterator[OHServer]:
     (project 200) and file 8 (incomplete upload)."""
     with OHServer().load_sample() as server:
         yield server
+    _no_server_errors(server)
 
 
 @pytest.fixture
@@ -30,6 +31,13 @@ def oh176() -> Iterator[OHServer]:
     datatype 14; content is synthetic, 3-100 KB per file, deterministic per id."""
     with OHServer().load_project176() as server:
         yield server
+    _no_server_errors(server)
+
+
+def _no_server_errors(server: OHServer) -> None:
+    """A bug inside the test server must not hide behind a client-side failure."""
+    if server.errors:
+        pytest.fail("exception inside the test server:\n" + "\n".join(server.errors))
 
 
 # ---------------------------------------------------------------------------------------------

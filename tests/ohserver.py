@@ -2035,62 +2035,32 @@ def _load_sample(s: OHServer) -> None:
         (5, "dave", "Dave Private"),
     ]:
         s.add_member(username, name, id=uid)
-    fit = {"datatype_ids": (1, 2), "project_id": 102}
-    gut = {"datatype_ids": (3,), "project_id": 128}
-
-    def meta(name: str, project: str, slug: str) -> dict[str, Any]:
-        return {"tags": ["sample", slug], "description": f"{name} from {project}"}
-
-    fit_meta = meta("fitbit-data.json", "Fitbit Connection", "fitbit-connection")
-    for fid, user, created in [(1, "alice", "12:00"), (2, "alice", "13:30")]:
+    fit = ((1, 2), 102, "Fitbit Connection", "fitbit-connection")
+    gut = ((3,), 128, "American Gut", "american-gut")
+    gz = _LazyContent(FASTQ_GZ_SIZE, _fastq_gz)
+    for fid, basename, username, hhmm, (dts, pid, pname, slug), content in [
+        (1, "fitbit-data.json", "alice", "12:00", fit, _fitbit_json(1)),
+        (2, "fitbit-data.json", "alice", "13:30", fit, _fitbit_json(2)),
+        (3, "ag-000001.fastq.gz", "alice", "12:10", gut, gz),
+        (4, "fitbit-data.json", "bob_smith", "12:20", fit, _fitbit_json(4)),
+        (5, "taxonomy-summary.tsv", "bob_smith", "12:30", gut, _taxonomy_tsv(5)),
+        (6, "fitbit-data.json", "carol", "12:40", fit, _fitbit_json(6)),
+        # not listed: an upload that never completed (sample 39: "This file is unavailable.")
+        (8, "ag-000002.fastq.gz", "bob_smith", "13:00", gut, b""),
+    ]:
         s.add_file(
             id=fid,
-            basename="fitbit-data.json",
-            content=_fitbit_json(fid),
-            username=user,
-            created=f"2024-03-01T{created}:00Z",
-            metadata=fit_meta,
-            **fit,
+            basename=basename,
+            content=content,
+            project_id=pid,
+            username=username,
+            created=f"2024-03-01T{hhmm}:00Z",
+            datatype_ids=dts,
+            metadata={"tags": ["sample", slug], "description": f"{basename} from {pname}"},
+            available=fid != 8,
         )
-    s.add_file(
-        id=3,
-        basename="ag-000001.fastq.gz",
-        username="alice",
-        content=_LazyContent(FASTQ_GZ_SIZE, _fastq_gz),
-        created="2024-03-01T12:10:00Z",
-        metadata=meta("ag-000001.fastq.gz", "American Gut", "american-gut"),
-        **gut,
-    )
-    s.add_file(
-        id=4,
-        basename="fitbit-data.json",
-        content=_fitbit_json(4),
-        username="bob_smith",
-        created="2024-03-01T12:20:00Z",
-        metadata=fit_meta,
-        **fit,
-    )
-    s.add_file(
-        id=5,
-        basename="taxonomy-summary.tsv",
-        content=_taxonomy_tsv(5),
-        username="bob_smith",
-        created="2024-03-01T12:30:00Z",
-        metadata=meta("taxonomy-summary.tsv", "American Gut", "american-gut"),
-        **gut,
-    )
-    s.add_file(
-        id=6,
-        basename="fitbit-data.json",
-        content=_fitbit_json(6),
-        username="carol",
-        created="2024-03-01T12:40:00Z",
-        metadata=fit_meta,
-        **fit,
-    )
     s.hide_membership("carol", 102)
-    # Not listed: dave's file in the no-public-data project, and an upload that never
-    # completed (sample 39: file 8 -> "This file is unavailable.").
+    # not listed: dave's file in the project with all public sharing disabled
     s.add_file(
         id=7,
         basename="diary-2024-03.txt",
@@ -2099,17 +2069,6 @@ def _load_sample(s: OHServer) -> None:
         username="dave",
         created="2024-03-01T12:50:00Z",
         metadata={"tags": ["diary"], "description": "Private diary"},
-    )
-    s.add_file(
-        id=8,
-        basename="ag-000002.fastq.gz",
-        content=b"",
-        project_id=128,
-        username="bob_smith",
-        created="2024-03-01T13:00:00Z",
-        datatype_ids=(3,),
-        metadata=meta("ag-000002.fastq.gz", "American Gut", "american-gut"),
-        available=False,
     )
     s.join("dave", 102)  # 102 has 4 authorized members in sample 13
 
@@ -2299,6 +2258,11 @@ def main(argv: list[str] | None = None) -> int:
         server.faults.latency.update(dict.fromkeys(ROLES, args.latency))
     server.faults.bandwidth = args.bandwidth
     server.start()
+
+    def terminate(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, terminate)  # kill PID stops as cleanly as Ctrl-C
     print(f"OHPUB_BASE_URL={server.base_url}", flush=True)
     print(
         f"ohserver: site {server.base_url}  storage {server.storage_url}  "
@@ -2311,7 +2275,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         pass
     finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not break stop()
+        for signum in (signal.SIGINT, signal.SIGTERM):  # a second Ctrl-C must not break stop()
+            signal.signal(signum, signal.SIG_IGN)
         server.stop()
         print("ohserver: stopped", flush=True)
     return 0

@@ -57,6 +57,13 @@ def crawl(server: OHServer, path: str, limit: int) -> list[int]:
     return ids
 
 
+def location(server: OHServer, file_id: int) -> str:
+    """The storage URL the download view redirects to, with a fresh key."""
+    r = requests.get(server.download_url(file_id), allow_redirects=False, timeout=5)
+    assert r.status_code == 302
+    return r.headers["Location"]
+
+
 def reference_body(name: str) -> dict:
     path = REFERENCE / "real-server" / name
     if not path.exists():
@@ -375,12 +382,7 @@ def test_every_serialization_mints_a_reusable_key(oh_server: OHServer) -> None:
     b = get(oh_server, "/api/public/datafile/3/").json()["download_url"]
     assert a != b
     for url in (a, a, b):
-        assert (
-            get(
-                oh_server, urlsplit(url).path + "?" + urlsplit(url).query, allow_redirects=False
-            ).status_code
-            == 302
-        )
+        assert requests.get(url, allow_redirects=False, timeout=5).status_code == 302
 
 
 def test_download_view_302(oh_server: OHServer) -> None:
@@ -402,14 +404,7 @@ def test_download_view_302(oh_server: OHServer) -> None:
     head = requests.head(oh_server.url(path), timeout=5)
     assert head.status_code == 302 and head.headers["Location"].startswith(oh_server.storage_url)
     # same basename, different files, different objects
-    loc2 = get(
-        oh_server,
-        urlsplit(oh_server.download_url(2)).path + "?key=" + oh_server.mint_key(2),
-        allow_redirects=False,
-    ).headers["Location"]
-    loc1 = requests.get(oh_server.download_url(1), allow_redirects=False, timeout=5).headers[
-        "Location"
-    ]
+    loc1, loc2 = (location(oh_server, fid) for fid in (1, 2))
     assert loc1.split("?")[0] != loc2.split("?")[0]
     assert loc1.split("?")[0].endswith("/fitbit-data.json")
 
@@ -485,9 +480,7 @@ def test_storage_object_headers_and_raw_gzip_bytes(oh_server: OHServer) -> None:
 
 
 def test_storage_ranges(oh_server: OHServer) -> None:
-    url = requests.get(oh_server.download_url(3), allow_redirects=False, timeout=5).headers[
-        "Location"
-    ]
+    url = location(oh_server, 3)
     data = oh_server.content(3)
     etag = oh_server.etag(3)
 
@@ -520,9 +513,7 @@ def test_storage_ranges(oh_server: OHServer) -> None:
 
 
 def test_storage_refuses_bad_expired_and_head(oh_server: OHServer) -> None:
-    url = requests.get(oh_server.download_url(1), allow_redirects=False, timeout=5).headers[
-        "Location"
-    ]
+    url = location(oh_server, 1)
     assert requests.get(url, timeout=5).status_code == 200
     assert requests.head(url, timeout=5).status_code == 403
     tampered = re.sub(r"Signature=[^&]+", "Signature=AAAA", url)
@@ -539,9 +530,7 @@ def test_storage_refuses_bad_expired_and_head(oh_server: OHServer) -> None:
 
 
 def test_storage_missing_and_deleted_objects(oh_server: OHServer) -> None:
-    url4 = requests.get(oh_server.download_url(4), allow_redirects=False, timeout=5).headers[
-        "Location"
-    ]
+    url4 = location(oh_server, 4)
     oh_server.storage_missing.add(1)
     r = requests.get(oh_server.download_url(1), timeout=5)
     assert r.status_code == 404 and b"<Code>NoSuchKey</Code>" in r.content
