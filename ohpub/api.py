@@ -28,9 +28,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import requests
+import urllib3
 
 from ohpub import __version__
 from ohpub.errors import (
@@ -55,15 +56,20 @@ DEFAULT_PAGE_SIZE = 500
 MAX_PAGE_BYTES = 16 * 1024 * 1024
 """A real page of 500 files is about 350 kB; anything this large is not a listing page."""
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
-_SECRET_PARAM_RE = re.compile(r"(?i)\b(key|signature|x-oh-key|awsaccesskeyid)=([^&\s#\"']+)")
+_SECRET_PARAM_RE = re.compile(
+    # name, then "=" plain or percent-encoded (a signed URL inside another URL's query, as
+    # in a redirect hop), then the value up to "&" (plain or encoded) or the end.
+    r"(?i)(key|signature|awsaccesskeyid)(=|%3D|%253D)"
+    r"((?:[^&\s#\"'%]|%(?!26|25)[0-9a-f]{2}|%25(?!26)[0-9a-f]{2})+)"
+)
 
 
 def redact(text: str) -> str:
     """Hide download keys and storage signatures: they are bearer tokens for an hour."""
 
     def _sub(m: re.Match[str]) -> str:
-        value = m.group(2)
-        return f"{m.group(1)}={value[:4]}…" if len(value) > 8 else f"{m.group(1)}=…"
+        name, sep, value = m.group(1), m.group(2), m.group(3)
+        return f"{name}{sep}{value[:4]}…" if len(value) > 8 else f"{name}{sep}…"
 
     return _SECRET_PARAM_RE.sub(_sub, text)
 
@@ -504,7 +510,11 @@ class Client:
         """GET the storage URL as a raw stream; redirects are followed by hand (http(s) only)."""
         for _ in range(max_hops + 1):
             resp = self.session.get(
-                url, headers=headers, stream=True, timeout=self.timeout, allow_redirects=False
+                _keep_dot_segments(url),
+                headers=headers,
+                stream=True,
+                timeout=self.timeout,
+                allow_redirects=False,
             )
             if resp.status_code in (301, 302, 303, 307, 308):
                 resp.close()
@@ -513,6 +523,18 @@ class Client:
                 continue
             return resp
         raise ServerError(f"too many redirects fetching {redact(url)}")
+
+
+def _keep_dot_segments(url: str) -> str:
+    """An object key may end in an uploader's basename ``.`` or ``..``; an HTTP client would
+    resolve those as dot segments and ask for another object. Percent-encoded, they are sent
+    as they are (and the storage decodes them back)."""
+    parts = urlsplit(url)
+    segments = parts.path.split("/")
+    if not any(s in (".", "..") for s in segments):
+        return url
+    path = "/".join({".": "%2E", "..": "%2E%2E"}.get(s, s) for s in segments)
+    return urlunsplit(parts._replace(path=path))
 
 
 def check_http_url(url: str, file_id: int | None) -> None:
@@ -546,6 +568,11 @@ def describe_exception(exc: BaseException) -> str:
         return "connection failed"
     if isinstance(exc, requests.exceptions.ChunkedEncodingError):
         return "connection broken mid-body"
+    # Raised by raw body reads (urllib3 itself, or the socket under it).
+    if isinstance(exc, (urllib3.exceptions.ReadTimeoutError, TimeoutError)):
+        return "read timed out"
+    if isinstance(exc, (urllib3.exceptions.ProtocolError, ConnectionError)):
+        return "connection reset" if "reset" in text.lower() else "connection broken mid-body"
     return type(exc).__name__
 
 

@@ -12,6 +12,7 @@ import contextlib
 import logging
 import os
 import re
+import shlex
 import signal
 import sys
 import traceback
@@ -20,7 +21,7 @@ from datetime import datetime, time, timedelta, timezone
 from enum import Enum
 from itertools import islice
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
 from typer.core import TyperGroup
@@ -38,15 +39,23 @@ from ohpub.fetch import FetchResult, fetch_files
 from ohpub.mirror import Mirror, MirrorOptions
 from ohpub.output import (
     FORMATS,
-    OBJECT_COLUMNS,
     MirrorView,
+    configure_logging,
+    log_only,
+    notice,
     print_error,
     print_warning,
     summary_line,
+    totals_record,
     write_files,
-    write_records,
+    write_jsonl,
+    write_objects,
+    write_stderr,
 )
 from ohpub.verify import mirror_status, verify_mirror
+
+if TYPE_CHECKING:
+    import requests
 
 log = logging.getLogger("ohpub")
 T = TypeVar("T")
@@ -69,6 +78,9 @@ class _Group(TyperGroup):
         standalone_mode: bool = True,
         **extra: Any,
     ) -> Any:
+        settings.reset()
+        settings.argv = list(args) if args is not None else sys.argv[1:]
+        configure_logging(verbose=False, quiet=False, log_file=None)
         code = _guarded(
             lambda: super(_Group, self).main(
                 args=args,
@@ -78,6 +90,7 @@ class _Group(TyperGroup):
                 **extra,
             )
         )
+        log_only(f"exit {code}")
         if standalone_mode:
             sys.exit(code)
         return code
@@ -86,10 +99,11 @@ class _Group(TyperGroup):
 app = typer.Typer(
     cls=_Group,
     name="ohpub",
-    help="Download and mirror the public data files of Open Humans.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Plain help (like git, rclone, gh): compact on 80 columns, examples kept verbatim.
+    rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
@@ -102,6 +116,11 @@ class _Settings:
     api_concurrency: int = 4
     page_size: int = 500
     retries: int = 6
+    argv: list[str] = []
+
+    def reset(self) -> None:
+        """Defaults again (tests run many invocations in one process)."""
+        self.__dict__.clear()
 
 
 settings = _Settings()
@@ -118,12 +137,16 @@ def _guarded(call: Callable[[], Any]) -> int:
         return exc.exit_code
     except _ClickException as exc:
         message = exc.format_message()  # type: ignore[attr-defined]
+        if type(exc).__name__ == "NoArgsIsHelpError":  # bare 'ohpub': the help, as click does
+            write_stderr(message)
+            return EXIT_USAGE
         ctx = getattr(exc, "ctx", None)
         hint = f"see '{ctx.command_path} --help'" if ctx is not None else "see 'ohpub --help'"
         print_error(message, hint)
         return int(getattr(exc, "exit_code", EXIT_USAGE))
     except (KeyboardInterrupt, typer.Abort):
-        print("ohpub: interrupted", file=sys.stderr)
+        write_stderr("ohpub: interrupted")
+        log_only("interrupted", logging.WARNING)
         return EXIT_INTERRUPTED
     except BrokenPipeError:
         _silence_stdout()
@@ -142,8 +165,8 @@ def _guarded(call: Callable[[], Any]) -> int:
 
 
 def _log_traceback() -> None:
-    if settings.verbose:
-        print(redact(traceback.format_exc()), file=sys.stderr)
+    """With --verbose: the traceback on stderr (and in the log file), keys redacted."""
+    log.debug("%s", traceback.format_exc().rstrip())
 
 
 def _silence_stdout() -> None:
@@ -161,23 +184,51 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _main(
+    ctx: typer.Context,
     base_url: Annotated[
         str,
         typer.Option(
             "--base-url",
             envvar="OHPUB_BASE_URL",
-            help="Open Humans server to talk to (env OHPUB_BASE_URL).",
-            show_default=True,
+            metavar="URL",
+            help="Open Humans server to talk to.",
         ),
     ] = DEFAULT_BASE_URL,
     verbose: Annotated[
-        bool, typer.Option("--verbose", "-v", help="Log each request (keys redacted).")
+        bool,
+        typer.Option(
+            "--verbose",
+            "-v",
+            envvar="OHPUB_VERBOSE",
+            help="Also log every HTTP request and every file's result (keys redacted).",
+        ),
     ] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print errors only.")] = False,
+    quiet: Annotated[
+        bool,
+        typer.Option(
+            "--quiet",
+            "-q",
+            envvar="OHPUB_QUIET",
+            help="Print errors only: no bars, warnings or summary (the log file gets all).",
+        ),
+    ] = False,
+    log_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--log-file",
+            envvar="OHPUB_LOG_FILE",
+            metavar="PATH",
+            dir_okay=False,
+            help="Append a plain-text log to PATH (timestamps; no colour, no bars).",
+        ),
+    ] = None,
     timeout: Annotated[
         float,
         typer.Option(
-            envvar="OHPUB_TIMEOUT", min=0.1, help="Seconds to wait for the server to answer."
+            envvar="OHPUB_TIMEOUT",
+            min=0.1,
+            metavar="SECONDS",
+            help="Seconds to wait for the server to answer.",
         ),
     ] = 30.0,
     api_concurrency: Annotated[
@@ -186,16 +237,25 @@ def _main(
             envvar="OHPUB_API_CONCURRENCY",
             min=1,
             max=32,
+            metavar="N",
             help="Requests in flight to Open Humans itself (listing, keys).",
         ),
     ] = 4,
     page_size: Annotated[
         int,
-        typer.Option(envvar="OHPUB_PAGE_SIZE", min=1, hidden=True, help="Listing page size."),
+        typer.Option(
+            envvar="OHPUB_PAGE_SIZE", min=1, hidden=True, metavar="N", help="Listing page size."
+        ),
     ] = 500,
     retries: Annotated[
         int,
-        typer.Option(envvar="OHPUB_RETRIES", min=1, max=50, help="Attempts per request."),
+        typer.Option(
+            envvar="OHPUB_RETRIES",
+            min=1,
+            max=50,
+            metavar="N",
+            help="Attempts per request before giving up.",
+        ),
     ] = 6,
     version: Annotated[
         bool,
@@ -206,9 +266,20 @@ def _main(
 ) -> None:
     """Download and mirror the public data files of Open Humans.
 
-    Exit codes: 0 ok, 1 failure, 2 usage or bad input, 3 destination locked,
-    130 interrupted.
+    Global options go before the command; every option can also be set by an
+    environment variable, shown as [env var: ...] (OHPUB_<OPTION>; --format is
+    OHPUB_<COMMAND>_FORMAT). Exit codes: 0 ok, 1 failure, 2 usage or bad input,
+    3 destination locked by another run, 130 interrupted.
+
+    Examples:
+
+    \b
+      ohpub list projects
+      ohpub mirror ~/spotify --project 176
+      ohpub --quiet --log-file ~/spotify.log mirror ~/spotify -p 176
     """
+    if verbose and quiet:
+        verbose, quiet = _one_of_verbose_quiet(ctx)
     settings.base_url = base_url
     settings.verbose = verbose
     settings.quiet = quiet
@@ -216,35 +287,78 @@ def _main(
     settings.api_concurrency = api_concurrency
     settings.page_size = page_size
     settings.retries = retries
-    level = logging.DEBUG if verbose else logging.ERROR if quiet else logging.WARNING
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_RedactingFormatter("ohpub: %(message)s"))
-    root = logging.getLogger("ohpub")
-    root.handlers[:] = [handler]
-    root.setLevel(level)
-    root.propagate = False
-    if verbose:
-        for name in ("urllib3",):
-            lg = logging.getLogger(name)
-            lg.handlers[:] = [handler]
-            lg.setLevel(logging.DEBUG)
+    configure_logging(verbose=verbose, quiet=quiet, log_file=log_file)
+    log_only(f"start (ohpub {__version__}): ohpub {shlex.join(settings.argv)}")
 
 
-class _RedactingFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        return redact(super().format(record))
+def _one_of_verbose_quiet(ctx: typer.Context) -> tuple[bool, bool]:
+    """Both set: the command line beats the environment; both on one of them is an error."""
+    sources = {name: getattr(ctx.get_parameter_source(name), "name", "") for name in _VQ}
+    if sources["verbose"] == sources["quiet"]:
+        raise UsageError("--verbose and --quiet exclude each other")
+    return sources["verbose"] == "COMMANDLINE", sources["quiet"] == "COMMANDLINE"
+
+
+_VQ = ("verbose", "quiet")
 
 
 def _client(jobs: int = 0) -> Client:
-    return Client(
+    client = Client(
         settings.base_url,
         timeout=settings.timeout,
         api_concurrency=settings.api_concurrency,
         pool_size=max(8, jobs + settings.api_concurrency),
         page_size=settings.page_size,
-        retry=RetryPolicy(attempts=settings.retries),
-        on_warning=lambda m: None if settings.quiet else print_warning(m),
+        retry=_retry_policy(),
+        on_warning=lambda m: print_warning(m, quiet=settings.quiet),
     )
+    if settings.verbose:
+        client.session.hooks["response"].append(_log_response)
+    return client
+
+
+_SECRET_PARAM = re.compile(r"(?i)key|signature|token|credential")
+
+
+def loggable_url(url: str) -> str:
+    """The URL with the value of every secret-looking query parameter (download keys,
+    storage signatures) replaced by "…" whole: nothing of a key reaches a log."""
+    base, sep, query = url.partition("?")
+    if not sep:
+        return redact(url)
+    parts = []
+    for item in query.split("&"):
+        name, eq, _value = item.partition("=")
+        parts.append(f"{name}=…" if eq and _SECRET_PARAM.search(name) else item)
+    return redact(base + "?" + "&".join(parts))
+
+
+def _log_response(resp: requests.Response, *args: Any, **kwargs: Any) -> None:
+    """--verbose: one line per HTTP response (redirect hops included), keys redacted."""
+    req = resp.request
+    extra = f" range {req.headers['Range']}" if "Range" in req.headers else ""
+    log.debug(
+        "%s %s%s -> %s in %.0f ms",
+        req.method,
+        loggable_url(req.url or ""),
+        extra,
+        resp.status_code,
+        resp.elapsed.total_seconds() * 1000,
+    )
+
+
+def _retry_policy() -> RetryPolicy:
+    """--retries, plus the backoff timing from env OHPUB_RETRY_BASE / _CAP / _BUDGET
+    (seconds; undocumented knobs for tests and for impatient cron jobs)."""
+    timing: dict[str, float] = {}
+    for name in ("base", "cap", "budget"):
+        value = os.environ.get(f"OHPUB_RETRY_{name.upper()}")
+        if value:
+            try:
+                timing[name] = max(0.0, float(value))
+            except ValueError:
+                raise UsageError(f"invalid OHPUB_RETRY_{name.upper()} {value!r}") from None
+    return RetryPolicy(attempts=settings.retries, **timing)
 
 
 # -- option parsing helpers ---------------------------------------------------------------
@@ -303,50 +417,76 @@ def _filter(
     )
 
 
+# Filters (list and mirror). The env var of a repeatable filter takes space-separated values.
 ProjectOpt = Annotated[
     list[int] | None,
     typer.Option(
         "--project",
         "-p",
         min=1,
-        help="Project id (repeatable: any of them).",
-        rich_help_panel="Filters",
+        envvar="OHPUB_PROJECT",
+        metavar="ID",
+        help="Only files of project ID (repeatable: any of them).",
     ),
 ]
 UserOpt = Annotated[
     list[str] | None,
-    typer.Option("--user", "-u", help="Member username (repeatable).", rich_help_panel="Filters"),
+    typer.Option(
+        "--user",
+        "-u",
+        envvar="OHPUB_USER",
+        metavar="USERNAME",
+        help="Only files of member USERNAME (repeatable).",
+    ),
 ]
 DatatypeOpt = Annotated[
     list[int] | None,
     typer.Option(
-        "--datatype", "-t", min=1, help="Datatype id (repeatable).", rich_help_panel="Filters"
+        "--datatype",
+        "-t",
+        min=1,
+        envvar="OHPUB_DATATYPE",
+        metavar="ID",
+        help="Only files of datatype ID or its sub-types (repeatable).",
     ),
 ]
 TagOpt = Annotated[
     list[str] | None,
-    typer.Option(help="Metadata tag (repeatable: any of them).", rich_help_panel="Filters"),
+    typer.Option(
+        "--tag",
+        envvar="OHPUB_TAG",
+        metavar="TAG",
+        help="Only files with metadata tag TAG (repeatable: any of them).",
+    ),
 ]
 NameOpt = Annotated[
     list[str] | None,
     typer.Option(
-        help="Glob on the basename, e.g. '*.json' (repeatable).", rich_help_panel="Filters"
+        "--name",
+        envvar="OHPUB_NAME",
+        metavar="GLOB",
+        help="Only files whose basename matches GLOB, e.g. '*.json' (repeatable).",
     ),
 ]
 SinceOpt = Annotated[
     str | None,
     typer.Option(
-        help="Only files created on or after DATE (YYYY-MM-DD or ISO time, UTC).",
-        rich_help_panel="Filters",
+        "--since",
+        envvar="OHPUB_SINCE",
+        metavar="DATE",
+        help="Only files created on or after DATE (YYYY-MM-DD or ISO 8601 time; UTC).",
     ),
 ]
 UntilOpt = Annotated[
     str | None,
     typer.Option(
+        "--until",
+        envvar="OHPUB_UNTIL",
+        metavar="DATE",
         help="Only files created on or before DATE (a whole day is included).",
-        rich_help_panel="Filters",
     ),
 ]
+_FILTERS = ("project", "user", "datatype", "tag", "name", "since", "until")
 
 
 class Kind(str, Enum):
@@ -385,10 +525,33 @@ def _limited(items: Iterator[T], limit: int | None) -> Iterator[T]:
 
 # -- commands ---------------------------------------------------------------------------------
 
+DestArg = Annotated[
+    Path,
+    typer.Argument(
+        envvar="OHPUB_DEST",
+        metavar="DEST",
+        show_default=False,
+        help="The mirror directory (created by the first 'ohpub mirror').",
+    ),
+]
+
+
+def _source(ctx: typer.Context, name: str) -> str:
+    """Where a parameter's value came from: COMMANDLINE, ENVIRONMENT, DEFAULT, ..."""
+    return str(getattr(ctx.get_parameter_source(name), "name", ""))
+
 
 @app.command("list")
 def list_cmd(
-    kind: Annotated[Kind, typer.Argument(help="What to list.")] = Kind.files,
+    ctx: typer.Context,
+    kind: Annotated[
+        Kind,
+        typer.Argument(
+            metavar="KIND",
+            help="What to list: files (default), projects, datatypes or members.",
+            show_default=False,
+        ),
+    ] = Kind.files,
     project: ProjectOpt = None,
     user: UserOpt = None,
     datatype: DatatypeOpt = None,
@@ -401,42 +564,65 @@ def list_cmd(
         typer.Option(
             "--format",
             "-f",
-            help="Output format [default: table on a terminal, jsonl otherwise].",
+            envvar="OHPUB_LIST_FORMAT",
+            metavar="[table|json|jsonl|csv]",
+            help="Output format (default: table on a terminal, jsonl otherwise).",
             show_default=False,
         ),
     ] = None,
     limit: Annotated[
-        int | None, typer.Option("--limit", "-n", min=0, help="Stop after N records.")
+        int | None,
+        typer.Option(
+            "--limit",
+            "-n",
+            min=0,
+            envvar="OHPUB_LIMIT",
+            metavar="N",
+            help="Stop after N records (and fetch no more pages).",
+        ),
     ] = None,
 ) -> None:
     """List public data files (default), projects, datatypes or members.
 
-    Filters go into the request path and are checked again on every record, because the
-    server ignores query filters. json/jsonl keep every field as the server sent it.
+    Filters go into the request path and are checked again on every record, because
+    the server ignores query filters. json and jsonl keep every field as the server
+    sent it and add project_id, datatype_ids and username; records stream as pages
+    arrive.
 
     Examples:
 
+    \b
       ohpub list --project 176
-
-      ohpub list --project 176 --format jsonl | jq -r '[.id, .basename] | @tsv'
-
-      ohpub list projects --format csv > projects.csv
+      ohpub list -p 176 -f jsonl | jq -r '[.id, .basename] | @tsv'
+      ohpub list --tag spotify -f jsonl | jq -r .download_url
     """
     out_fmt = _default_format(fmt)
+    if kind is not Kind.files:
+        given = [f"--{n}" for n in _FILTERS if _source(ctx, n) == "COMMANDLINE"]
+        if given:
+            raise UsageError(
+                f"{', '.join(given)}: file filters do not apply to 'list {kind.value}'"
+            )
+        with _client() as client:
+            items = _limited(client.iter_objects(kind.value), limit)
+            write_objects(items, kind.value, out_fmt, sys.stdout)
+        return
     flt = _filter(project, user, datatype, tag, name, since, until)
     with _client() as client:
-        if kind is Kind.files:
-            write_files(_limited(client.iter_files(flt), limit), out_fmt, sys.stdout)
-            return
-        if flt != FileFilter():
-            raise UsageError(f"file filters do not apply to 'list {kind.value}'")
-        items = _limited(client.iter_objects(kind.value), limit)
-        write_records(items, out_fmt, sys.stdout, columns=OBJECT_COLUMNS[kind.value])
+        write_files(_limited(client.iter_files(flt), limit), out_fmt, sys.stdout)
 
 
 @app.command("mirror")
 def mirror_cmd(
-    dest: Annotated[Path, typer.Argument(help="Directory to mirror into (created if missing).")],
+    dest: Annotated[
+        Path,
+        typer.Argument(
+            envvar="OHPUB_DEST",
+            metavar="DEST",
+            show_default=False,
+            help="Directory to mirror into (created if missing; its parent must exist).",
+        ),
+    ],
     project: ProjectOpt = None,
     user: UserOpt = None,
     datatype: DatatypeOpt = None,
@@ -447,43 +633,79 @@ def mirror_cmd(
     jobs: Annotated[
         int,
         typer.Option(
-            "--jobs", "-j", envvar="OHPUB_JOBS", min=1, max=64, help="Parallel storage transfers."
+            "--jobs",
+            "-j",
+            envvar="OHPUB_JOBS",
+            min=1,
+            max=64,
+            metavar="N",
+            help="Parallel storage transfers.",
         ),
     ] = 8,
     dry_run: Annotated[
-        bool, typer.Option("--dry-run", "-n", help="Show the plan with totals; change nothing.")
+        bool,
+        typer.Option(
+            "--dry-run",
+            "-n",
+            envvar="OHPUB_DRY_RUN",
+            help="Show the plan (to download: count and bytes; to rename; to remove; "
+            "unchanged) and change nothing.",
+        ),
     ] = False,
     delete: Annotated[
         bool,
         typer.Option(
-            help="Delete local files that a complete listing no longer has (default: keep)."
+            "--delete/--no-delete",
+            envvar="OHPUB_DELETE",
+            show_default=False,
+            help="Delete local files that a complete listing no longer has (default: keep "
+            "them, marked removed-upstream).",
         ),
     ] = False,
     max_size: Annotated[
         str | None,
-        typer.Option(help="Skip files larger than SIZE (e.g. 500M = 500 MiB, 2G, 500MB)."),
+        typer.Option(
+            "--max-size",
+            envvar="OHPUB_MAX_SIZE",
+            metavar="SIZE",
+            help="Skip files larger than SIZE: 500M = 500 MiB, 2G, 500MB = 500*10^6 bytes.",
+        ),
     ] = None,
-    strict: Annotated[bool, typer.Option(help="Unavailable files fail the run (exit 1).")] = False,
+    strict: Annotated[
+        bool,
+        typer.Option(
+            "--strict/--no-strict",
+            envvar="OHPUB_STRICT",
+            show_default=False,
+            help="Files Open Humans reports unavailable fail the run (exit 1).",
+        ),
+    ] = False,
     fmt: Annotated[
         MirrorFormat,
         typer.Option(
-            "--format", "-f", help="text: a summary; jsonl: one record per file on stdout."
+            "--format",
+            "-f",
+            envvar="OHPUB_MIRROR_FORMAT",
+            metavar="[text|jsonl]",
+            help="text: a summary line; jsonl: also one record per file on stdout (with "
+            "--dry-run, a totals record last).",
         ),
     ] = MirrorFormat.text,
 ) -> int:
     """Mirror public files into DEST/<username>/<project id>/<name>, resumably.
 
-    Files already present and unchanged cost no download; interrupted downloads resume;
-    a file appears at its final path only when complete and verified. Exit 0 when every
-    file in scope is present and verified, 1 otherwise, 3 when another run holds DEST.
+    Files already present and unchanged cost no download; interrupted downloads
+    resume; a file appears at its final path only when complete and verified.
+    Exit 0 when every file in scope is present and verified, 1 otherwise, 3 when
+    another run holds DEST (so overlapping cron runs are safe).
 
     Examples:
 
-      ohpub mirror ~/oh/spotify --project 176
-
-      ohpub mirror /data/oh --project 176 --dry-run
-
-      ohpub mirror /data/oh -p 176 --format jsonl | jq -c 'select(.status=="failed")'
+    \b
+      ohpub mirror ~/spotify --project 176
+      ohpub mirror ~/spotify -p 176 --dry-run -f jsonl | tail -n 1
+      # a crontab line: every night at 3:17, errors only, a log file
+      17 3 * * * ohpub -q --log-file ~/spotify.log mirror ~/spotify -p 176
     """
     flt = _filter(project, user, datatype, tag, name, since, until)
     limit = parse_size(max_size) if max_size else None
@@ -508,33 +730,65 @@ def mirror_cmd(
             summary = mirror.run()
         finally:
             view.close()
-    for w in summary.warnings:
-        log.debug("warning: %s", w)
-    if not settings.quiet:
-        print(summary_line(summary, dry_run=dry_run), file=sys.stderr, flush=True)
+    if dry_run and fmt is MirrorFormat.jsonl:
+        write_jsonl(totals_record(summary), sys.stdout)
+    line = summary_line(summary, dry_run=dry_run)
+    if summary.exit_code and settings.quiet:
+        # Errors only, but a failed run must say why (cron mails stderr).
+        for w in summary.warnings:
+            print_error(w)
+        print_error(f"mirror incomplete: {line}")
+    else:
+        notice(line, quiet=settings.quiet)
     return summary.exit_code
 
 
 @app.command("fetch")
 def fetch_cmd(
-    ids: Annotated[list[int], typer.Argument(min=1, help="File ids to download.")],
+    ids: Annotated[
+        list[int],
+        typer.Argument(min=1, metavar="ID", show_default=False, help="File ids to download."),
+    ],
     directory: Annotated[
-        Path, typer.Option("--dir", "-d", help="Directory to write <basename> into.")
+        Path,
+        typer.Option(
+            "--dir",
+            "-d",
+            envvar="OHPUB_DIR",
+            metavar="DIR",
+            file_okay=False,
+            help="Directory to write <basename> into (created if missing).",
+        ),
     ] = Path("."),
     output: Annotated[
         str | None,
-        typer.Option("--output", "-o", help="Write the one file here; '-' streams to stdout."),
+        typer.Option(
+            "--output",
+            "-o",
+            envvar="OHPUB_OUTPUT",
+            metavar="PATH",
+            help="Write the one file to PATH; '-' streams it to stdout.",
+        ),
     ] = None,
     force: Annotated[
-        bool, typer.Option(help="Overwrite an existing different file at the target.")
+        bool,
+        typer.Option(
+            "--force/--no-force",
+            envvar="OHPUB_FORCE",
+            show_default=False,
+            help="Overwrite an existing file with other content at the target.",
+        ),
     ] = False,
 ) -> int:
     """Download single files by id (resumable and verified, like mirror).
 
+    An existing file with other content at the target is never overwritten without
+    --force; identical content counts as done.
+
     Examples:
 
-      ohpub fetch 57602983 -o - | jq .
-
+    \b
+      ohpub fetch 57602983 -o - | sha256sum
       ohpub fetch 57602983 57588874 -d downloads/
     """
     if output is not None and len(ids) != 1:
@@ -546,7 +800,7 @@ def fetch_cmd(
             directory=directory,
             output=output,
             force=force,
-            on_message=lambda m: None if settings.quiet else print(m, file=sys.stderr),
+            on_message=lambda m: notice(m, quiet=settings.quiet),
             on_result=_print_fetch_result,
         )
 
@@ -554,41 +808,45 @@ def fetch_cmd(
 def _print_fetch_result(r: FetchResult) -> None:
     if r.error:
         print_error(r.error, r.hint)
-    elif not settings.quiet:
-        print(f"ohpub: {r.target}: {r.status} ({r.bytes} bytes)", file=sys.stderr, flush=True)
+    else:
+        notice(f"ohpub: {r.target}: {r.status} ({r.bytes} bytes)", quiet=settings.quiet)
 
 
 @app.command("verify")
 def verify_cmd(
-    dest: Annotated[Path, typer.Argument(help="A mirror made by 'ohpub mirror'.")],
+    dest: DestArg,
     fmt: Annotated[
         MirrorFormat,
-        typer.Option("--format", "-f", help="text: problems and a summary; jsonl: every file."),
+        typer.Option(
+            "--format",
+            "-f",
+            envvar="OHPUB_VERIFY_FORMAT",
+            metavar="[text|jsonl]",
+            help="text: problems and a summary; jsonl: one record per file.",
+        ),
     ] = MirrorFormat.text,
 ) -> int:
     """Re-hash every tracked file against the state; list untracked files too.
 
-    Exit 0 when every tracked file is ok, 1 when anything is modified, missing or
-    untracked.
+    Exit 0 when every tracked file is ok, 1 when any is modified or missing
+    (untracked files are reported, not counted as failures).
 
-    Example:
+    Examples:
 
-      ohpub verify /data/oh --format jsonl | jq -c 'select(.status!="ok")'
+    \b
+      ohpub verify ~/spotify
+      ohpub verify ~/spotify -f jsonl | jq -c 'select(.status != "ok")'
     """
     report = verify_mirror(dest, on_record=_verify_printer(fmt.value))
-    if not settings.quiet:
-        print(report.summary(), file=sys.stderr, flush=True)
+    notice(report.summary(), quiet=settings.quiet)
     return report.exit_code
 
 
 def _verify_printer(fmt: str) -> Callable[[dict[str, Any]], None]:
-    import json
-
     def emit(rec: dict[str, Any]) -> None:
         if fmt == "jsonl":
-            sys.stdout.write(json.dumps(rec, ensure_ascii=False) + "\n")
-            sys.stdout.flush()
-        elif rec["status"] != "ok" and not settings.quiet:
+            write_jsonl(rec, sys.stdout)
+        elif rec["status"] != "ok":
             print(f"{rec['status']}: {rec['path']}", file=sys.stdout, flush=True)
 
     return emit
@@ -596,20 +854,40 @@ def _verify_printer(fmt: str) -> Callable[[dict[str, Any]], None]:
 
 @app.command("status")
 def status_cmd(
-    dest: Annotated[Path, typer.Argument(help="A mirror made by 'ohpub mirror'.")],
+    dest: DestArg,
     max_age: Annotated[
         str | None,
-        typer.Option(help="Exit 1 when the last complete run ended longer ago (e.g. 26h, 2d)."),
+        typer.Option(
+            "--max-age",
+            envvar="OHPUB_MAX_AGE",
+            metavar="DURATION",
+            help="Exit 1 when the last complete run ended longer ago than DURATION "
+            "(e.g. 90m, 26h, 2d), or never did.",
+        ),
     ] = None,
     fmt: Annotated[
-        StatusFormat, typer.Option("--format", "-f", help="text or json.")
+        StatusFormat,
+        typer.Option(
+            "--format",
+            "-f",
+            envvar="OHPUB_STATUS_FORMAT",
+            metavar="[text|json]",
+            help="text for people, json for scripts.",
+        ),
     ] = StatusFormat.text,
 ) -> int:
-    """What the mirror holds and how its last runs ended (for monitoring cron mirrors).
+    """What a mirror holds and how its last runs ended (for monitoring).
 
-    Example:
+    Files and bytes by status, project and member; when the last run and the last
+    complete run (one that listed everything in its scope) ended, and how. Reads
+    only, and does not wait for a running mirror.
 
-      ohpub status /data/oh --max-age 26h || echo "mirror is stale"
+    Examples:
+
+    \b
+      ohpub status ~/spotify
+      ohpub status ~/spotify --max-age 26h || echo "mirror is stale"
+      ohpub status ~/spotify -f json | jq .last_complete_run.ended_at
     """
     age = parse_duration(max_age) if max_age else None
     st = mirror_status(dest, max_age=age)

@@ -212,7 +212,11 @@ class Downloader:
         if size is None or etag is None:
             size = 0
         try:
-            fh = open(part, "r+b" if size else "wb")  # noqa: SIM115 - closed below
+            # Never follow a symlink planted at the partial's name (it could point anywhere).
+            if _regular_size(part) is None and os.path.lexists(part):
+                part.unlink()
+            fd = os.open(part, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+            fh = os.fdopen(fd, "r+b")
         except OSError as exc:
             raise DiskError(exc, part) from exc
         with fh:
@@ -297,6 +301,7 @@ class Downloader:
         failures = 0
         refreshes = 0
         checksum_retries = 0
+        denied = 0
         total: int | None = None
         last_error = ""
         deadline_start = time.monotonic()
@@ -306,9 +311,9 @@ class Downloader:
             failures += 1
             last_error = msg
             budget_used = time.monotonic() - deadline_start
-            if failures >= policy.attempts:
-                raise NetworkError(f"file {f.id}: {msg} (gave up after {failures} attempts)")
             delay = policy.delay(failures - 1, retry_after)
+            if failures >= policy.attempts or budget_used + delay > policy.budget:
+                raise NetworkError(f"file {f.id}: {msg} (gave up after {failures} attempts)")
             log.debug("file %s: %s; retrying in %.1fs (%.0fs used)", f.id, msg, delay, budget_used)
             time.sleep(delay)
 
@@ -343,6 +348,13 @@ class Downloader:
                 new_etag = _etag(resp)
                 if status in (403, 400):
                     # An expired or refused signature: go through the download view again.
+                    # Refused again and again with fresh links: the object is not readable.
+                    denied += 1
+                    if denied >= 3:
+                        raise UnavailableError(
+                            f"file {f.id}: storage answered {status} {denied} times, "
+                            "also with fresh links"
+                        )
                     url = None
                     fail(f"storage answered {status}")
                     continue
@@ -352,7 +364,9 @@ class Downloader:
                     whole = _total_from_416(resp)
                     if whole is not None and whole == sink.offset and etag:
                         total = whole
-                        break
+                        if not (_MD5_ETAG.match(etag) and sink.md5_hex() != etag):
+                            break
+                        # The partial is complete but its bytes are wrong: start over.
                     progress(-sink.offset if sink.restartable else 0)
                     sink.restart()
                     etag = None
@@ -369,6 +383,7 @@ class Downloader:
                         log.debug("file %s: server sent the whole object; restarting", f.id)
                         progress(-sink.offset if sink.restartable else 0)
                         sink.restart()
+                        resumed = False
                     total = _int(resp.headers.get("Content-Length"))
                 elif status == 206:
                     rng = _CONTENT_RANGE.match(resp.headers.get("Content-Range", "").strip())
@@ -612,6 +627,7 @@ def _load_meta(path: Path, file_id: int) -> dict[str, object]:
 def _save_meta(path: Path, file_id: int, etag: str, total: int | None) -> None:
     tmp = path.with_name(path.name + ".tmp")
     try:
+        tmp.unlink(missing_ok=True)  # a fresh file, never through a planted symlink
         tmp.write_text(json.dumps({"id": file_id, "etag": etag, "total": total}))
         os.replace(tmp, path)
     except OSError as exc:

@@ -45,7 +45,14 @@ from ohpub.download import (
     place,
     remove_within,
 )
-from ohpub.errors import OhpubError, UnavailableError, UsageError
+from ohpub.errors import (
+    NetworkError,
+    OhpubError,
+    ServerError,
+    StateError,
+    UnavailableError,
+    UsageError,
+)
 from ohpub.records import DataFile, RecordError, parse_datafile
 from ohpub.state import (
     DestLock,
@@ -62,6 +69,10 @@ log = logging.getLogger("ohpub")
 
 INDEX_NAME = "index.jsonl"
 MOVING_DIR = ".ohpub/moving"
+DEAD_AFTER = 5
+"""Transfers in a row that end in network or server errors (each after its own retries)
+before a run stops trying the rest: a dead server then ends a run of any size in bounded
+time, instead of spending the retry budget once per file."""
 SHRINK_MIN = 10
 """--delete refuses when it would remove more than this many files AND more than half of
 the files in scope: a listing that shrank that much is more likely an upstream hiccup."""
@@ -196,6 +207,22 @@ def prepare_dest(dest: Path, *, create: bool) -> None:
         raise UsageError(f"{dest} is not writable", hint="check its permissions")
 
 
+def refuse_lost_state(dest: Path) -> None:
+    """A DEST with an index.jsonl held a mirror; if its state database is now missing or
+    empty, the record of which files ohpub placed is lost: refuse instead of starting over."""
+    db = state_db_path(dest)
+    if not (dest / INDEX_NAME).is_file():
+        return
+    if db.exists() and db.stat().st_size > 0:
+        return
+    raise StateError(
+        f"{dest} holds a mirror ({INDEX_NAME}) but its state database {db} is "
+        + ("empty" if db.exists() else "missing")
+        + "; refusing to start over",
+        hint=f"restore {db} from a backup, or move {dest / INDEX_NAME} away to rebuild",
+    )
+
+
 def hash_file(path: Path) -> tuple[str, str, int]:
     sha, md5, size = hashlib.sha256(), hashlib.md5(), 0
     with open(path, "rb") as fh:
@@ -227,6 +254,9 @@ class Mirror:
         self.summary = MirrorSummary()
         self._started = time.monotonic()
         self._renamed: set[int] = set()
+        self._trouble = 0
+        self._dead: str | None = None
+        self._trouble_lock = threading.Lock()
         self._wanted: dict[str, int] = {}
         """fold(path) -> the listed file id that path belongs to in this run's layout."""
 
@@ -237,6 +267,7 @@ class Mirror:
         if opts.dry_run:
             return self._dry_run()
         prepare_dest(self.dest, create=True)
+        refuse_lost_state(self.dest)
         ensure_dirs(self.dest)
         with DestLock(self.dest), StateDB.open(self.dest) as state:
             run_id = state.begin_run("mirror", {"scope": opts.flt.scope_key()})
@@ -297,6 +328,10 @@ class Mirror:
             targets = layout.plan_paths(layout.Entry.of(f) for f in listed.values())
             self._reconcile_paths(state, tracked, targets, listed)
             self._collect(state, pending, targets, tracked)
+            if self._dead is not None:
+                raise NetworkError(
+                    self._dead, hint="finished files are kept; a rerun resumes the rest"
+                )
             self._upstream_removals(state, listed, report)
         except KeyboardInterrupt:
             self._cancel_all(pool, pending)
@@ -351,15 +386,28 @@ class Mirror:
             with contextlib.suppress(OSError):
                 ts_created = f.created.timestamp()
                 os.utime(part, (ts_created, ts_created))
+            self._trouble = 0
             return _Outcome("downloaded", download=d)
         except UnavailableError as exc:
             return _Outcome("unavailable", error=exc.message)
         except TooLargeError as exc:
             return _Outcome("skipped", error=exc.message, size=exc.size)
         except OhpubError as exc:
+            if isinstance(exc, (NetworkError, ServerError)):
+                self._server_trouble(exc)
             return _Outcome("error", error=exc.message)
         except OSError as exc:
             return _Outcome("error", error=f"file {f.id}: {exc.strerror or exc}")
+
+    def _server_trouble(self, exc: OhpubError) -> None:
+        """Count a transfer lost to the network or the server; stop the run after a streak."""
+        with self._trouble_lock:
+            self._trouble += 1
+            if self._trouble >= DEAD_AFTER and self._dead is None:
+                self._dead = (
+                    f"stopping: {self._trouble} downloads in a row failed; last: {exc.message}"
+                )
+                self.cancel.set()
 
     def _seen_records(
         self, listed: dict[int, DataFile], tracked: dict[int, FileState], now: float
@@ -499,12 +547,14 @@ class Mirror:
             status = {"unavailable": "unavailable", "skipped": "skipped", "error": "failed"}[
                 out.kind
             ]
+            # Reported before the state write: on a full disk that write fails too, and
+            # the user must still learn which file failed and why.
+            self._report(FileResult(f.id, fs.path or target, status, out.size, None, out.error))
             if fs.status not in ("present",):
                 fs.status = "unavailable" if out.kind == "unavailable" else "failed"
                 if out.kind == "skipped":
                     fs.status = "pending"
                 state.put(fs)
-            self._report(FileResult(f.id, fs.path or target, status, out.size, None, out.error))
             return
         d = out.download
         assert d is not None
@@ -655,6 +705,7 @@ class Mirror:
 def write_index(dest: Path, state: StateDB) -> None:
     """Rewrite DEST/index.jsonl atomically: one line per tracked file, for pandas and jq."""
     tmp = ohpub_dir(dest) / (INDEX_NAME + ".tmp")
+    tmp.unlink(missing_ok=True)  # a fresh file, never through a planted symlink
     with open(tmp, "w", encoding="utf-8") as fh:
         for fs in state.all():
             rec = dict(fs.raw)

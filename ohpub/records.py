@@ -105,7 +105,7 @@ def _parse_user(value: Any) -> User:
     uid = value.get("id")
     if isinstance(uid, str) and uid.isdigit():
         uid = int(uid)
-    if uid is not None and (not isinstance(uid, int) or isinstance(uid, bool)):
+    if uid is not None and (not isinstance(uid, int) or isinstance(uid, bool) or uid < 0):
         raise RecordError(f"bad user id {uid!r}")
     name = value.get("name")
     return User(uid, name if isinstance(name, str) else None, username)

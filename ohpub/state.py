@@ -418,9 +418,12 @@ class StateDB:
         except (sqlite3.ProgrammingError, sqlite3.InterfaceError):
             raise
         except sqlite3.Error as exc:
+            full = "disk is full" in str(exc).lower()  # SQLITE_FULL: never "move it away"
             raise StateError(
                 f"state database {self.path}: {action} failed: {exc}",
-                hint="if the file is damaged, " + _MOVE_AWAY_HINT,
+                hint="free space on the disk that holds DEST, then run again"
+                if full
+                else "if the file is damaged, " + _MOVE_AWAY_HINT,
             ) from exc
 
     @contextmanager

@@ -56,3 +56,40 @@ def tree(dest: Any) -> dict[str, bytes]:
             continue
         out[rel] = p.read_bytes()
     return out
+
+
+# -- helpers of the reliability tests (test_faults, test_crash, test_hostile, test_property) --
+
+FAST_RETRY = {"OHPUB_RETRY_BASE": "0.01", "OHPUB_RETRY_CAP": "0.05"}
+"""Backoff of a few milliseconds, so retry tests stay fast (the attempt count is unchanged)."""
+
+
+def jsonl(text: str) -> list[dict[str, Any]]:
+    import json
+
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def add_big_file(server: Any, size: int, *, seed: int = 3, basename: str = "big.bin") -> int:
+    """A synthetic file of ``size`` bytes by alice in project 600 ("Big Files")."""
+    from tests.ohserver import SyntheticContent
+
+    with server._lock:
+        if 600 not in server._projects:
+            server.add_project(600, "Big Files")
+    return int(
+        server.add_file(
+            basename=basename,
+            content=SyntheticContent(size, seed=seed),
+            project_id=600,
+            username="alice",
+        )
+    )
+
+
+def storage_gets_of(server: Any, file_id: int) -> list[Any]:
+    """Storage GETs of one file, in the order they ended (matched by its storage uuid)."""
+    uuid = server.file(file_id).storage_uuid
+    return [
+        e for e in list(server.log) if e.role == "storage" and e.method == "GET" and uuid in e.path
+    ]

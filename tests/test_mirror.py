@@ -293,10 +293,11 @@ def test_dry_run_writes_nothing(oh_server: Any, tmp_path: Path) -> None:
     dest.mkdir()
     res = run_cli(oh_server, ["mirror", str(dest), "-p", "102", "--dry-run", "-f", "jsonl"])
     assert res.code == 0, res.stderr
-    recs = jsonl(res.stdout)
+    *recs, totals = jsonl(res.stdout)
     assert {r["status"] for r in recs} == {"planned"}
     total = sum(len(content_of(oh_server, i)) for i in (1, 2, 4, 6))
     assert sum(r["bytes"] for r in recs) == total
+    assert totals["status"] == "totals" and totals["download"] == {"files": 4, "bytes": total}
     assert list(dest.iterdir()) == []
     assert "dry run: 4 files: 4 to download" in res.stderr
     assert storage_gets(oh_server) and all(

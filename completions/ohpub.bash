@@ -1,0 +1,90 @@
+# bash completion for ohpub. Generated from the ohpub CLI by scripts/gen_completions.py; do not edit.
+# Install: source it from ~/.bashrc, or copy it to ~/.local/share/bash-completion/completions/ohpub
+
+_ohpub() {
+    local cur=${COMP_WORDS[COMP_CWORD]} prev=${COMP_WORDS[COMP_CWORD-1]}
+    # --option=value: bash splits the word at '='
+    if [[ $cur == "=" ]]; then
+        cur=""
+    elif [[ $prev == "=" && $COMP_CWORD -ge 2 ]]; then
+        prev=${COMP_WORDS[COMP_CWORD-2]}
+    fi
+    local cmd="" npos=0 skip=0 i w
+    for ((i = 1; i < COMP_CWORD; i++)); do
+        w=${COMP_WORDS[i]}
+        if ((skip)); then
+            skip=0; [[ $w == "=" ]] && skip=1
+            continue
+        fi
+        if [[ -z $cmd ]]; then
+            case $w in
+                --base-url|--log-file|--timeout|--api-concurrency|--retries) skip=1 ;;
+                -*) ;;
+                *) cmd=$w ;;
+            esac
+        else
+            case "$cmd:$w" in
+                list:--project|list:-p|list:--user|list:-u|list:--datatype|list:-t|list:--tag|list:--name|list:--since|list:--until|list:--format|list:-f|list:--limit|list:-n) skip=1 ;;
+                mirror:--project|mirror:-p|mirror:--user|mirror:-u|mirror:--datatype|mirror:-t|mirror:--tag|mirror:--name|mirror:--since|mirror:--until|mirror:--jobs|mirror:-j|mirror:--max-size|mirror:--format|mirror:-f) skip=1 ;;
+                fetch:--dir|fetch:-d|fetch:--output|fetch:-o) skip=1 ;;
+                verify:--format|verify:-f) skip=1 ;;
+                status:--max-age|status:--format|status:-f) skip=1 ;;
+                *:-*) ;;
+                *) ((npos++)) ;;
+            esac
+        fi
+    done
+    case "$cmd:$prev" in
+        :--base-url) COMPREPLY=(); return ;;
+        :--log-file) compopt -o filenames 2>/dev/null; mapfile -t COMPREPLY < <(compgen -f -- "$cur"); return ;;
+        :--timeout) COMPREPLY=(); return ;;
+        :--api-concurrency) COMPREPLY=(); return ;;
+        :--retries) COMPREPLY=(); return ;;
+        list:--project|list:-p) COMPREPLY=(); return ;;
+        list:--user|list:-u) COMPREPLY=(); return ;;
+        list:--datatype|list:-t) COMPREPLY=(); return ;;
+        list:--tag) COMPREPLY=(); return ;;
+        list:--name) COMPREPLY=(); return ;;
+        list:--since) COMPREPLY=(); return ;;
+        list:--until) COMPREPLY=(); return ;;
+        list:--format|list:-f) COMPREPLY=($(compgen -W "table json jsonl csv" -- "$cur")); return ;;
+        list:--limit|list:-n) COMPREPLY=(); return ;;
+        mirror:--project|mirror:-p) COMPREPLY=(); return ;;
+        mirror:--user|mirror:-u) COMPREPLY=(); return ;;
+        mirror:--datatype|mirror:-t) COMPREPLY=(); return ;;
+        mirror:--tag) COMPREPLY=(); return ;;
+        mirror:--name) COMPREPLY=(); return ;;
+        mirror:--since) COMPREPLY=(); return ;;
+        mirror:--until) COMPREPLY=(); return ;;
+        mirror:--jobs|mirror:-j) COMPREPLY=(); return ;;
+        mirror:--max-size) COMPREPLY=(); return ;;
+        mirror:--format|mirror:-f) COMPREPLY=($(compgen -W "text jsonl" -- "$cur")); return ;;
+        fetch:--dir|fetch:-d) compopt -o filenames 2>/dev/null; mapfile -t COMPREPLY < <(compgen -d -- "$cur"); return ;;
+        fetch:--output|fetch:-o) compopt -o filenames 2>/dev/null; mapfile -t COMPREPLY < <(compgen -f -- "$cur"); return ;;
+        verify:--format|verify:-f) COMPREPLY=($(compgen -W "text jsonl" -- "$cur")); return ;;
+        status:--max-age) COMPREPLY=(); return ;;
+        status:--format|status:-f) COMPREPLY=($(compgen -W "text json" -- "$cur")); return ;;
+    esac
+    if [[ $cur == -* ]]; then
+        local opts
+        case $cmd in
+            "") opts="--base-url --verbose -v --quiet -q --log-file --timeout --api-concurrency --retries --version --help -h" ;;
+            list) opts="--project -p --user -u --datatype -t --tag --name --since --until --format -f --limit -n --help -h" ;;
+            mirror) opts="--project -p --user -u --datatype -t --tag --name --since --until --jobs -j --dry-run -n --delete --no-delete --max-size --strict --no-strict --format -f --help -h" ;;
+            fetch) opts="--dir -d --output -o --force --no-force --help -h" ;;
+            verify) opts="--format -f --help -h" ;;
+            status) opts="--max-age --format -f --help -h" ;;
+        esac
+        COMPREPLY=($(compgen -W "$opts" -- "$cur"))
+        return
+    fi
+    case "$cmd:$npos" in
+        ":"*) COMPREPLY=($(compgen -W "list mirror fetch verify status" -- "$cur")) ;;
+        list:0) COMPREPLY=($(compgen -W "files projects datatypes members" -- "$cur")) ;;
+        mirror:0) compopt -o filenames 2>/dev/null; mapfile -t COMPREPLY < <(compgen -d -- "$cur") ;;
+        verify:0) compopt -o filenames 2>/dev/null; mapfile -t COMPREPLY < <(compgen -d -- "$cur") ;;
+        status:0) compopt -o filenames 2>/dev/null; mapfile -t COMPREPLY < <(compgen -d -- "$cur") ;;
+    esac
+}
+
+complete -F _ohpub ohpub
