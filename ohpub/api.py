@@ -65,11 +65,13 @@ _SECRET_PARAM_RE = re.compile(
 
 
 def redact(text: str) -> str:
-    """Hide download keys and storage signatures: they are bearer tokens for an hour."""
+    """Hide download keys and storage signatures whole: they are bearer tokens for an hour.
+
+    Idempotent (a redacted text redacts to itself), so layers may redact again safely.
+    """
 
     def _sub(m: re.Match[str]) -> str:
-        name, sep, value = m.group(1), m.group(2), m.group(3)
-        return f"{name}{sep}{value[:4]}…" if len(value) > 8 else f"{name}{sep}…"
+        return f"{m.group(1)}{m.group(2)}…"
 
     return _SECRET_PARAM_RE.sub(_sub, text)
 
