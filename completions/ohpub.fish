@@ -24,7 +24,7 @@ complete -c ohpub -n 'not __fish_seen_subcommand_from list mirror fetch verify s
 # ohpub list
 complete -c ohpub -n '__fish_seen_subcommand_from list' -l project -s p -x -d 'Only files of project ID (repeatable: any of them)'
 complete -c ohpub -n '__fish_seen_subcommand_from list' -l user -s u -x -d 'Only files of member USERNAME (repeatable)'
-complete -c ohpub -n '__fish_seen_subcommand_from list' -l datatype -s t -x -d 'Only files of datatype ID or its sub-types (repeatable)'
+complete -c ohpub -n '__fish_seen_subcommand_from list' -l datatype -s t -x -d 'Only files of datatype ID (repeatable: any of them)'
 complete -c ohpub -n '__fish_seen_subcommand_from list' -l tag -x -d 'Only files with metadata tag TAG (repeatable: any of them)'
 complete -c ohpub -n '__fish_seen_subcommand_from list' -l name -x -d 'Only files whose basename matches GLOB, e.g. \'*.json\' (repeatable)'
 complete -c ohpub -n '__fish_seen_subcommand_from list' -l since -x -d 'Only files created on or after DATE (YYYY-MM-DD or ISO 8601 time; UTC)'
@@ -37,7 +37,7 @@ complete -c ohpub -n '__fish_seen_subcommand_from list' -a 'files projects datat
 # ohpub mirror
 complete -c ohpub -n '__fish_seen_subcommand_from mirror' -l project -s p -x -d 'Only files of project ID (repeatable: any of them)'
 complete -c ohpub -n '__fish_seen_subcommand_from mirror' -l user -s u -x -d 'Only files of member USERNAME (repeatable)'
-complete -c ohpub -n '__fish_seen_subcommand_from mirror' -l datatype -s t -x -d 'Only files of datatype ID or its sub-types (repeatable)'
+complete -c ohpub -n '__fish_seen_subcommand_from mirror' -l datatype -s t -x -d 'Only files of datatype ID (repeatable: any of them)'
 complete -c ohpub -n '__fish_seen_subcommand_from mirror' -l tag -x -d 'Only files with metadata tag TAG (repeatable: any of them)'
 complete -c ohpub -n '__fish_seen_subcommand_from mirror' -l name -x -d 'Only files whose basename matches GLOB, e.g. \'*.json\' (repeatable)'
 complete -c ohpub -n '__fish_seen_subcommand_from mirror' -l since -x -d 'Only files created on or after DATE (YYYY-MM-DD or ISO 8601 time; UTC)'

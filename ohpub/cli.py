@@ -52,6 +52,7 @@ from ohpub.output import (
     write_objects,
     write_stderr,
 )
+from ohpub.units import parse_duration, parse_size
 from ohpub.verify import mirror_status, verify_mirror
 
 if TYPE_CHECKING:
@@ -379,21 +380,6 @@ def parse_date(value: str, *, end: bool = False) -> datetime:
     return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
 
 
-_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgtp]?)(i?b?)\s*$", re.I)
-
-
-def parse_size(value: str) -> int:
-    """``500M`` = 500 MiB (K, M, G, T are powers of 1024, as in rclone and curl); ``500MB``
-    = 500 * 10**6; a plain number is bytes."""
-    m = _SIZE_RE.match(value)
-    if not m:
-        raise UsageError(f"invalid size {value!r}", hint="use e.g. 500M, 2G or 1000000")
-    number, unit, suffix = float(m.group(1)), m.group(2).lower(), m.group(3).lower()
-    power = "kmgtp".index(unit) + 1 if unit else 0
-    base = 1000 if suffix == "b" and unit else 1024
-    return int(number * base**power)
-
-
 def _filter(
     project: list[int] | None,
     user: list[str] | None,
@@ -447,7 +433,7 @@ DatatypeOpt = Annotated[
         min=1,
         envvar="OHPUB_DATATYPE",
         metavar="ID",
-        help="Only files of datatype ID or its sub-types (repeatable).",
+        help="Only files of datatype ID (repeatable: any of them).",
     ),
 ]
 TagOpt = Annotated[
@@ -894,14 +880,6 @@ def status_cmd(
     sys.stdout.write(st.render(fmt.value))
     sys.stdout.flush()
     return st.exit_code
-
-
-def parse_duration(value: str) -> float:
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*", value)
-    if not m:
-        raise UsageError(f"invalid duration {value!r}", hint="use e.g. 90m, 26h or 2d")
-    mult = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}[m.group(2)]
-    return float(m.group(1)) * mult
 
 
 def _on_sigterm(signum: int, frame: Any) -> NoReturn:

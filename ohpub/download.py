@@ -227,7 +227,8 @@ class Downloader:
                 _rehash(part, size, sink)
                 progress(size)
             try:
-                result = self._transfer(f, sink, etag, meta_path, progress, max_size)
+                with contextlib.closing(sink):
+                    result = self._transfer(f, sink, etag, meta_path, progress, max_size)
                 fh.flush()
                 os.fsync(fh.fileno())
             except DiskError as exc:
@@ -263,7 +264,8 @@ class Downloader:
     def to_stream(self, f: DataFile, out: BinaryIO, progress: ProgressFn = _noop) -> Downloaded:
         """Stream the raw bytes to ``out`` (stdout); verified at the end, nothing to undo."""
         sink = _Sink(out, restartable=False)
-        result = self._transfer(f, sink, None, None, progress)
+        with contextlib.closing(sink):
+            result = self._transfer(f, sink, None, None, progress)
         with contextlib.suppress(OSError, ValueError):
             out.flush()
         return result
@@ -271,20 +273,6 @@ class Downloader:
     # -- the transfer loop ---------------------------------------------------------------------
 
     def _transfer(
-        self,
-        f: DataFile,
-        sink: _Sink,
-        etag: str | None,
-        meta_path: Path | None,
-        progress: ProgressFn,
-        max_size: int | None = None,
-    ) -> Downloaded:
-        try:
-            return self._transfer_loop(f, sink, etag, meta_path, progress, max_size)
-        finally:
-            sink.close()
-
-    def _transfer_loop(
         self,
         f: DataFile,
         sink: _Sink,

@@ -35,6 +35,7 @@ from ohpub.api import redact
 from ohpub.errors import UsageError
 from ohpub.mirror import FileResult, MirrorSummary
 from ohpub.records import DataFile
+from ohpub.units import human_bytes
 
 log = logging.getLogger("ohpub")
 
@@ -397,14 +398,6 @@ def write_jsonl(rec: dict[str, Any], out: TextIO) -> None:
 
 
 # -- summaries ------------------------------------------------------------------------------------
-
-
-def human_bytes(n: float) -> str:
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if abs(n) < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} TB"
 
 
 def summary_line(s: MirrorSummary, *, dry_run: bool = False) -> str:

@@ -18,6 +18,7 @@ from typing import Any
 from ohpub.errors import EXIT_FAILURE, EXIT_OK, UsageError
 from ohpub.mirror import INDEX_NAME, hash_file
 from ohpub.state import OHPUB_DIR, DestLock, FileState, StateDB, stat_fingerprint, state_db_path
+from ohpub.units import human_bytes
 
 _PLACED = ("present", "removed-upstream")
 
@@ -126,13 +127,13 @@ class Status:
     def render(self, fmt: str) -> str:
         if fmt == "json":
             return json.dumps(self.as_dict(), indent=2) + "\n"
-        lines = [f"files: {self.files} ({_human(self.bytes)})"]
+        lines = [f"files: {self.files} ({human_bytes(self.bytes)})"]
         lines.append(
             "by status: " + ", ".join(f"{k} {v}" for k, v in sorted(self.by_status.items()))
         )
         for title, groups in (("project", self.by_project), ("member", self.by_member)):
             for key, g in sorted(groups.items()):
-                lines.append(f"{title} {key}: {g['files']} files, {_human(g['bytes'])}")
+                lines.append(f"{title} {key}: {g['files']} files, {human_bytes(g['bytes'])}")
         for title, run in (
             ("last run", self.last_run),
             ("last complete run", self.last_complete_run),
@@ -149,14 +150,6 @@ class Status:
                 "STALE: last complete run is older than --max-age" if self.stale else "fresh"
             )
         return "\n".join(lines) + "\n"
-
-
-def _human(n: float) -> str:
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if n < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} TB"
 
 
 def _iso(ts: float | None) -> str | None:
