@@ -131,6 +131,10 @@ def _guarded(call: Callable[[], Any]) -> int:
     """Run the command; turn every failure into one stderr line and an exit code."""
     try:
         rv = call()
+        if rv == EXIT_INTERRUPTED:
+            # Typer turns a KeyboardInterrupt inside a command into Exit(130) itself.
+            write_stderr("ohpub: interrupted")
+            log_only("interrupted", logging.WARNING)
         return rv if isinstance(rv, int) else 0
     except OhpubError as exc:
         _log_traceback()
