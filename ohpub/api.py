@@ -210,7 +210,8 @@ class Client:
         self.max_crawls = max(1, max_crawls)
         self.single_page_max = single_page_max
         self.on_warning = on_warning or (lambda msg: log.warning(msg))
-        self._api_slots = threading.BoundedSemaphore(max(1, api_concurrency))
+        self.api_concurrency = max(1, api_concurrency)
+        self._api_slots = threading.BoundedSemaphore(self.api_concurrency)
         self.session = requests.Session()
         adapter = requests.adapters.HTTPAdapter(
             pool_connections=4, pool_maxsize=max(pool_size, api_concurrency), max_retries=0

@@ -22,6 +22,7 @@ import logging
 import os
 import re
 import stat
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -49,6 +50,9 @@ from ohpub.records import DataFile
 log = logging.getLogger("ohpub")
 
 CHUNK = 1024 * 1024
+SMALL_OBJECT = 1024 * 1024
+"""Up to this size a partial has no resume sidecar: resuming it would save one small
+request, while the sidecar costs a write, a rename and an unlink per file."""
 KEY_MAX_AGE = 50 * 60.0
 """Keys live one hour from the listing; re-mint before that rather than meet a 403."""
 _MD5_ETAG = re.compile(r"^[0-9a-f]{32}$")
@@ -187,11 +191,17 @@ class Downloader:
         retry: RetryPolicy | None = None,
         key_max_age: float = KEY_MAX_AGE,
         refresh: Callable[[int], DataFile] | None = None,
+        storage_slots: int | None = None,
     ) -> None:
         self.client = client
         self.retry = retry or client.retry
         self.key_max_age = key_max_age
         self.refresh = refresh or client.get_file
+        self._storage_slots = (
+            threading.BoundedSemaphore(storage_slots) if storage_slots else contextlib.nullcontext()
+        )
+        """Transfers from storage at once (``--jobs``); the download view has the client's own
+        Open Humans limit, so the two loads are bounded separately."""
 
     # -- public ---------------------------------------------------------------------------
 
@@ -326,12 +336,18 @@ class Downloader:
             elif sink.offset > 0 and sink.restartable:
                 progress(-sink.offset)
                 sink.restart()
+            slot = contextlib.ExitStack()
+            slot.enter_context(self._storage_slots)  # held until the body is read
             try:
                 resp = self.client.open_storage(url, headers)
             except _READ_ERRORS as exc:
+                slot.close()
                 fail(describe_exception(exc))
                 continue
-            with resp:
+            except BaseException:
+                slot.close()
+                raise
+            with slot, resp:
                 status = resp.status_code
                 new_etag = _etag(resp)
                 if status in (403, 400):
@@ -387,7 +403,7 @@ class Downloader:
                     raise TooLargeError(f.id, total, max_size)
                 if new_etag and new_etag != etag:
                     etag = new_etag
-                    if meta_path is not None:
+                    if meta_path is not None and (total is None or total > SMALL_OBJECT):
                         _save_meta(meta_path, f.id, etag, total)
                 before = sink.offset + sink.skip
                 try:

@@ -25,10 +25,10 @@ import hashlib
 import json
 import logging
 import os
+import queue
 import threading
 import time
-from collections.abc import Iterable
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -249,11 +249,12 @@ class Mirror:
         self.opts = opts
         self.dest = opts.dest
         self.events: Events = events or NullEvents()
-        self.downloader = Downloader(client)
+        self.downloader = Downloader(client, storage_slots=max(1, opts.jobs))
         self.cancel = threading.Event()
         self.summary = MirrorSummary()
         self._started = time.monotonic()
         self._renamed: set[int] = set()
+        self._done: queue.SimpleQueue[Future[_Outcome]] = queue.SimpleQueue()
         self._trouble = 0
         self._dead: str | None = None
         self._trouble_lock = threading.Lock()
@@ -302,7 +303,10 @@ class Mirror:
         listed: dict[int, DataFile] = {}
         report = ListingReport()
         pending: dict[Future[_Outcome], DataFile] = {}
-        pool = ThreadPoolExecutor(max_workers=max(1, self.opts.jobs), thread_name_prefix="ohpub")
+        # Workers = storage slots + Open Humans slots: a worker waiting for the download view
+        # never idles a storage slot, and the other way round (the Downloader bounds each).
+        workers = max(1, self.opts.jobs) + self.client.api_concurrency
+        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ohpub")
         now = time.time()
         try:
             try:
@@ -323,8 +327,7 @@ class Mirror:
             for w in report.warnings:
                 self.summary.warnings.append(w)
             # Record every listed file (new ones as pending) before anything moves.
-            state.put_many(self._seen_records(listed, tracked, now))
-            tracked = {fs.id: fs for fs in state.all()}
+            self._record_seen(state, listed, tracked, now)
             targets = layout.plan_paths(layout.Entry.of(f) for f in listed.values())
             self._reconcile_paths(state, tracked, targets, listed)
             self._collect(state, pending, targets, tracked)
@@ -332,7 +335,7 @@ class Mirror:
                 raise NetworkError(
                     self._dead, hint="finished files are kept; a rerun resumes the rest"
                 )
-            self._upstream_removals(state, listed, report)
+            self._upstream_removals(state, listed, report, tracked)
         except KeyboardInterrupt:
             self._cancel_all(pool, pending)
             raise
@@ -351,14 +354,20 @@ class Mirror:
     def _schedule(
         self, pool: ThreadPoolExecutor, f: DataFile, ts: FileState | None
     ) -> Future[_Outcome] | None:
-        """Decide on one listed file: nothing to do, re-hash, or download."""
+        """Decide on one listed file: nothing to do, re-hash, or download.
+
+        Finished work lands in a completion queue, so collecting N results costs O(N), not
+        the O(N^2) of waiting on the whole pending set once per result.
+        """
+        rehash = False
         if ts is not None and ts.status in ("present", "removed-upstream") and ts.path:
             fp = stat_fingerprint(self.dest / ts.path)
             if fp is not None and fp == (ts.size, ts.mtime_ns):
                 return None
-            if fp is not None:
-                return pool.submit(self._work, f, ts, True)
-        return pool.submit(self._work, f, ts, False)
+            rehash = fp is not None
+        fut = pool.submit(self._work, f, ts, rehash)
+        fut.add_done_callback(self._done.put)
+        return fut
 
     def _work(self, f: DataFile, ts: FileState | None, rehash: bool) -> _Outcome:
         """Runs in a worker: re-hash a changed file, or download into the partial dir."""
@@ -409,25 +418,43 @@ class Mirror:
                 )
                 self.cancel.set()
 
-    def _seen_records(
-        self, listed: dict[int, DataFile], tracked: dict[int, FileState], now: float
-    ) -> Iterable[FileState]:
+    def _record_seen(
+        self,
+        state: StateDB,
+        listed: dict[int, DataFile],
+        tracked: dict[int, FileState],
+        now: float,
+    ) -> None:
+        """Write new and changed records; only touch ``last_seen`` of the unchanged ones."""
+        changed: list[FileState] = []
+        unchanged: list[int] = []
         for f in listed.values():
+            fresh = FileState.from_datafile(f, now)
             ts = tracked.get(f.id)
             if ts is None:
-                yield FileState.from_datafile(f, now)
+                tracked[f.id] = fresh
+                changed.append(fresh)
                 continue
-            fresh = FileState.from_datafile(f, now)
-            ts.raw, ts.metadata, ts.username, ts.user_id = (
-                fresh.raw,
-                fresh.metadata,
-                fresh.username,
-                fresh.user_id,
+            ts.last_seen = now
+            status = ts.status
+            if status == "removed-upstream":
+                status = "present" if ts.path else "pending"
+            same = (
+                ts.raw == fresh.raw
+                and ts.username == fresh.username
+                and ts.user_id == fresh.user_id
+                and ts.datatype_ids == fresh.datatype_ids
+                and status == ts.status
             )
-            ts.datatype_ids, ts.last_seen = fresh.datatype_ids, now
-            if ts.status == "removed-upstream":
-                ts.status = "present" if ts.path else "pending"
-            yield ts
+            if same:
+                unchanged.append(f.id)
+                continue
+            ts.raw, ts.metadata = fresh.raw, fresh.metadata
+            ts.username, ts.user_id = fresh.username, fresh.user_id
+            ts.datatype_ids, ts.status = fresh.datatype_ids, status
+            changed.append(ts)
+        state.put_many(changed)
+        state.mark_seen(unchanged, now)
 
     # -- paths -----------------------------------------------------------------------------
 
@@ -522,16 +549,19 @@ class Mirror:
                 and fs.status == "present"
             ):
                 self._report(FileResult(fid, fs.path, "unchanged", fs.size, fs.sha256))
-        waiting = set(pending)
-        while waiting:
-            done, waiting = wait(waiting, timeout=0.5, return_when=FIRST_COMPLETED)
-            for fut in done:
-                f = pending[fut]
-                try:
-                    out = fut.result()
-                except Cancelled:
-                    continue
-                self._apply(state, f, out, targets[f.id], tracked[f.id])
+        remaining = len(pending)
+        while remaining:
+            try:
+                fut = self._done.get(timeout=0.5)  # a timeout keeps Ctrl-C responsive
+            except queue.Empty:
+                continue
+            remaining -= 1
+            f = pending[fut]
+            try:
+                out = fut.result()
+            except (Cancelled, CancelledError):
+                continue
+            self._apply(state, f, out, targets[f.id], tracked[f.id])
 
     def _apply(
         self, state: StateDB, f: DataFile, out: _Outcome, target: str, fs: FileState
@@ -581,7 +611,11 @@ class Mirror:
         self._report(FileResult(f.id, target, status, d.size, d.sha256))
 
     def _upstream_removals(
-        self, state: StateDB, listed: dict[int, DataFile], report: ListingReport
+        self,
+        state: StateDB,
+        listed: dict[int, DataFile],
+        report: ListingReport,
+        tracked: dict[int, FileState],
     ) -> None:
         """Files a complete listing of this scope no longer has: keep (mark), or --delete."""
         if not report.complete:
@@ -589,14 +623,15 @@ class Mirror:
         self._clean_partials(listed)
         flt = self.opts.flt
         gone: list[FileState] = []
-        in_scope = 0
-        for fs in state.all():
+        in_scope = len(listed)  # every listed file matched the filter
+        for fs in tracked.values():
+            if fs.id in listed:
+                continue
             rec = record_of(fs)
             if rec is None or not flt.matches(rec):
                 continue
             in_scope += 1
-            if fs.id not in listed and fs.status != "deleted":
-                gone.append(fs)
+            gone.append(fs)
         refuse = ""
         if self.opts.delete and len(gone) > SHRINK_MIN and len(gone) * 2 > in_scope:
             refuse = (

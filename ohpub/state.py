@@ -526,6 +526,15 @@ class StateDB:
         with self._write("saving file records") as conn:
             conn.executemany(_PUT_FILE, params)
 
+    def mark_seen(self, ids: Iterable[int], when: float) -> None:
+        """Set ``last_seen`` of many unchanged records in one statement-batch transaction:
+        an up-to-date mirror of 10,000 files must not rewrite 10,000 rows."""
+        params = [(when, int(i)) for i in ids]
+        if not params:
+            return
+        with self._write("marking files seen") as conn:
+            conn.executemany("UPDATE files SET last_seen = ? WHERE id = ?", params)
+
     def delete(self, file_id: int) -> None:
         """Forget a file id entirely (a missing id is not an error)."""
         with self._write("deleting a file record") as conn:
