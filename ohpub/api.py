@@ -194,7 +194,7 @@ class Client:
         api_concurrency: int = 4,
         pool_size: int = 16,
         page_size: int = DEFAULT_PAGE_SIZE,
-        max_crawls: int = 3,
+        max_crawls: int = 4,
         single_page_max: int = 5000,
         on_warning: Callable[[str], None] | None = None,
     ) -> None:
@@ -326,22 +326,36 @@ class Client:
     # -- listings -----------------------------------------------------------------------------
 
     def _pages(
-        self, path: str, check: Callable[[], None] | None = None, limit: int | None = None
+        self,
+        path: str,
+        check: Callable[[], None] | None = None,
+        limit: int | None = None,
+        shift: int = 0,
     ) -> Iterator[dict[str, Any]]:
-        """Follow limit/offset pages of one list endpoint to the end, refusing loops."""
+        """Follow limit/offset pages of one list endpoint to the end, refusing loops.
+
+        ``shift`` makes the first page that many items long, so every later page boundary
+        falls ``shift`` items away from where a plain crawl puts it.
+        """
         url: str | None = self.url(path)
-        params: dict[str, Any] | None = {"limit": limit or self.page_size}
+        size = limit or self.page_size
+        params: dict[str, Any] | None = {"limit": shift or size}
         seen: set[str] = set()
         first = True
         while url:
             page = self.get_json(url, params=params, on_first_500=check if first else None)
-            first = False
             if not isinstance(page, dict) or not isinstance(page.get("results"), list):
                 raise ServerError(f"unexpected listing page from {redact(url)}: not a page object")
             yield page
             nxt = page.get("next")
             if nxt is None:
                 return
+            if first and shift:
+                # The server's next link keeps the short limit; continue with full pages.
+                first = False
+                url, params = self.url(path), {"limit": size, "offset": shift}
+                continue
+            first = False
             if not isinstance(nxt, str):
                 raise ServerError(f"bad 'next' link in page from {redact(url)}")
             nxt = urljoin(url, nxt)
@@ -397,7 +411,8 @@ class Client:
             for crawl in range(self.max_crawls):
                 report.crawls += 1
                 rejected: set[str] = set()
-                for page in self._pages(path, check, self._recrawl_limit(crawl, expected)):
+                limit, shift = self._crawl_plan(crawl, expected)
+                for page in self._pages(path, check, limit, shift):
                     listed_at = time.time()
                     count = page.get("count")
                     if isinstance(count, int):
@@ -440,20 +455,23 @@ class Client:
                 self.on_warning(report.warnings[-1])
         report.complete = complete
 
-    def _recrawl_limit(self, crawl: int, expected: int) -> int:
-        """Page size for crawl number ``crawl``.
+    def _crawl_plan(self, crawl: int, expected: int) -> tuple[int, int]:
+        """Page size and boundary shift for crawl number ``crawl``.
 
         Files are lost only where one member's files straddle a page boundary (their order
         changes on every request). A re-crawl therefore moves the boundaries: one single
         page holding everything when the listing is small enough (the API has no maximum
-        page size, and one page is one consistent snapshot), otherwise pages twice as large
-        as the time before.
+        page size, and one page is one consistent snapshot), otherwise the same pages
+        shifted by half a page, then a quarter, then three quarters, so that a member cut
+        by one crawl lies inside a page of the next.
         """
         if crawl == 0:
-            return self.page_size
+            return self.page_size, 0
         if expected + 100 <= self.single_page_max:
-            return max(self.page_size, expected + 100)
-        return int(self.page_size * 2**crawl)
+            return max(self.page_size, expected + 100), 0
+        fractions = (0.5, 0.25, 0.75, 0.125, 0.375, 0.625, 0.875)
+        shift = int(self.page_size * fractions[(crawl - 1) % len(fractions)])
+        return self.page_size, max(1, shift)
 
     def iter_objects(self, kind: str) -> Iterator[dict[str, Any]]:
         """Projects, datatypes or members, as the server sends them."""

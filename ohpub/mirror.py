@@ -300,7 +300,9 @@ class Mirror:
 
     def _run(self, state: StateDB) -> None:
         tracked = {fs.id: fs for fs in state.all()}
-        listed: dict[int, DataFile] = {}
+        listed: dict[int, layout.Entry] = {}
+        changed: list[FileState] = []
+        unchanged: list[int] = []
         report = ListingReport()
         pending: dict[Future[_Outcome], DataFile] = {}
         # Workers = storage slots + Open Humans slots: a worker waiting for the download view
@@ -311,7 +313,8 @@ class Mirror:
         try:
             try:
                 for f in self.client.iter_files(self.opts.flt, report):
-                    listed[f.id] = f
+                    listed[f.id] = layout.Entry.of(f)
+                    self._see(f, tracked, now, changed, unchanged)
                     self.events.listed(len(listed))
                     fut = self._schedule(pool, f, tracked.get(f.id))
                     if fut is not None:
@@ -327,8 +330,10 @@ class Mirror:
             for w in report.warnings:
                 self.summary.warnings.append(w)
             # Record every listed file (new ones as pending) before anything moves.
-            self._record_seen(state, listed, tracked, now)
-            targets = layout.plan_paths(layout.Entry.of(f) for f in listed.values())
+            state.put_many(changed)
+            state.mark_seen(unchanged, now)
+            del changed, unchanged
+            targets = layout.plan_paths(listed.values())
             self._reconcile_paths(state, tracked, targets, listed)
             self._collect(state, pending, targets, tracked)
             if self._dead is not None:
@@ -418,43 +423,39 @@ class Mirror:
                 )
                 self.cancel.set()
 
-    def _record_seen(
-        self,
-        state: StateDB,
-        listed: dict[int, DataFile],
+    @staticmethod
+    def _see(
+        f: DataFile,
         tracked: dict[int, FileState],
         now: float,
+        changed: list[FileState],
+        unchanged: list[int],
     ) -> None:
-        """Write new and changed records; only touch ``last_seen`` of the unchanged ones."""
-        changed: list[FileState] = []
-        unchanged: list[int] = []
-        for f in listed.values():
-            fresh = FileState.from_datafile(f, now)
-            ts = tracked.get(f.id)
-            if ts is None:
-                tracked[f.id] = fresh
-                changed.append(fresh)
-                continue
-            ts.last_seen = now
-            status = ts.status
-            if status == "removed-upstream":
-                status = "present" if ts.path else "pending"
-            same = (
-                ts.raw == fresh.raw
-                and ts.username == fresh.username
-                and ts.user_id == fresh.user_id
-                and ts.datatype_ids == fresh.datatype_ids
-                and status == ts.status
-            )
-            if same:
-                unchanged.append(f.id)
-                continue
-            ts.raw, ts.metadata = fresh.raw, fresh.metadata
-            ts.username, ts.user_id = fresh.username, fresh.user_id
-            ts.datatype_ids, ts.status = fresh.datatype_ids, status
-            changed.append(ts)
-        state.put_many(changed)
-        state.mark_seen(unchanged, now)
+        """Classify one listed file against the state as it streams in: only new and changed
+        records are written; unchanged ones just get ``last_seen`` (one batch at the end)."""
+        fresh = FileState.from_datafile(f, now)
+        ts = tracked.get(f.id)
+        if ts is None:
+            tracked[f.id] = fresh
+            changed.append(fresh)
+            return
+        ts.last_seen = now
+        status = ts.status
+        if status == "removed-upstream":
+            status = "present" if ts.path else "pending"
+        if (
+            ts.raw == fresh.raw
+            and ts.username == fresh.username
+            and ts.user_id == fresh.user_id
+            and ts.datatype_ids == fresh.datatype_ids
+            and status == ts.status
+        ):
+            unchanged.append(f.id)
+            return
+        ts.raw, ts.metadata = fresh.raw, fresh.metadata
+        ts.username, ts.user_id = fresh.username, fresh.user_id
+        ts.datatype_ids, ts.status = fresh.datatype_ids, status
+        changed.append(ts)
 
     # -- paths -----------------------------------------------------------------------------
 
@@ -463,7 +464,7 @@ class Mirror:
         state: StateDB,
         tracked: dict[int, FileState],
         targets: dict[int, str],
-        listed: dict[int, DataFile],
+        listed: dict[int, layout.Entry],
     ) -> None:
         """Rename files whose path changed and move aside unlisted files in the way.
 
@@ -613,7 +614,7 @@ class Mirror:
     def _upstream_removals(
         self,
         state: StateDB,
-        listed: dict[int, DataFile],
+        listed: dict[int, layout.Entry],
         report: ListingReport,
         tracked: dict[int, FileState],
     ) -> None:
@@ -655,7 +656,7 @@ class Mirror:
         if refuse:
             self.summary.exit_code = 1
 
-    def _clean_partials(self, listed: dict[int, DataFile]) -> None:
+    def _clean_partials(self, listed: dict[int, layout.Entry]) -> None:
         """Partial downloads of files a complete listing no longer has will never finish."""
         pdir = partial_dir(self.dest)
         with contextlib.suppress(OSError):
@@ -742,7 +743,7 @@ def write_index(dest: Path, state: StateDB) -> None:
     tmp = ohpub_dir(dest) / (INDEX_NAME + ".tmp")
     tmp.unlink(missing_ok=True)  # a fresh file, never through a planted symlink
     with open(tmp, "w", encoding="utf-8") as fh:
-        for fs in state.all():
+        for fs in state.iter_all():
             rec = dict(fs.raw)
             rec.update(
                 {

@@ -498,6 +498,21 @@ class StateDB:
             rows = conn.execute(f"{_SELECT_FILES} ORDER BY id").fetchall()
         return [self._row_to_file(r) for r in rows]
 
+    def iter_all(self, batch: int = 1000) -> Iterator[FileState]:
+        """Every record by id, a batch at a time: a 100,000-file index is written without
+        holding 100,000 records in memory (or the lock between batches)."""
+        last = -1
+        while True:
+            with self._read("reading file records") as conn:
+                rows = conn.execute(
+                    f"{_SELECT_FILES} WHERE id > ? ORDER BY id LIMIT ?", (last, batch)
+                ).fetchall()
+            if not rows:
+                return
+            for row in rows:
+                yield self._row_to_file(row)
+            last = rows[-1][0]
+
     def by_path(self) -> dict[str, int]:
         """Relative path -> file id for every placed file.
 
