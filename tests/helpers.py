@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from typer.testing import CliRunner
@@ -93,3 +98,24 @@ def storage_gets_of(server: Any, file_id: int) -> list[Any]:
     return [
         e for e in list(server.log) if e.role == "storage" and e.method == "GET" and uuid in e.path
     ]
+
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def start_mirror(
+    server: Any,
+    dest: Path,
+    *args: str,
+    preexec: Callable[[], None] | None = None,
+) -> subprocess.Popen[bytes]:
+    """A real ``ohpub mirror`` process (for kill and signal tests), with fast retries."""
+    env = {**os.environ, **FAST_RETRY, "OHPUB_BASE_URL": server.base_url, "NO_COLOR": "1"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "ohpub", "mirror", str(dest), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        cwd=REPO,
+        preexec_fn=preexec,
+    )

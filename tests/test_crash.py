@@ -17,7 +17,6 @@ import resource
 import signal
 import sqlite3
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -26,26 +25,17 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import FAST_RETRY, add_big_file, content_of, jsonl, run_cli, tree
+from tests.helpers import (
+    FAST_RETRY,
+    add_big_file,
+    content_of,
+    jsonl,
+    run_cli,
+    start_mirror,
+    tree,
+)
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-def start_mirror(
-    server: Any,
-    dest: Path,
-    *args: str,
-    preexec: Callable[[], None] | None = None,
-) -> subprocess.Popen[bytes]:
-    env = {**os.environ, **FAST_RETRY, "OHPUB_BASE_URL": server.base_url, "NO_COLOR": "1"}
-    return subprocess.Popen(
-        [sys.executable, "-m", "ohpub", "mirror", str(dest), *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=env,
-        cwd=REPO,
-        preexec_fn=preexec,
-    )
 
 
 def wait_until(cond: Callable[[], bool], timeout: float = 30.0) -> None:

@@ -15,13 +15,9 @@ import pytest
 
 from ohpub.api import Client, FileFilter, ListingReport, RetryPolicy
 from ohpub.errors import NotFoundError, ServerError
-from tests.helpers import run_cli
+from tests.helpers import jsonl, run_cli
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-def jsonl(text: str) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
 # -- filters go into the path, and are checked on every record ------------------------------

@@ -6,8 +6,6 @@ import hashlib
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -16,13 +14,9 @@ from typing import Any
 from ohpub.api import Client
 from ohpub.download import Downloader
 from ohpub.state import DestLock
-from tests.helpers import content_of, run_cli, tree
+from tests.helpers import add_big_file, content_of, jsonl, run_cli, start_mirror, tree
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-def jsonl(text: str) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
 def storage_gets(server: Any, since: float = 0.0) -> list[Any]:
@@ -117,17 +111,6 @@ def test_replaced_file_takes_the_plain_name_old_one_renamed(oh_server: Any, tmp_
 # -- resume, interruption, locking --------------------------------------------------------
 
 
-def _start_mirror(server: Any, dest: Path, *args: str) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "OHPUB_BASE_URL": server.base_url}
-    return subprocess.Popen(
-        [sys.executable, "-m", "ohpub", "mirror", str(dest), *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=env,
-        cwd=REPO,
-    )
-
-
 def _wait_for_partial(dest: Path, file_id: int, at_least: int, timeout: float = 30) -> int:
     part = dest / ".ohpub" / "partial" / str(file_id)
     deadline = time.monotonic() + timeout
@@ -138,24 +121,10 @@ def _wait_for_partial(dest: Path, file_id: int, at_least: int, timeout: float = 
     raise AssertionError("the download never got going")
 
 
-def _big_file(server: Any, size: int) -> int:
-    from tests.ohserver import SyntheticContent
-
-    server.add_project(600, "Big Files")
-    return int(
-        server.add_file(
-            basename="big.bin",
-            content=SyntheticContent(size, seed=3),
-            project_id=600,
-            username="alice",
-        )
-    )
-
-
 def test_kill_9_mid_download_resumes_with_range(oh_server: Any, tmp_path: Path) -> None:
-    fid = _big_file(oh_server, 8_000_000)
+    fid = add_big_file(oh_server, 8_000_000)
     oh_server.faults.bandwidth = 2_000_000
-    proc = _start_mirror(oh_server, tmp_path, "-p", "600")
+    proc = start_mirror(oh_server, tmp_path, "-p", "600")
     try:
         got = _wait_for_partial(tmp_path, fid, 1_000_000)
     finally:
@@ -178,9 +147,9 @@ def test_kill_9_mid_download_resumes_with_range(oh_server: Any, tmp_path: Path) 
 
 
 def test_ctrl_c_exits_130_and_rerun_completes(oh_server: Any, tmp_path: Path) -> None:
-    fid = _big_file(oh_server, 6_000_000)
+    fid = add_big_file(oh_server, 6_000_000)
     oh_server.faults.bandwidth = 2_000_000
-    proc = _start_mirror(oh_server, tmp_path, "-p", "600")
+    proc = start_mirror(oh_server, tmp_path, "-p", "600")
     _wait_for_partial(tmp_path, fid, 500_000)
     proc.send_signal(signal.SIGINT)
     _out, err = proc.communicate(timeout=30)
@@ -204,9 +173,9 @@ def test_second_mirror_on_locked_dest_exits_3(oh_server: Any, tmp_path: Path) ->
 
 
 def test_locked_dest_from_another_process(oh_server: Any, tmp_path: Path) -> None:
-    fid = _big_file(oh_server, 4_000_000)
+    fid = add_big_file(oh_server, 4_000_000)
     oh_server.faults.bandwidth = 1_000_000
-    proc = _start_mirror(oh_server, tmp_path, "-p", "600")
+    proc = start_mirror(oh_server, tmp_path, "-p", "600")
     try:
         _wait_for_partial(tmp_path, fid, 100_000)
         res = run_cli(oh_server, ["mirror", str(tmp_path), "-p", "600"])
@@ -278,7 +247,7 @@ def test_delete_refused_after_failed_listing(oh_server: Any, tmp_path: Path) -> 
 
 
 def test_max_size_skips_large_files(oh_server: Any, tmp_path: Path) -> None:
-    fid = _big_file(oh_server, 3_000_000)
+    fid = add_big_file(oh_server, 3_000_000)
     res = run_cli(
         oh_server, ["mirror", str(tmp_path), "-p", "600", "--max-size", "1M", "-f", "jsonl"]
     )
@@ -420,7 +389,7 @@ def test_downloads_start_while_listing_continues(oh_server: Any, tmp_path: Path)
 
 
 def test_connection_reset_mid_body_resumes_within_the_run(oh_server: Any, tmp_path: Path) -> None:
-    fid = _big_file(oh_server, 3_000_000)
+    fid = add_big_file(oh_server, 3_000_000)
     oh_server.faults.reset_after[fid] = (1_000_000, 2)
     res = run_cli(oh_server, ["mirror", str(tmp_path), "-p", "600", "-f", "jsonl"])
     assert res.code == 0, res.stderr
