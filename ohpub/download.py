@@ -25,7 +25,7 @@ import stat
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -467,13 +467,14 @@ class Downloader:
 # -- placing files --------------------------------------------------------------------------
 
 
-def place(src: Path, root: Path, relpath: str) -> Path:
+def place(src: Path, root: Path, relpath: str, *, sync: bool = True) -> Path:
     """Move a verified file to ``root/relpath`` without following any symlink inside root.
 
     Directories are walked with ``O_NOFOLLOW`` file descriptors, so a symlink planted at
     a user or project directory cannot redirect the write outside ``root``; a symlink at
     the final name is replaced, not followed. The rename is atomic and the directory is
-    fsynced, so the final path holds either nothing, the old bytes, or the new ones.
+    fsynced (by the caller's ``sync_dirs`` when ``sync`` is False, once for a batch), so
+    the final path holds either nothing, the old bytes, or the new ones.
     """
     parts = relpath.split("/")
     if any(p in ("", ".", "..") for p in parts):
@@ -481,12 +482,25 @@ def place(src: Path, root: Path, relpath: str) -> Path:
     dirfd = _open_dir_nofollow(root, parts[:-1], create=True)
     try:
         os.replace(src, parts[-1], dst_dir_fd=dirfd)
-        os.fsync(dirfd)
+        if sync:
+            os.fsync(dirfd)
     except OSError as exc:
         raise DiskError(exc, root / relpath) from exc
     finally:
         os.close(dirfd)
     return root / relpath
+
+
+def sync_dirs(root: Path, reldirs: Iterable[str]) -> None:
+    """fsync each directory once, making a batch of renames durable together."""
+    for reldir in sorted(set(reldirs)):
+        fd = _open_dir_nofollow(root, reldir.split("/") if reldir else [], create=False)
+        try:
+            os.fsync(fd)
+        except OSError as exc:
+            raise DiskError(exc, root / reldir) from exc
+        finally:
+            os.close(fd)
 
 
 def forget_partial(part: Path) -> None:
@@ -644,6 +658,7 @@ __all__ = [
     "DiskError",
     "TooLargeError",
     "place",
+    "sync_dirs",
     "forget_partial",
     "move_within",
     "remove_within",
