@@ -420,6 +420,8 @@ class Client:
                     for item in page["results"]:
                         if item == {}:
                             continue
+                        if isinstance(item, dict) and item.get("id") in endpoint_ids:
+                            continue  # a re-crawl meets most files again: skip the parsing
                         try:
                             f = parse_datafile(item, listed_at=listed_at)
                         except RecordError as exc:

@@ -255,6 +255,7 @@ class Mirror:
         self.summary = MirrorSummary()
         self._started = time.monotonic()
         self._renamed: set[int] = set()
+        self._index_stale = False
         self._done: queue.SimpleQueue[Future[_Outcome]] = queue.SimpleQueue()
         self._trouble = 0
         self._dead: str | None = None
@@ -272,6 +273,8 @@ class Mirror:
         refuse_lost_state(self.dest)
         ensure_dirs(self.dest)
         with DestLock(self.dest), StateDB.open(self.dest) as state:
+            prev = state.last_run()
+            self._index_stale = prev is not None and prev.ended is None  # killed last time
             run_id = state.begin_run("mirror", {"scope": opts.flt.scope_key()})
             outcome = "failed"
             try:
@@ -723,7 +726,10 @@ class Mirror:
     # -- the index ---------------------------------------------------------------------------
 
     def _write_index(self, state: StateDB) -> None:
-        write_index(self.dest, state)
+        """Rewritten after every run that changed a record (or when it is missing): an
+        up-to-date mirror of 100,000 files skips 100,000 lines of JSON."""
+        if state.changes or self._index_stale or not (self.dest / INDEX_NAME).is_file():
+            write_index(self.dest, state)
 
     # -- dry run ------------------------------------------------------------------------------
 

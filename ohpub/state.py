@@ -356,6 +356,9 @@ class StateDB:
         self._conn = conn
         self.path = path
         self._lock = threading.Lock()
+        self.changes = 0
+        """File records written or deleted through this handle (``last_seen`` aside): a run
+        that changed none need not rewrite the index."""
 
     # -- opening -----------------------------------------------------------
 
@@ -532,6 +535,7 @@ class StateDB:
         params = self._file_params(fs)
         with self._write("saving a file record") as conn:
             conn.execute(_PUT_FILE, params)
+        self.changes += 1
 
     def put_many(self, items: Iterable[FileState]) -> None:
         """Insert or replace many records in one transaction: all or none."""
@@ -540,6 +544,7 @@ class StateDB:
             return
         with self._write("saving file records") as conn:
             conn.executemany(_PUT_FILE, params)
+        self.changes += len(params)
 
     def mark_seen(self, ids: Iterable[int], when: float) -> None:
         """Set ``last_seen`` of many unchanged records in one statement-batch transaction:
@@ -552,6 +557,7 @@ class StateDB:
 
     def delete(self, file_id: int) -> None:
         """Forget a file id entirely (a missing id is not an error)."""
+        self.changes += 1
         with self._write("deleting a file record") as conn:
             conn.execute("DELETE FROM files WHERE id = ?", (file_id,))
 

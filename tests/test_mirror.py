@@ -433,3 +433,15 @@ def test_missing_file_whose_old_name_now_belongs_to_another_file(
     assert files["alice/102/fitbit-data.1.json"] == content_of(oh_server, 1)
     assert {r["id"]: r["status"] for r in jsonl(res.stdout)}[new_id] == "downloaded"
     assert run_cli(oh_server, ["verify", str(tmp_path)]).code == 0
+
+
+def test_index_is_rewritten_only_when_something_changed(oh_server: Any, tmp_path: Path) -> None:
+    assert run_cli(oh_server, ["mirror", str(tmp_path), "-p", "102"]).code == 0
+    index = tmp_path / "index.jsonl"
+    before = index.stat().st_mtime_ns
+    assert run_cli(oh_server, ["mirror", str(tmp_path), "-p", "102"]).code == 0
+    assert index.stat().st_mtime_ns == before
+    oh_server.delete_file(4)
+    assert run_cli(oh_server, ["mirror", str(tmp_path), "-p", "102"]).code == 0
+    statuses = {r["id"]: r["status"] for r in jsonl(index.read_text())}
+    assert statuses[4] == "removed-upstream" and statuses[1] == "present"
