@@ -448,7 +448,7 @@ class Mirror:
         if status == "removed-upstream":
             status = "present" if ts.path else "pending"
         if (
-            ts.raw == fresh.raw
+            _stable(ts.raw) == _stable(fresh.raw)
             and ts.username == fresh.username
             and ts.user_id == fresh.user_id
             and ts.datatype_ids == fresh.datatype_ids
@@ -786,6 +786,15 @@ class Mirror:
             return self.downloader.probe_size(f), None
         except OhpubError as exc:
             return None, exc.message
+
+
+def _stable(raw: dict[str, Any]) -> dict[str, Any]:
+    """A record without what changes between identical listings: the server sends
+    ``datatypes`` in a different order on every request."""
+    dts = raw.get("datatypes")
+    if isinstance(dts, list) and all(isinstance(d, str) for d in dts):
+        return {**raw, "datatypes": sorted(dts)}
+    return raw
 
 
 def write_index(dest: Path, state: StateDB) -> None:
