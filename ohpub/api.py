@@ -24,11 +24,13 @@ import random
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections import deque
+from collections.abc import Callable, Generator, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar
-from urllib.parse import urljoin, urlsplit, urlunsplit
+from urllib.parse import parse_qs, urljoin, urlsplit, urlunsplit
 
 import requests
 import urllib3
@@ -325,6 +327,14 @@ class Client:
 
     # -- listings -----------------------------------------------------------------------------
 
+    def _page(
+        self, url: str, params: dict[str, Any] | None, check: Callable[[], None] | None = None
+    ) -> dict[str, Any]:
+        page = self.get_json(url, params=params, on_first_500=check)
+        if not isinstance(page, dict) or not isinstance(page.get("results"), list):
+            raise ServerError(f"unexpected listing page from {redact(url)}: not a page object")
+        return page
+
     def _pages(
         self,
         path: str,
@@ -332,40 +342,81 @@ class Client:
         limit: int | None = None,
         shift: int = 0,
     ) -> Iterator[dict[str, Any]]:
-        """Follow limit/offset pages of one list endpoint to the end, refusing loops.
+        """Every page of one list endpoint, in order, refusing loops.
 
-        ``shift`` makes the first page that many items long, so every later page boundary
-        falls ``shift`` items away from where a plain crawl puts it.
+        The first page tells ``count``; when its ``next`` link is the plain next offset,
+        the remaining pages are fetched a few at a time (within the Open Humans limit)
+        instead of one round trip after another. Anything unexpected falls back to
+        following ``next`` links one by one, with loop detection. ``shift`` makes the first
+        page that many items long, so every later boundary moves by ``shift`` items.
         """
-        url: str | None = self.url(path)
         size = limit or self.page_size
-        params: dict[str, Any] | None = {"limit": shift or size}
-        seen: set[str] = set()
-        first = True
-        while url:
-            page = self.get_json(url, params=params, on_first_500=check if first else None)
-            if not isinstance(page, dict) or not isinstance(page.get("results"), list):
-                raise ServerError(f"unexpected listing page from {redact(url)}: not a page object")
-            yield page
-            nxt = page.get("next")
-            if nxt is None:
+        first_limit = shift or size
+        url = self.url(path)
+        page = self._page(url, {"limit": first_limit}, check)
+        yield page
+        nxt = page.get("next")
+        if nxt is None:
+            return
+        count = page.get("count")
+        if isinstance(count, int) and _query_int(nxt, "offset") == first_limit:
+            last = yield from self._parallel_pages(path, size, first_limit, count)
+            if last is None or last.get("next") is None:
                 return
-            if first and shift:
-                # The server's next link keeps the short limit; continue with full pages.
-                first = False
-                url, params = self.url(path), {"limit": size, "offset": shift}
-                continue
-            first = False
+            nxt = last["next"]  # the listing grew during the crawl: follow it from here
+        elif shift:
+            nxt = _with_params(url, {"limit": size, "offset": shift})
+        yield from self._follow(_with_params(url, {"limit": first_limit}), nxt)
+
+    def _parallel_pages(
+        self, path: str, size: int, start: int, count: int
+    ) -> Generator[dict[str, Any], None, dict[str, Any] | None]:
+        """Pages at offsets start, start+size, ... < count, fetched ahead, yielded in order.
+
+        Nothing is fetched before the consumer asks for the next page (``--limit`` must stop
+        the crawl), and pages not yet consumed are cancelled when the consumer stops.
+        """
+        offsets = iter(range(start, count, size))
+        width = max(1, self.api_concurrency)
+        pool = ThreadPoolExecutor(max_workers=width, thread_name_prefix="ohpub-list")
+        ahead: deque[Future[dict[str, Any]]] = deque()
+
+        def submit() -> None:
+            off = next(offsets, None)
+            if off is not None:
+                params = {"limit": size, "offset": off}
+                ahead.append(pool.submit(self._page, self.url(path), params))
+
+        last: dict[str, Any] | None = None
+        try:
+            for _ in range(2 * width):
+                submit()
+            while ahead:
+                last = ahead.popleft().result()
+                submit()
+                yield last
+        finally:
+            for fut in ahead:
+                fut.cancel()
+            pool.shutdown(wait=False, cancel_futures=True)
+        return last
+
+    def _follow(self, prev_url: str, nxt: Any) -> Iterator[dict[str, Any]]:
+        """Follow ``next`` links one page at a time, refusing a link that loops."""
+        seen: set[str] = {_page_key(prev_url)}
+        url = prev_url
+        while nxt is not None:
             if not isinstance(nxt, str):
                 raise ServerError(f"bad 'next' link in page from {redact(url)}")
             nxt = urljoin(url, nxt)
             key = _page_key(nxt)
-            if key in seen or key == _page_key(
-                url if params is None else _with_params(url, params)
-            ):
+            if key in seen:
                 raise ServerError(f"paging loop: 'next' points back to {redact(nxt)}")
             seen.add(key)
-            url, params = nxt, None
+            url = nxt
+            page = self._page(url, None)
+            yield page
+            nxt = page.get("next")
 
     def _check_scope(self, kind: str, value: str) -> Callable[[], None]:
         """A hook for a path endpoint's 500: is the id simply unknown?"""
@@ -636,6 +687,13 @@ def _read_capped(resp: requests.Response, cap: int) -> bytes:
 def _with_params(url: str, params: dict[str, Any]) -> str:
     req = requests.Request("GET", url, params=params).prepare()
     return req.url or url
+
+
+def _query_int(url: Any, name: str) -> int | None:
+    if not isinstance(url, str):
+        return None
+    values = parse_qs(urlsplit(url).query).get(name)
+    return int(values[-1]) if values and values[-1].isdigit() else None
 
 
 def _page_key(url: str) -> str:

@@ -335,3 +335,19 @@ def test_first_line_before_last_page(oh_server: Any) -> None:
     assert proc.returncode == 0
     assert pages_when_first_line < 4
     assert len(rest.splitlines()) == 39
+
+
+def test_pages_are_fetched_a_few_at_a_time_within_the_limit(oh_server: Any) -> None:
+    _generated(oh_server, 100, 10)
+    oh_server.faults.latency["api"] = 0.05
+    res = run_cli(oh_server, ["list", "-p", "500"], env={"OHPUB_PAGE_SIZE": "10"})
+    assert res.code == 0, res.stderr
+    ids = [r["id"] for r in jsonl(res.stdout)]
+    assert len(ids) == len(set(ids)) == 100
+    assert 2 <= oh_server.peak_in_flight["api"] <= 4
+    first_crawl = sorted(
+        int(e.query.get("offset", 0))
+        for e in oh_server.log
+        if e.path == "/api/public/project/500/datafiles/" and e.query.get("limit") == "10"
+    )
+    assert first_crawl == list(range(0, 100, 10))  # every page exactly once
