@@ -389,7 +389,7 @@ class Client:
 
         last: dict[str, Any] | None = None
         try:
-            for _ in range(2 * width):
+            for _ in range(width):
                 submit()
             while ahead:
                 last = ahead.popleft().result()
