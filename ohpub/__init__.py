@@ -1,3 +1,3 @@
 """ohpub: download and mirror the public data files of Open Humans."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
