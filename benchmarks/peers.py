@@ -103,19 +103,6 @@ class Ohpub(Peer):
         ]
 
 
-class OhpubProto(Ohpub):
-    """ohpub with the measurement-only patches of proto_patches.py (``--proto P1,P5``)."""
-
-    def __init__(self, patches: str) -> None:
-        self.patches = patches
-        self.name = f"ohpub+{patches}"
-
-    def command(self, ctx: Context) -> list[str]:
-        cmd = super().command(ctx)
-        proto = str(ROOT / "benchmarks" / "proto_patches.py")
-        return [sys.executable, proto, self.patches, "--", *cmd[len(_ohpub_exe()) :]]
-
-
 class OhpubDownload(Peer):
     name = "ohpub-download"
     lists = True
@@ -265,10 +252,9 @@ class Aria2c(_UrlListPeer):
 ALL_PEERS: list[Peer] = [Ohpub(), OhpubDownload(), Wget(), Curl(), Aria2c()]
 
 
-def by_name(names: str | None, proto: str | None = None) -> list[Peer]:
-    extra: list[Peer] = [OhpubProto(proto)] if proto else []
+def by_name(names: str | None) -> list[Peer]:
     if not names:
-        return [ALL_PEERS[0], *extra, *ALL_PEERS[1:]]
+        return list(ALL_PEERS)
     wanted = [n.strip() for n in names.split(",") if n.strip()]
     known = {p.name: p for p in ALL_PEERS}
     bad = [n for n in wanted if n not in known]
@@ -277,7 +263,7 @@ def by_name(names: str | None, proto: str | None = None) -> list[Peer]:
     if "ohpub" not in wanted:
         wanted.insert(0, "ohpub")  # ratios are to ohpub
     chosen = [known[n] for n in wanted]
-    return [chosen[0], *extra, *chosen[1:]]
+    return chosen
 
 
 def env_for_children() -> dict[str, str]:

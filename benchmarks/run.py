@@ -200,7 +200,7 @@ class Bench:
         pr.WORK.mkdir(parents=True, exist_ok=True)
         self.work = Path(tempfile.mkdtemp(prefix="run-", dir=pr.WORK))  # concurrent runs
         self.env = pr.env_for_children()
-        self.peers = pr.by_name(args.peers, args.proto)
+        self.peers = pr.by_name(args.peers)
         self.failures: list[str] = []
 
     def log(self, msg: str) -> None:
@@ -1058,12 +1058,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--s4-size", type=int, help="bytes")
     p.add_argument("--s5-size", type=int, help="bytes")
     p.add_argument("--s5-cap", type=int, help="bytes/s (to kill at 50%% precisely)")
-    p.add_argument(
-        "--proto",
-        metavar="P1,P5,...",
-        help="add a row for ohpub with the measurement-only patches of "
-        "benchmarks/proto_patches.py (recommended engine changes)",
-    )
     p.add_argument(
         "--profile",
         action="store_true",
