@@ -34,7 +34,7 @@ from typing import BinaryIO
 import requests
 import urllib3
 
-from ohpub.api import Client, RetryPolicy, describe_exception, parse_retry_after, redact
+from ohpub.api import Client, RetryPolicy, describe_exception, parse_retry_after
 from ohpub.errors import (
     ChecksumError,
     KeyRefusedError,
@@ -301,13 +301,11 @@ class Downloader:
         checksum_retries = 0
         denied = 0
         total: int | None = None
-        last_error = ""
         deadline_start = time.monotonic()
 
         def fail(msg: str, retry_after: float | None = None) -> None:
-            nonlocal failures, last_error
+            nonlocal failures
             failures += 1
-            last_error = msg
             budget_used = time.monotonic() - deadline_start
             delay = policy.delay(failures - 1, retry_after)
             if failures >= policy.attempts or budget_used + delay > policy.budget:
@@ -443,7 +441,6 @@ class Downloader:
                 resumed = False
                 continue
             break
-        del last_error
         return Downloaded(
             size=sink.offset,
             sha256=sink.sha256.hexdigest(),
@@ -662,5 +659,4 @@ __all__ = [
     "forget_partial",
     "move_within",
     "remove_within",
-    "redact",
 ]
