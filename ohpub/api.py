@@ -20,7 +20,6 @@ from __future__ import annotations
 import fnmatch
 import json
 import logging
-import random
 import re
 import threading
 import time
@@ -33,9 +32,9 @@ from typing import Any, TypeVar
 from urllib.parse import parse_qs, urljoin, urlsplit, urlunsplit
 
 import requests
-import urllib3
 
 from ohpub import __version__
+from ohpub.config import DEFAULT_BASE_URL, RetryPolicy
 from ohpub.errors import (
     KeyRefusedError,
     NetworkError,
@@ -45,12 +44,12 @@ from ohpub.errors import (
     UnavailableError,
     UsageError,
 )
+from ohpub.http import describe_exception, parse_retry_after, redact
 from ohpub.records import DataFile, RecordError, parse_datafile
 
 log = logging.getLogger("ohpub")
 T = TypeVar("T")
 
-DEFAULT_BASE_URL = "https://www.openhumans.org"
 USER_AGENT = (
     f"ohpub/{__version__} (Open Humans public data mirror; python-requests/{requests.__version__})"
 )
@@ -58,55 +57,6 @@ DEFAULT_PAGE_SIZE = 500
 MAX_PAGE_BYTES = 16 * 1024 * 1024
 """A real page of 500 files is about 350 kB; anything this large is not a listing page."""
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
-_SECRET_PARAM_RE = re.compile(
-    # name, then "=" plain or percent-encoded (a signed URL inside another URL's query, as
-    # in a redirect hop), then the value up to "&" (plain or encoded) or the end.
-    r"(?i)(key|signature|awsaccesskeyid)(=|%3D|%253D)"
-    r"((?:[^&\s#\"'%]|%(?!26|25)[0-9a-f]{2}|%25(?!26)[0-9a-f]{2})+)"
-)
-
-
-def redact(text: str) -> str:
-    """Hide download keys and storage signatures whole: they are bearer tokens for an hour.
-
-    Idempotent (a redacted text redacts to itself), so layers may redact again safely.
-    """
-
-    def _sub(m: re.Match[str]) -> str:
-        return f"{m.group(1)}{m.group(2)}…"
-
-    return _SECRET_PARAM_RE.sub(_sub, text)
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """Exponential backoff with full jitter, bounded in attempts and in total time."""
-
-    attempts: int = 6
-    base: float = 0.5
-    cap: float = 20.0
-    budget: float = 120.0
-    """Seconds one request may spend retrying in all; a dead server ends within this."""
-
-    def delay(self, attempt: int, retry_after: float | None = None) -> float:
-        if retry_after is not None:
-            return min(max(retry_after, 0.0), self.cap * 3)
-        return random.uniform(0, min(self.cap, self.base * (2**attempt)))
-
-
-def parse_retry_after(value: str | None) -> float | None:
-    if not value:
-        return None
-    try:
-        return float(value)
-    except ValueError:
-        pass
-    try:
-        from email.utils import parsedate_to_datetime
-
-        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
-    except (TypeError, ValueError):
-        return None
 
 
 @dataclass
@@ -616,38 +566,6 @@ def check_http_url(url: str, file_id: int | None) -> None:
     if parts.scheme not in ("http", "https") or not parts.netloc:
         what = f"file {file_id}: " if file_id is not None else ""
         raise ServerError(f"{what}refusing redirect to a non-http(s) URL ({parts.scheme or '?'}:)")
-
-
-def describe_exception(exc: BaseException) -> str:
-    """A short human phrase for a requests/urllib3 failure (no stack, no secrets)."""
-    text = str(exc)
-    if isinstance(exc, requests.exceptions.ConnectTimeout):
-        return "connection timed out"
-    if isinstance(exc, requests.exceptions.ReadTimeout):
-        return "read timed out"
-    if isinstance(exc, requests.exceptions.SSLError):
-        return "TLS error"
-    if isinstance(exc, requests.exceptions.ConnectionError):
-        low = text.lower()
-        if (
-            "name or service not known" in low
-            or "nodename nor servname" in low
-            or ("failed to resolve" in low or "temporary failure in name resolution" in low)
-        ):
-            return "cannot resolve host name"
-        if "refused" in low:
-            return "connection refused"
-        if "reset" in low:
-            return "connection reset"
-        return "connection failed"
-    if isinstance(exc, requests.exceptions.ChunkedEncodingError):
-        return "connection broken mid-body"
-    # Raised by raw body reads (urllib3 itself, or the socket under it).
-    if isinstance(exc, (urllib3.exceptions.ReadTimeoutError, TimeoutError)):
-        return "read timed out"
-    if isinstance(exc, (urllib3.exceptions.ProtocolError, ConnectionError)):
-        return "connection reset" if "reset" in text.lower() else "connection broken mid-body"
-    return type(exc).__name__
 
 
 def _hint_for(base_url: str, network: bool) -> str:

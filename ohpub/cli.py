@@ -27,7 +27,8 @@ import typer
 from typer.core import TyperGroup
 
 from ohpub import __version__
-from ohpub.api import DEFAULT_BASE_URL, Client, FileFilter, RetryPolicy, redact
+from ohpub.api import Client, FileFilter
+from ohpub.config import DEFAULT_BASE_URL, RetryPolicy
 from ohpub.errors import (
     EXIT_FAILURE,
     EXIT_INTERRUPTED,
@@ -36,6 +37,7 @@ from ohpub.errors import (
     UsageError,
 )
 from ohpub.fetch import FetchResult, fetch_files
+from ohpub.http import redact
 from ohpub.mirror import Mirror, MirrorOptions
 from ohpub.output import (
     FORMATS,

@@ -15,17 +15,15 @@ offset would be wrong.
 from __future__ import annotations
 
 import contextlib
-import errno
 import hashlib
 import json
 import logging
 import os
 import re
-import stat
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +32,8 @@ from typing import BinaryIO
 import requests
 import urllib3
 
-from ohpub.api import Client, RetryPolicy, describe_exception, parse_retry_after
+from ohpub.api import Client
+from ohpub.config import RetryPolicy
 from ohpub.errors import (
     ChecksumError,
     KeyRefusedError,
@@ -43,9 +42,10 @@ from ohpub.errors import (
     OhpubError,
     ServerError,
     UnavailableError,
-    UsageError,
 )
+from ohpub.http import describe_exception, parse_retry_after
 from ohpub.records import DataFile
+from ohpub.tree import DiskError, meta_path_of, regular_size
 
 log = logging.getLogger("ohpub")
 
@@ -171,16 +171,6 @@ class TooLargeError(OhpubError):
         self.size = size
 
 
-class DiskError(OhpubError):
-    """Writing the local file failed (disk full, file too large, read-only, ...)."""
-
-    def __init__(self, exc: OSError, path: Path | None = None) -> None:
-        reason = os.strerror(exc.errno) if exc.errno else str(exc)
-        where = f" {path}" if path else ""
-        super().__init__(f"cannot write{where}: {reason}")
-        self.errno = exc.errno
-
-
 class Downloader:
     """Downloads files through a ``Client``; safe to share between worker threads."""
 
@@ -216,14 +206,14 @@ class Downloader:
         """Download into ``part`` (resuming what is there), verified and fsynced."""
         meta_path = meta_path_of(part)
         meta = _load_meta(meta_path, f.id)
-        size = _regular_size(part)
+        size = regular_size(part)
         raw_etag = meta.get("etag")
         etag = raw_etag if isinstance(raw_etag, str) else None
         if size is None or etag is None:
             size = 0
         try:
             # Never follow a symlink planted at the partial's name (it could point anywhere).
-            if _regular_size(part) is None and os.path.lexists(part):
+            if regular_size(part) is None and os.path.lexists(part):
                 part.unlink()
             fd = os.open(part, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
             fh = os.fdopen(fd, "r+b")
@@ -461,129 +451,6 @@ class Downloader:
             ) from None
 
 
-# -- placing files --------------------------------------------------------------------------
-
-
-def place(src: Path, root: Path, relpath: str, *, sync: bool = True) -> Path:
-    """Move a verified file to ``root/relpath`` without following any symlink inside root.
-
-    Directories are walked with ``O_NOFOLLOW`` file descriptors, so a symlink planted at
-    a user or project directory cannot redirect the write outside ``root``; a symlink at
-    the final name is replaced, not followed. The rename is atomic and the directory is
-    fsynced (by the caller's ``sync_dirs`` when ``sync`` is False, once for a batch), so
-    the final path holds either nothing, the old bytes, or the new ones.
-    """
-    parts = relpath.split("/")
-    if any(p in ("", ".", "..") for p in parts):
-        raise UsageError(f"unsafe path {relpath!r}")
-    dirfd = _open_dir_nofollow(root, parts[:-1], create=True)
-    try:
-        os.replace(src, parts[-1], dst_dir_fd=dirfd)
-        if sync:
-            os.fsync(dirfd)
-    except OSError as exc:
-        raise DiskError(exc, root / relpath) from exc
-    finally:
-        os.close(dirfd)
-    return root / relpath
-
-
-def sync_dirs(root: Path, reldirs: Iterable[str]) -> None:
-    """fsync each directory once, making a batch of renames durable together."""
-    for reldir in sorted(set(reldirs)):
-        fd = _open_dir_nofollow(root, reldir.split("/") if reldir else [], create=False)
-        try:
-            os.fsync(fd)
-        except OSError as exc:
-            raise DiskError(exc, root / reldir) from exc
-        finally:
-            os.close(fd)
-
-
-def forget_partial(part: Path) -> None:
-    """Remove a partial file's sidecar (and the partial, if it is still there)."""
-    for p in (part, meta_path_of(part)):
-        with contextlib.suppress(OSError):
-            p.unlink()
-
-
-def meta_path_of(part: Path) -> Path:
-    return part.with_name(part.name + ".json")
-
-
-def move_within(root: Path, old: str, new: str) -> None:
-    """Rename one placed file to another path under root (same no-follow rules as place)."""
-    old_parts = old.split("/")
-    new_parts = new.split("/")
-    sfd = _open_dir_nofollow(root, old_parts[:-1], create=False)
-    try:
-        dfd = _open_dir_nofollow(root, new_parts[:-1], create=True)
-        try:
-            st = os.lstat(old_parts[-1], dir_fd=sfd)
-            if not stat.S_ISREG(st.st_mode):
-                raise UsageError(f"{root / old} is not a regular file")
-            os.replace(old_parts[-1], new_parts[-1], src_dir_fd=sfd, dst_dir_fd=dfd)
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    except OSError as exc:
-        raise DiskError(exc, root / new) from exc
-    finally:
-        os.close(sfd)
-
-
-def remove_within(root: Path, relpath: str) -> bool:
-    """Delete one placed file (not following symlinks); False if it was not there."""
-    parts = relpath.split("/")
-    try:
-        dfd = _open_dir_nofollow(root, parts[:-1], create=False)
-    except (DiskError, UsageError):
-        return False
-    try:
-        os.unlink(parts[-1], dir_fd=dfd)
-        return True
-    except FileNotFoundError:
-        return False
-    finally:
-        os.close(dfd)
-
-
-def _open_dir_nofollow(root: Path, parts: list[str], *, create: bool) -> int:
-    flags = os.O_RDONLY | os.O_DIRECTORY
-    try:
-        fd = os.open(root, flags)
-    except OSError as exc:
-        raise DiskError(exc, root) from exc
-    try:
-        for i, name in enumerate(parts):
-            if name in ("", ".", ".."):
-                raise UsageError(f"unsafe path component {name!r}")
-            try:
-                nfd = os.open(name, flags | os.O_NOFOLLOW, dir_fd=fd)
-            except FileNotFoundError:
-                if not create:
-                    raise
-                with contextlib.suppress(FileExistsError):
-                    os.mkdir(name, dir_fd=fd)
-                nfd = os.open(name, flags | os.O_NOFOLLOW, dir_fd=fd)
-            except OSError as exc:
-                if exc.errno in (errno.ELOOP, errno.ENOTDIR):
-                    where = root.joinpath(*parts[: i + 1])
-                    raise UsageError(
-                        f"{where} is a symlink or not a directory; refusing to follow it"
-                    ) from exc
-                raise
-            os.close(fd)
-            fd = nfd
-    except OSError as exc:
-        os.close(fd)
-        raise DiskError(exc, root.joinpath(*parts)) from exc
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
-
-
 # -- small helpers ----------------------------------------------------------------------------
 
 
@@ -607,14 +474,6 @@ def _total_from_416(resp: requests.Response) -> int | None:
         return int(m.group(1))
     b = re.search(rb"<ActualObjectSize>(\d+)</ActualObjectSize>", resp.content[:4096])
     return int(b.group(1)) if b else None
-
-
-def _regular_size(path: Path) -> int | None:
-    try:
-        st = os.lstat(path)
-    except OSError:
-        return None
-    return st.st_size if stat.S_ISREG(st.st_mode) else None
 
 
 def _rehash(path: Path, size: int, sink: _Sink) -> None:
@@ -649,14 +508,4 @@ def _save_meta(path: Path, file_id: int, etag: str, total: int | None) -> None:
         raise DiskError(exc, path) from exc
 
 
-__all__ = [
-    "Downloaded",
-    "Downloader",
-    "DiskError",
-    "TooLargeError",
-    "place",
-    "sync_dirs",
-    "forget_partial",
-    "move_within",
-    "remove_within",
-]
+__all__ = ["Downloaded", "Downloader", "TooLargeError"]

@@ -18,9 +18,10 @@ from pathlib import Path
 
 from ohpub import layout
 from ohpub.api import Client
-from ohpub.download import DiskError, Downloader, forget_partial
+from ohpub.download import Downloader
 from ohpub.errors import EXIT_FAILURE, EXIT_OK, NotFoundError, OhpubError, UsageError
 from ohpub.records import DataFile
+from ohpub.tree import DiskError, forget_partial
 
 
 @dataclass

@@ -35,17 +35,7 @@ from typing import Any, Protocol
 
 from ohpub import layout
 from ohpub.api import Client, FileFilter, ListingReport
-from ohpub.download import (
-    DiskError,
-    Downloaded,
-    Downloader,
-    TooLargeError,
-    forget_partial,
-    move_within,
-    place,
-    remove_within,
-    sync_dirs,
-)
+from ohpub.download import Downloaded, Downloader, TooLargeError
 from ohpub.errors import (
     NetworkError,
     OhpubError,
@@ -65,6 +55,7 @@ from ohpub.state import (
     stat_fingerprint,
     state_db_path,
 )
+from ohpub.tree import DiskError, forget_partial, move_within, place, remove_within, sync_dirs
 
 log = logging.getLogger("ohpub")
 

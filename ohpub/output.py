@@ -31,8 +31,8 @@ from rich.console import Console
 from rich.table import Table
 from tqdm import tqdm
 
-from ohpub.api import redact
 from ohpub.errors import UsageError
+from ohpub.http import redact
 from ohpub.mirror import FileResult, MirrorSummary
 from ohpub.records import DataFile
 from ohpub.units import human_bytes

@@ -11,10 +11,70 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from enum import Enum
 from typing import Any
 
 _USERNAME_RE = re.compile(r"^[A-Za-z_0-9]+$")
 _TRAILING_ID_RE = re.compile(r"/(\d+)/?$")
+
+
+class FileStatus(str, Enum):
+    """What happened to one file in a run: the ``status`` of a jsonl record of ``mirror``.
+
+    The values are the strings users see (jsonl, summaries); ``PLANNED`` only appears in
+    a dry run.
+    """
+
+    DOWNLOADED = "downloaded"
+    RESUMED = "resumed"
+    UNCHANGED = "unchanged"
+    RENAMED = "renamed"
+    UNAVAILABLE = "unavailable"
+    SKIPPED = "skipped"
+    FAILED = "failed"
+    REMOVED_UPSTREAM = "removed-upstream"
+    DELETED = "deleted"
+    PLANNED = "planned"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class StateStatus(str, Enum):
+    """What the state database says of one tracked file (its ``status`` column)."""
+
+    PRESENT = "present"
+    """Placed at ``path`` and verified when placed."""
+    REMOVED_UPSTREAM = "removed-upstream"
+    """Placed, but a complete listing of its scope no longer has it."""
+    UNAVAILABLE = "unavailable"
+    FAILED = "failed"
+    PENDING = "pending"
+    """Listed, not (or no longer) placed."""
+    MODIFIED = "modified"
+    """``verify`` found other bytes at ``path``: the next mirror downloads it again."""
+    MISSING = "missing"
+    """``verify`` found nothing at ``path``: the next mirror downloads it again."""
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class Action(str, Enum):
+    """What the plan does with one file; the dry run prints these, the real run does them."""
+
+    DOWNLOAD = "download"
+    RESUME = "resume"
+    REHASH = "rehash"
+    RENAME = "rename"
+    KEEP = "keep"
+    MARK_REMOVED = "mark-removed"
+    DELETE = "delete"
+    SKIP = "skip"
+    UNAVAILABLE = "unavailable"
+
+    def __str__(self) -> str:
+        return self.value
 
 
 class RecordError(ValueError):

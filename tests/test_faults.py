@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 
-from ohpub.api import Client, RetryPolicy
+from ohpub.api import Client
+from ohpub.config import RetryPolicy
 from ohpub.mirror import Mirror, MirrorOptions, NullEvents
 from ohpub.records import DataFile
 from tests.helpers import (

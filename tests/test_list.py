@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from ohpub.api import Client, FileFilter, ListingReport, RetryPolicy
+from ohpub.api import Client, FileFilter, ListingReport
+from ohpub.config import RetryPolicy
 from ohpub.errors import NotFoundError, ServerError
 from tests.helpers import jsonl, run_cli
 

@@ -48,7 +48,8 @@ from hypothesis.stateful import (
     rule,
 )
 
-from ohpub.api import Client, FileFilter, RetryPolicy
+from ohpub.api import Client, FileFilter
+from ohpub.config import RetryPolicy
 from ohpub.errors import StateError
 from ohpub.mirror import FileResult, Mirror, MirrorOptions, NullEvents
 from ohpub.state import StateDB, state_db_path

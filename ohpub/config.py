@@ -1,0 +1,70 @@
+"""Every default of ohpub, written once.
+
+The CLI builds a ``Config`` from its options (and their ``OHPUB_*`` environment
+variables) and passes it down; the library's module-level functions build one from
+the environment the same way (``Config.from_env``). Nothing below the CLI reads the
+environment or keeps settings in a module global.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field, replace
+
+DEFAULT_BASE_URL = "https://www.openhumans.org"
+MiB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Exponential backoff with full jitter, bounded in attempts and in time.
+
+    Both bounds count from the last progress: a retry engine resets them whenever
+    bytes arrive, so a long transfer that keeps moving is never given up on because
+    it has run for longer than ``budget`` in all.
+    """
+
+    attempts: int = 6
+    """Attempts in a row without progress before giving up."""
+    base: float = 0.5
+    """Seconds of the first backoff (before jitter); doubles with each attempt."""
+    cap: float = 20.0
+    """Largest single backoff, in seconds."""
+    budget: float = 120.0
+    """Seconds one request may spend failing and waiting since its last progress."""
+
+    def delay(self, attempt: int, retry_after: float | None = None) -> float:
+        """Seconds to wait before retry number ``attempt`` (0-based)."""
+        if retry_after is not None:
+            return min(max(retry_after, 0.0), self.cap * 3)
+        return random.uniform(0, min(self.cap, self.base * (2**attempt)))
+
+
+@dataclass(frozen=True)
+class Config:
+    """How ohpub talks to Open Humans and its storage; one object, passed down."""
+
+    base_url: str = DEFAULT_BASE_URL
+    timeout: float = 30.0
+    """Seconds to wait for the server to answer (each read)."""
+    connect_timeout: float = 10.0
+    api_concurrency: int = 4
+    """Requests in flight to Open Humans itself (listing pages, keys): one Django site."""
+    page_size: int = 500
+    """Listing page size: small enough for the real site's 30 s router timeout."""
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    jobs: int = 8
+    """Storage connections at once (transfers, and ranges of one big file)."""
+    key_max_age: float = 50 * 60.0
+    """Keys live one hour from the listing; re-mint before that rather than meet a 403."""
+    range_cutoff: int = 64 * MiB
+    """Files at least this large are fetched as parallel ranges over several connections."""
+    range_size: int = 16 * MiB
+    """Size of one range of a parallel transfer."""
+
+    def with_(self, **changes: object) -> Config:
+        """A copy with some fields changed (``dataclasses.replace``)."""
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+
+__all__ = ["Config", "RetryPolicy", "DEFAULT_BASE_URL"]
