@@ -135,6 +135,7 @@ class Events(Protocol):
     """What the mirror tells its watcher (progress bars, jsonl writer); all optional."""
 
     def listed(self, n: int) -> None: ...
+    def expected(self, n: int) -> None: ...
     def queued(self, n: int) -> None: ...
     def started(self, f: DataFile) -> None: ...
     def progress(self, nbytes: int) -> None: ...
@@ -146,6 +147,9 @@ class Events(Protocol):
 class NullEvents:
     def listed(self, n: int) -> None:
         pass
+
+    def expected(self, n: int) -> None:
+        """The listing's own count of files in scope, once known (before all are listed)."""
 
     def queued(self, n: int) -> None:
         pass

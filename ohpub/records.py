@@ -77,6 +77,21 @@ class Action(str, Enum):
         return self.value
 
 
+@dataclass(frozen=True)
+class Rejected:
+    """A listing item that could not become a DataFile: reported as a failure, never
+    dropped silently. ``file_id`` is None when the item has no usable id; ``where`` then
+    names its place in the listing (endpoint and position)."""
+
+    file_id: int | None
+    where: str
+    reason: str
+
+    def message(self) -> str:
+        who = f"file {self.file_id}" if self.file_id is not None else f"listing item {self.where}"
+        return f"{who}: {self.reason}"
+
+
 class RecordError(ValueError):
     """An item of a listing is not what the API promises; it is skipped with a warning."""
 
