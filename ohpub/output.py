@@ -501,6 +501,9 @@ class MirrorView:
                     self._drawn = now
                     self._files.refresh()
 
+    def expected(self, n: int) -> None:
+        pass
+
     def queued(self, n: int) -> None:
         pass
 
