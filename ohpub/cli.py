@@ -29,6 +29,7 @@ from typer.core import TyperGroup
 from ohpub import __version__
 from ohpub.api import Client, FileFilter
 from ohpub.config import DEFAULT_BASE_URL, RetryPolicy
+from ohpub.engine import Mirror, MirrorOptions
 from ohpub.errors import (
     EXIT_FAILURE,
     EXIT_INTERRUPTED,
@@ -38,7 +39,6 @@ from ohpub.errors import (
 )
 from ohpub.fetch import FetchResult, fetch_files
 from ohpub.http import redact
-from ohpub.mirror import Mirror, MirrorOptions
 from ohpub.output import (
     FORMATS,
     MirrorView,

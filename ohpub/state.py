@@ -495,6 +495,36 @@ class StateDB:
             row = conn.execute(f"{_SELECT_FILES} WHERE id = ?", (file_id,)).fetchone()
         return None if row is None else self._row_to_file(row)
 
+    def get_many(self, ids: Iterable[int]) -> dict[int, FileState]:
+        """The records of many file ids (those ohpub knows), a chunk of ids per query."""
+        keys = [int(i) for i in ids]
+        out: dict[int, FileState] = {}
+        for i in range(0, len(keys), 500):
+            chunk = keys[i : i + 500]
+            marks = ",".join("?" for _ in chunk)
+            with self._read("reading file records") as conn:
+                rows = conn.execute(f"{_SELECT_FILES} WHERE id IN ({marks})", chunk).fetchall()
+            for row in rows:
+                fs = self._row_to_file(row)
+                out[fs.id] = fs
+        return out
+
+    def iter_paths(self, batch: int = 5000) -> Iterator[tuple[int, str | None, str]]:
+        """``(id, path, status)`` of every record by id, without parsing the records: what
+        a pass over the whole mirror needs to find the few files it must look at."""
+        last = -1
+        while True:
+            with self._read("reading file paths") as conn:
+                rows = conn.execute(
+                    "SELECT id, path, status FROM files WHERE id > ? ORDER BY id LIMIT ?",
+                    (last, batch),
+                ).fetchall()
+            if not rows:
+                return
+            for fid, path, status in rows:
+                yield int(fid), path, str(status)
+            last = rows[-1][0]
+
     def all(self) -> list[FileState]:
         """Every record, ordered by file id (stable output for status and verify)."""
         with self._read("reading file records") as conn:

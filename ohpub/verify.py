@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from ohpub.errors import EXIT_FAILURE, EXIT_OK, UsageError
-from ohpub.mirror import INDEX_NAME, hash_file
+from ohpub.hashing import hash_file
+from ohpub.index import INDEX_NAME
 from ohpub.state import OHPUB_DIR, DestLock, FileState, StateDB, stat_fingerprint, state_db_path
 from ohpub.units import human_bytes
 
@@ -59,9 +60,9 @@ def _check(dest: Path, fs: FileState) -> dict[str, Any]:
     path = dest / fs.path
     if stat_fingerprint(path) is None:
         return {**rec, "status": "missing", "bytes": None, "sha256": None}
-    sha, _md5, size = hash_file(path)
-    status = "ok" if sha == fs.sha256 and size == fs.size else "modified"
-    return {**rec, "status": status, "bytes": size, "sha256": sha}
+    digest = hash_file(path)
+    status = "ok" if digest.sha256 == fs.sha256 and digest.size == fs.size else "modified"
+    return {**rec, "status": status, "bytes": digest.size, "sha256": digest.sha256}
 
 
 def verify_mirror(dest: Path, on_record: Callable[[dict[str, Any]], None]) -> VerifyReport:
