@@ -672,6 +672,16 @@ def mirror_cmd(
             help="Files Open Humans reports unavailable fail the run (exit 1).",
         ),
     ] = False,
+    checksum: Annotated[
+        bool,
+        typer.Option(
+            "--checksum/--no-checksum",
+            envvar="OHPUB_CHECKSUM",
+            show_default=False,
+            help="Re-hash every placed file first (not only those whose size or mtime "
+            "changed) and download again any whose bytes differ.",
+        ),
+    ] = False,
     fmt: Annotated[
         MirrorFormat,
         typer.Option(
@@ -709,6 +719,7 @@ def mirror_cmd(
         delete=delete,
         max_size=limit,
         strict=strict,
+        checksum=checksum,
     )
     view = MirrorView(
         fmt=fmt.value,
