@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -85,6 +86,15 @@ class Committer:
         """A re-hash confirmed the bytes: remember the new size and mtime (real run)."""
         if not self.dry:
             self._refreshed.append(done)
+
+    def placed_per_dir(self) -> Counter[str]:
+        """How many tracked files are placed in each directory (one cheap pass)."""
+        counts: Counter[str] = Counter()
+        if self.state is not None:
+            for _fid, path, status in self.state.iter_paths():
+                if path and status in plan.PLACED:
+                    counts[path.rpartition("/")[0]] += 1
+        return counts
 
     def reconcile(self) -> None:
         """Move kept files whose path changed; move aside unlisted files in the way.

@@ -275,7 +275,7 @@ class _Run:
             self.summary.warnings.extend(report.warnings)
             self._report_rejected(report)
             self._drain(pool, until=0, only_rehash=True)
-            self.listed.plan_targets()
+            self.listed.plan_targets(self.commit.placed_per_dir())
             self.commit.reconcile()
             self._drain(pool, until=0)
             self._commit_finished()

@@ -12,7 +12,7 @@ in memory.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -77,12 +77,11 @@ class Listed:
         (current path, size, sha256)."""
         params = []
         for f, action, path, size, sha in rows:
-            entry = layout.Entry.of(f)
             self.ids.add(f.id)
             params.append(
                 (
                     f.id,
-                    entry.directory,
+                    layout.directory_of(f.username, f.project_id),
                     f.basename,
                     f.created.isoformat(),
                     f.username,
@@ -107,18 +106,30 @@ class Listed:
             (action.value, size, file_id),
         )
 
-    def plan_targets(self) -> None:
-        """Give every listed file its path, one directory at a time (``layout``)."""
+    def plan_targets(self, placed_in: Mapping[str, int]) -> None:
+        """Give every listed file its path, one directory at a time (``layout``).
+
+        ``placed_in`` counts the tracked files placed in each directory. A directory is
+        *settled* when every listed file in it is kept at a path inside it and no other
+        placed file is there: its files are the ones whose names the last run planned,
+        so the layout (a pure function of that set) gives each its current path again,
+        and the planning is skipped. That is what keeps a no-op run near the listing.
+        """
         dirs = [r[0] for r in self._conn.execute("SELECT DISTINCT dir FROM listed")]
         for d in dirs:
-            entries = [
-                layout.Entry(i, b, datetime.fromisoformat(c), u, p)
-                for i, b, c, u, p in self._conn.execute(
-                    "SELECT id, basename, created, username, project FROM listed WHERE dir = ?",
-                    (d,),
-                )
-            ]
-            targets = layout.plan_paths(entries)
+            rows = self._conn.execute(
+                "SELECT id, basename, created, username, project, action, path"
+                " FROM listed WHERE dir = ?",
+                (d,),
+            ).fetchall()
+            if _settled(d, rows, placed_in.get(d, 0)):
+                targets = {r[0]: r[6] for r in rows}
+            else:
+                entries = [
+                    layout.Entry(i, b, datetime.fromisoformat(c), u, p)
+                    for i, b, c, u, p, _a, _path in rows
+                ]
+                targets = layout.plan_paths(entries)
             with self._tx():
                 self._conn.executemany(
                     "UPDATE listed SET target = ?, fold = ? WHERE id = ?",
@@ -169,6 +180,17 @@ class Listed:
 
     def _tx(self) -> _Tx:
         return _Tx(self._conn)
+
+
+def _settled(directory: str, rows: list[Any], placed: int) -> bool:
+    prefix = directory + "/"
+    return len(rows) == placed and all(
+        action == Action.KEEP.value
+        and path is not None
+        and path.startswith(prefix)
+        and "/" not in path[len(prefix) :]
+        for *_rest, action, path in rows
+    )
 
 
 class _Tx:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import stat
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +25,6 @@ from ohpub.errors import NetworkError, OhpubError, ServerError, UnavailableError
 from ohpub.hashing import hash_file
 from ohpub.records import Action, DataFile, StateStatus
 from ohpub.state import FileState, partial_dir, stat_fingerprint
-from ohpub.tree import meta_path_of, regular_size
 
 if TYPE_CHECKING:
     from ohpub.engine import Events, MirrorOptions
@@ -109,9 +109,33 @@ def _stable(raw: dict[str, Any]) -> dict[str, Any]:
     return raw
 
 
-def resumable(part: Path) -> bool:
-    """A partial download the next transfer continues (bytes, and a sidecar with its ETag)."""
-    return bool(regular_size(part)) and regular_size(meta_path_of(part)) is not None
+def _resumable_ids(pdir: Path) -> set[int]:
+    """Ids whose partial download the next transfer continues: bytes, and a sidecar
+    naming the object's ETag."""
+    names: dict[str, bool] = {}
+    try:
+        with os.scandir(pdir) as it:
+            for e in it:
+                names[e.name] = e.is_file(follow_symlinks=False)
+    except OSError:
+        return set()
+    out: set[int] = set()
+    for name, regular in names.items():
+        if not (regular and name.isdigit() and names.get(name + ".json")):
+            continue
+        with contextlib.suppress(OSError):
+            if os.lstat(pdir / name).st_size > 0:
+                out.add(int(name))
+    return out
+
+
+def _fingerprint(path: str) -> tuple[int, int] | None:
+    """``stat_fingerprint`` on a plain string path: the no-op run calls it once per file."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return None
+    return (st.st_size, st.st_mtime_ns) if stat.S_ISREG(st.st_mode) else None
 
 
 class Worker:
@@ -125,13 +149,16 @@ class Worker:
         self.downloader = Downloader(client, storage_slots=opts.jobs)
         self.cancel = threading.Event()
         self.dead: str | None = None
+        self._partials = _resumable_ids(partial_dir(self.dest))
+        """Ids with a resumable partial when the run began (one directory scan, not two
+        lstat calls per listed file)."""
         self._trouble = 0
         self._lock = threading.Lock()
 
     def disk_facts(self, file_id: int, tracked: plan.Tracked) -> plan.Disk:
         """What the plan needs to know from disk about one file."""
-        fp = stat_fingerprint(self.dest / tracked.path) if tracked.path else None
-        return plan.Disk(fp, partial=resumable(partial_dir(self.dest) / str(file_id)))
+        fp = _fingerprint(os.path.join(self.dest, tracked.path)) if tracked.path else None
+        return plan.Disk(fp, partial=file_id in self._partials)
 
     def run(self, item: WorkItem) -> Finished:
         if self.cancel.is_set():
@@ -155,8 +182,9 @@ class Worker:
             fp = stat_fingerprint(path)
             return Finished(item.f.id, Action.REHASH, Action.KEEP, tv.path, size=tv.size, fp=fp)
         log.info("file %s at %s changed on disk; downloading again", item.f.id, tv.path)
-        disk = self.disk_facts(item.f.id, tv)
-        nxt = WorkItem(item.f, tv, Action.RESUME if disk.partial else Action.DOWNLOAD)
+        nxt = WorkItem(
+            item.f, tv, Action.RESUME if item.f.id in self._partials else Action.DOWNLOAD
+        )
         return Finished(item.f.id, Action.REHASH, None, tv.path, next=nxt)
 
     def _probe(self, item: WorkItem) -> Finished:
