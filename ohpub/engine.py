@@ -49,7 +49,7 @@ from ohpub.index import INDEX_NAME, write_index
 from ohpub.listed import Listed
 from ohpub.records import Action, DataFile, FileStatus
 from ohpub.state import DestLock, FileState, StateDB, ensure_dirs, state_db_path
-from ohpub.work import Cancelled, Finished, Worker, WorkItem, fresh_state, tracked_view
+from ohpub.work import Cancelled, Finished, Worker, WorkItem, fresh_state
 
 log = logging.getLogger("ohpub")
 
@@ -57,7 +57,9 @@ BATCH = 64
 """Finished files committed together (renames, then one fsync per directory and one state
 transaction). A crash loses at most the files of the batch in flight (re-downloaded)."""
 LIST_BATCH = 200
-"""Listed files planned together: one state query and one write per batch."""
+"""Listed files planned together: one state query per batch."""
+STATE_BATCH = 2000
+"""New or changed records written together (one fsynced transaction)."""
 
 
 @dataclass
@@ -257,6 +259,8 @@ class _Run:
         self._in_flight = 0
         self._rehashing = 0
         self._finished: list[Finished] = []
+        self._changed: list[FileState] = []
+        self._seen: list[int] = []
 
     def execute(self) -> None:
         """List and plan, work, fix paths, commit, remove: the whole run."""
@@ -271,6 +275,7 @@ class _Run:
                 # already downloaded stays in the partial folder for the next run.
                 self._cancel(pool)
                 raise
+            self._save_listed(time.time())
             self.summary.listing_complete = report.complete
             self.summary.warnings.extend(report.warnings)
             self._report_rejected(report)
@@ -310,29 +315,34 @@ class _Run:
 
     def _plan_batch(self, pool: ThreadPoolExecutor, batch: list[DataFile]) -> None:
         """Plan one batch: read its state, take the disk facts, decide, record, hand out."""
-        tracked = self.state.get_many(f.id for f in batch) if self.state is not None else {}
+        stored = self.state.rows_many(f.id for f in batch) if self.state is not None else {}
         now = time.time()
-        changed: list[FileState] = []
-        unchanged: list[int] = []
         rows = []
         for f in batch:
             if f.id in self.listed.ids:
                 continue  # listed twice (two endpoints of one scope)
-            fs, same = fresh_state(f, tracked.get(f.id), now)
-            if same:
-                unchanged.append(f.id)
+            fs, tv = fresh_state(f, stored.get(f.id), self.state, now)
+            if fs is None:
+                self._seen.append(f.id)
             else:
-                changed.append(fs)
-            tv = tracked_view(fs)
-            disk = self.worker.disk_facts(f.id, tv)
-            action = plan.file_action(tv, disk, checksum=self.opts.checksum)
+                self._changed.append(fs)
+            action = plan.file_action(
+                tv, self.worker.disk_facts(f.id, tv), checksum=self.opts.checksum
+            )
             rows.append((f, action, tv.path, tv.size, tv.sha256))
             if action is not Action.KEEP:
                 self._submit(pool, WorkItem(f, tv, action))
         self.listed.add(rows)
+        if len(self._changed) >= STATE_BATCH:
+            self._save_listed(now)
+
+    def _save_listed(self, now: float) -> None:
+        """Write new and changed records (before anything of theirs is placed), and
+        ``last_seen`` of the unchanged ones: a few transactions for the whole listing."""
         if self.state is not None and not self.dry:
-            self.state.put_many(changed)
-            self.state.mark_seen(unchanged, now)
+            self.state.put_many(self._changed)
+            self.state.mark_seen(self._seen, now)
+        self._changed, self._seen = [], []
 
     def _submit(self, pool: ThreadPoolExecutor, item: WorkItem) -> None:
         fut = pool.submit(self.worker.run, item)

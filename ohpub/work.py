@@ -24,7 +24,7 @@ from ohpub.download import Downloader, TooLargeError
 from ohpub.errors import NetworkError, OhpubError, ServerError, UnavailableError
 from ohpub.hashing import hash_file
 from ohpub.records import Action, DataFile, StateStatus
-from ohpub.state import FileState, partial_dir, stat_fingerprint
+from ohpub.state import FileState, StateDB, StoredRow, partial_dir, stat_fingerprint
 
 if TYPE_CHECKING:
     from ohpub.engine import Events, MirrorOptions
@@ -74,30 +74,42 @@ def tracked_view(fs: FileState) -> plan.Tracked:
     return plan.Tracked(fs.id, fs.path, fs.size, fs.mtime_ns, fs.sha256, StateStatus(fs.status))
 
 
-def fresh_state(f: DataFile, ts: FileState | None, now: float) -> tuple[FileState, bool]:
-    """The state record of a listed file, and whether it is unchanged from ``ts``.
+def fresh_state(
+    f: DataFile, row: StoredRow | None, state: StateDB | None, now: float
+) -> tuple[FileState | None, plan.Tracked]:
+    """The state record to write for a listed file (None: unchanged, only seen again),
+    and the plan's view of what the state knew.
 
-    Only new and changed records are written; unchanged ones just get ``last_seen``. A
-    file relisted after being marked removed-upstream is present again (or pending).
+    A file relisted after being marked removed-upstream is present again (or pending).
+    Most records of a re-run are unchanged: their JSON text is compared without parsing.
     """
+    if row is None or state is None:
+        fresh = FileState.from_datafile(f, now)
+        return fresh, tracked_view(fresh)
+    status = StateStatus(row.status)
+    tracked = plan.Tracked(row.id, row.path, row.size, row.mtime_ns, row.sha256, status)
+    if status is not StateStatus.REMOVED_UPSTREAM and (
+        row.raw == StoredRow.text_of(f.raw)
+        and (row.username, row.user_id, row.datatype_ids)
+        == (f.username, f.user.id, StoredRow.ids_text(f.datatype_ids))
+    ):
+        return None, tracked
+    ts = state.parse_row(row)
     fresh = FileState.from_datafile(f, now)
-    if ts is None:
-        return fresh, False
-    ts.last_seen = now
-    status = StateStatus(ts.status)
     if status is StateStatus.REMOVED_UPSTREAM:
         status = StateStatus.PRESENT if ts.path else StateStatus.PENDING
+    ts.last_seen = now
     if (
         _stable(ts.raw) == _stable(fresh.raw)
         and (ts.username, ts.user_id, ts.datatype_ids)
         == (fresh.username, fresh.user_id, fresh.datatype_ids)
         and status == ts.status
     ):
-        return ts, True
+        return None, tracked
     ts.raw, ts.metadata = fresh.raw, fresh.metadata
     ts.username, ts.user_id = fresh.username, fresh.user_id
     ts.datatype_ids, ts.status = fresh.datatype_ids, status.value
-    return ts, False
+    return ts, tracked_view(ts)
 
 
 def _stable(raw: dict[str, Any]) -> dict[str, Any]:
