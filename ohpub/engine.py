@@ -48,6 +48,7 @@ from ohpub.errors import NetworkError, OhpubError, StateError, UsageError
 from ohpub.index import INDEX_NAME, write_index
 from ohpub.listed import Listed
 from ohpub.records import Action, DataFile, FileStatus
+from ohpub.removals import Removals
 from ohpub.state import DestLock, FileState, StateDB, ensure_dirs, state_db_path
 from ohpub.work import Cancelled, Finished, Worker, WorkItem, fresh_state
 
@@ -254,6 +255,7 @@ class _Run:
         self.started = time.monotonic()
         self.listed = Listed()
         self.commit = Committer(opts, state, self.listed, self._report, dry=dry)
+        self.removals = Removals(opts, state, self.listed, self._report, dry=dry)
         self.worker = Worker(client, opts, events, dry=dry)
         self._done: queue.SimpleQueue[Future[Finished]] = queue.SimpleQueue()
         self._in_flight = 0
@@ -290,8 +292,8 @@ class _Run:
                 )
             self.commit.report_kept()
             if report.complete:
-                self.commit.removals(self.summary)
-                self.commit.clean_partials()
+                self.removals.run(self.summary)
+                self.removals.clean_partials()
         except KeyboardInterrupt:
             self._cancel(pool)
             raise
@@ -416,7 +418,7 @@ class _Run:
     def _finish(self) -> None:
         c = self.summary.counts
         bad = c[FileStatus.FAILED] + (c[FileStatus.UNAVAILABLE] if self.opts.strict else 0)
-        if bad or not self.summary.listing_complete or self.commit.refused:
+        if bad or not self.summary.listing_complete or self.removals.refused:
             self.summary.exit_code = 1
 
 
