@@ -45,7 +45,7 @@ from ohpub import plan
 from ohpub.api import Client, FileFilter, ListingReport
 from ohpub.commit import Committer, FileResult
 from ohpub.errors import NetworkError, OhpubError, StateError, UsageError
-from ohpub.index import INDEX_NAME, write_index
+from ohpub.index_file import INDEX_NAME, write_index
 from ohpub.listed import Listed
 from ohpub.records import Action, DataFile, FileStatus
 from ohpub.removals import Removals

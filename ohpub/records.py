@@ -134,6 +134,28 @@ class DataFile:
         tags = self.metadata.get("tags") if isinstance(self.metadata, dict) else None
         return [t for t in tags if isinstance(t, str)] if isinstance(tags, list) else []
 
+    @property
+    def description(self) -> str | None:
+        """``metadata.description``, when the uploader gave one."""
+        d = self.metadata.get("description") if isinstance(self.metadata, dict) else None
+        return d if isinstance(d, str) else None
+
+    def to_dict(self) -> dict[str, Any]:
+        """A flat dict of the typed fields (plus ``raw``): one row of a pandas DataFrame."""
+        return {
+            "id": self.id,
+            "basename": self.basename,
+            "created": self.created,
+            "username": self.username,
+            "user_id": self.user.id,
+            "project_id": self.project_id,
+            "datatype_ids": list(self.datatype_ids),
+            "tags": self.tags,
+            "description": self.description,
+            "download_url": self.download_url,
+            "raw": self.raw,
+        }
+
     def derived(self) -> dict[str, Any]:
         """Fields ohpub adds beside the API's own in json/jsonl output."""
         return {

@@ -17,7 +17,7 @@ from typing import Any
 
 from ohpub.errors import EXIT_FAILURE, EXIT_OK, UsageError
 from ohpub.hashing import hash_file
-from ohpub.index import INDEX_NAME
+from ohpub.index_file import INDEX_NAME
 from ohpub.state import OHPUB_DIR, DestLock, FileState, StateDB, stat_fingerprint, state_db_path
 from ohpub.units import human_bytes
 
