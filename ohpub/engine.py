@@ -392,10 +392,17 @@ class _Run:
                 self.commit.refresh_fingerprint(done)
                 return
         self._finished.append(done)
-        if self.listed.targets_ready and len(self._finished) >= BATCH:
-            self._commit_finished()
+        if len(self._finished) >= BATCH:
+            if self.listed.targets_ready:
+                self._commit_finished()
+            else:
+                self.listed.stash(self._finished)  # not in memory: a seed run has many
+                self._finished = []
 
     def _commit_finished(self) -> None:
+        """Place what finished: first what waited for the listing, then the rest."""
+        for batch in self.listed.stashed(BATCH):
+            self.commit.place(batch, self.summary)
         batch, self._finished = self._finished, []
         for i in range(0, len(batch), BATCH):
             self.commit.place(batch[i : i + BATCH], self.summary)
