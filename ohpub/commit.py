@@ -59,8 +59,9 @@ def record_of(fs: FileState) -> Any:
         return None
 
 
-class Committer:
-    """Carries out (or, dry, reports) the plan's effects on DEST and the state."""
+class Phase:
+    """What every phase after the listing works with: the options, the state (None in a
+    dry run of a new DEST), the run's listing, the reporter, and whether it is dry."""
 
     def __init__(
         self,
@@ -77,9 +78,14 @@ class Committer:
         self.listed = listed
         self.report = report
         self.dry = dry
-        self._refreshed: list[Finished] = []
 
-    # -- kept files ----------------------------------------------------------------------------
+
+class Committer(Phase):
+    """Carries out (or, dry, reports) the plan's effects on DEST and the state."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._refreshed: list[Finished] = []
 
     def refresh_fingerprint(self, done: Finished) -> None:
         """A re-hash confirmed the bytes: remember the new size and mtime (real run)."""
@@ -274,4 +280,4 @@ def prune_dirs(dest: Path, relpath: str) -> None:
         parts.pop()
 
 
-__all__ = ["Committer", "FileResult", "record_of", "prune_dirs", "MOVING_DIR"]
+__all__ = ["Phase", "Committer", "FileResult", "record_of", "prune_dirs", "MOVING_DIR"]

@@ -11,40 +11,23 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ohpub import plan
-from ohpub.commit import FileResult, prune_dirs, record_of
-from ohpub.listed import Listed
+from ohpub.commit import FileResult, Phase, prune_dirs, record_of
 from ohpub.records import Action, StateStatus
-from ohpub.state import FileState, StateDB, partial_dir
+from ohpub.state import FileState, partial_dir
 from ohpub.tree import forget_partial, remove_within
 
 if TYPE_CHECKING:
-    from ohpub.engine import MirrorOptions, MirrorSummary
+    from ohpub.engine import MirrorSummary
 
 
-class Removals:
+class Removals(Phase):
     """Marks, deletes (or, dry, reports) what a complete listing no longer has."""
 
-    def __init__(
-        self,
-        opts: MirrorOptions,
-        state: StateDB | None,
-        listed: Listed,
-        report: Callable[[FileResult], None],
-        *,
-        dry: bool,
-    ) -> None:
-        self.opts = opts
-        self.dest = opts.dest
-        self.state = state
-        self.listed = listed
-        self.report = report
-        self.dry = dry
-        self.refused = False
-        """True when --delete was refused (the run then exits 1)."""
+    refused = False
+    """True when --delete was refused (the run then exits 1)."""
 
     def run(self, summary: MirrorSummary) -> None:
         """Files a complete listing of this scope no longer has: keep (mark), or --delete."""
