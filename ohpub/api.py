@@ -219,7 +219,7 @@ class Client:
         def give_up(failure: Failure, attempts: int) -> OhpubError:
             cls = NetworkError if failure.status is None else ServerError
             return cls(
-                f"{failure.reason} from {redact(url)} ({gave_up_note(attempts)})",
+                f"{failure.reason} from {redact(url)} ({gave_up_note(failure, attempts)})",
                 hint=_hint_for(self.base_url, failure.status is None),
             )
 

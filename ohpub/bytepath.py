@@ -128,7 +128,8 @@ class Digests:
 
     RING = 4
 
-    def __init__(self, *, threaded: bool = THREADED_DIGESTS) -> None:
+    def __init__(self, *, threaded: bool | None = None) -> None:
+        threaded = THREADED_DIGESTS if threaded is None else threaded
         self.sha256 = hashlib.sha256()
         self.md5 = hashlib.md5()
         self.count = 0

@@ -282,8 +282,11 @@ def _seconds(delay: float) -> str:
     return f"{delay:.1f} s" if delay >= 0.1 else f"{delay:.2f} s"
 
 
-def gave_up_note(attempts: int) -> str:
-    """The tail of a final error message: "gave up after 3 attempts"."""
+def gave_up_note(failure: Failure, attempts: int) -> str:
+    """The tail of a final error message: "gave up after 3 attempts", or "not retried"
+    for a failure that waiting does not mend (a name that does not resolve)."""
+    if failure.limit == 1:
+        return "not retried"
     return f"gave up after {attempts} attempts"
 
 

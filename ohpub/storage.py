@@ -136,7 +136,7 @@ class Answer:
 
 def storage_retrier(policy: Any, f: DataFile) -> Retrier:
     def give_up(failure: Failure, attempts: int) -> OhpubError:
-        return NetworkError(f"file {f.id}: {failure.reason} ({gave_up_note(attempts)})")
+        return NetworkError(f"file {f.id}: {failure.reason} ({gave_up_note(failure, attempts)})")
 
     return Retrier(policy, "", give_up)
 
