@@ -97,7 +97,8 @@ class MirrorOptions:
 class FileResult:
     """One line of the mirror's report (the jsonl record)."""
 
-    id: int
+    id: int | None
+    """None only for a rejected listing item that had no usable id."""
     path: str | None
     status: str
     bytes: int | None = None
@@ -232,7 +233,8 @@ def hash_file(path: Path) -> tuple[str, str, int]:
 def record_of(fs: FileState) -> DataFile | None:
     """Rebuild a DataFile from the state, for scope checks of files no longer listed."""
     try:
-        return parse_datafile({**fs.raw, "download_url": "-"})
+        # h3: a placeholder the URL check accepts (the state keeps no download key)
+        return parse_datafile({**fs.raw, "download_url": "https://ohpub.invalid/"})
     except RecordError:
         return None
 
@@ -326,6 +328,7 @@ class Mirror:
                 raise
             self._listed_count = len(listed)
             self.summary.listing_complete = report.complete
+            self._report_rejected(report)  # h3: malformed records are failures
             for w in report.warnings:
                 self.summary.warnings.append(w)
             # Record every listed file (new ones as pending) before anything moves.
@@ -661,14 +664,15 @@ class Mirror:
         tracked: dict[int, FileState],
     ) -> None:
         """Files a complete listing of this scope no longer has: keep (mark), or --delete."""
-        if not report.complete:
-            return
+        if not report.complete or any(r.file_id is None for r in report.rejected):
+            return  # h3: an item without a usable id could be any tracked file
+        rejected = {r.file_id for r in report.rejected}
         self._clean_partials(listed)
         flt = self.opts.flt
         gone: list[FileState] = []
         in_scope = len(listed)  # every listed file matched the filter
         for fs in tracked.values():
-            if fs.id in listed:
+            if fs.id in listed or fs.id in rejected:
                 continue
             rec = record_of(fs)
             if rec is None or not flt.matches(rec):
@@ -707,6 +711,12 @@ class Mirror:
                 if stem.isdigit() and int(stem) not in listed:
                     forget_partial(pdir / stem)
 
+    def _report_rejected(self, report: ListingReport) -> None:
+        """h3: each listing item that could not become a file is a failed result (exit 1),
+        reported after the listing; the good files go on."""
+        for rej in report.rejected:
+            self._report(FileResult(rej.file_id, None, "failed", error=rej.message()))
+
     def _report(self, r: FileResult) -> None:
         self.summary.counts[r.status] = self.summary.counts.get(r.status, 0) + 1
         self.events.result(r)
@@ -740,6 +750,7 @@ class Mirror:
         self.events.listed(len(listed))
         self._listed_count = len(listed)
         self.summary.listing_complete = report.complete
+        self._report_rejected(report)  # h3
         targets = layout.plan_paths(layout.Entry.of(f) for f in listed.values())
         to_fetch: list[DataFile] = []
         for fid, f in listed.items():
@@ -766,7 +777,7 @@ class Mirror:
                 continue
             self.summary.bytes_planned += size or 0
             self._report(FileResult(f.id, targets[f.id], "planned", size))
-        if report.complete:
+        if report.complete and not report.rejected:
             for fid, fs in tracked.items():
                 rec = record_of(fs)
                 if fid in listed or rec is None or not self.opts.flt.matches(rec):
