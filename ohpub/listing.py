@@ -379,16 +379,15 @@ class EndpointCrawl:
         if offset:
             params["offset"] = offset
         asked = time.time()
-        page = self.client.list_page(self.url, params, self.check)
-        self.report.requests += 1
-        self.report.records += len(page["results"])
-        return page, asked
+        return self.client.list_page(self.url, params, self.check), asked
 
     def _take(
         self, page: dict[str, Any], offset: int, p: _Pass, asked: float
     ) -> Iterator[DataFile]:
         """Parse one page's items, yield the new matching files, feed the tracker."""
         results: list[Any] = page["results"]
+        self.report.requests += 1  # counted here, in the consumer's thread
+        self.report.records += len(results)
         if _count_of(page) != p.count or offset != p.positions:
             p.consistent = False
         expected_len = self.size if p.count is None else min(self.size, p.count - offset)
@@ -482,11 +481,14 @@ class EndpointCrawl:
             self.report.snapshots += 1
             self.report.snapshot_records += e - s
             if isinstance(answer, OhpubError):
+                self.report.requests += 1
                 self._warn(f"listing {self.path}: snapshot of positions {s}-{e} failed: {answer}")
                 ok = None
                 continue
             page, asked = answer
             results = page["results"]
+            self.report.requests += 1
+            self.report.records += len(results)
             if ok and (_count_of(page) != p.count or len(results) != e - s):
                 ok = False
             for i, item in enumerate(results):
