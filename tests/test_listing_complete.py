@@ -105,6 +105,22 @@ def test_local_server_orders_by_username_only_and_offset_pages_lose_files() -> N
             assert sorted(item["id"] for item in r.json()["results"]) == sorted(ids)
 
 
+def test_local_server_with_same_ties_loses_the_same_files_on_every_walk() -> None:
+    # Reference section 6: on the real server, walking the same pages lost the same files
+    # each time, so re-walking cannot help; ``same_ties`` models that.
+    with OHServer(seed=3) as server:
+        server.same_ties = True
+        ids = populate(server, [5, 1200, 7])
+        walks = []
+        for _ in range(3):
+            seen: set[int] = set()
+            for offset in range(0, len(ids), 100):
+                url = f"{server.base_url}/api/public/datafiles/?limit=100&offset={offset}"
+                seen |= {item["id"] for item in requests.get(url).json()["results"]}
+            walks.append(seen)
+        assert walks[0] == walks[1] == walks[2] and len(walks[0]) < len(ids)
+
+
 def test_local_server_keeps_the_username_order_across_pages() -> None:
     with OHServer(seed=4) as server:
         populate(server, [3, 40, 1, 25, 7], hidden=[1], mixed=[3])
@@ -142,8 +158,10 @@ def test_segment_tracker_treats_unknown_names_as_possibly_the_same_member() -> N
 # -- complete for any member size ---------------------------------------------------------------
 
 
-def test_members_of_1_499_500_501_and_5000_files_at_page_size_500() -> None:
+@pytest.mark.parametrize("same_ties", [False, True])
+def test_members_of_1_499_500_501_and_5000_files_at_page_size_500(same_ties: bool) -> None:
     with OHServer(seed=11) as server:
+        server.same_ties = same_ties
         ids = populate(server, [1, 499, 500, 501, 5000, 3, 1], hidden=[5], mixed=[2])
         got, report = listing(server)
         assert sorted(got) == sorted(ids)
@@ -225,10 +243,11 @@ def assert_mirrored(server: OHServer, dest: Path, ids: Iterable[int]) -> None:
         assert have[index[fid]["path"]] == server.content(fid)
 
 
-@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("seed", range(4))
 def test_mirror_of_members_around_the_page_size_is_complete(seed: int, tmp_path: Path) -> None:
-    # 1, 49, 50, 51 and 500 files at page size 10 is 1, 499, 500, 501, 5,000 at 500, scaled.
+    # 1, 9, 10, 11 and 100 files at page size 10 is 1, 499, 500, 501, 5,000 at 500, scaled.
     with OHServer(seed=seed) as server:
+        server.same_ties = seed % 2 == 1
         ids = populate(server, [1, 9, 10, 11, 100, 2], hidden=[2], mixed=[3])
         res = mirror(server, tmp_path / "m")
         assert res.code == 0, res.stderr
@@ -243,6 +262,7 @@ def test_mirror_with_members_longer_than_a_page_30000_shape(tmp_path: Path) -> N
     slow = os.environ.get("OHPUB_SLOW", "") not in ("", "0")
     members, size, page = (30, 1000, 500) if slow else (15, 20, 10)
     with OHServer(seed=21) as server:
+        server.same_ties = True
         ids = populate(server, [size] * members)
         res = mirror(server, tmp_path / "m", "-q", page=page)
         assert res.code == 0, res.stderr
