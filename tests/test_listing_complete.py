@@ -378,3 +378,17 @@ def test_a_count_of_a_billion_makes_mirror_exit_1_with_the_files_placed(tmp_path
         assert "incomplete" in res.stderr
         assert_mirrored(server, tmp_path / "m", ids)
         assert len(api_requests(server)) <= 40
+
+
+def test_a_snapshot_the_server_cuts_off_makes_the_listing_incomplete_not_endless() -> None:
+    # The real site's router answers 500 after 30 s: a stretch too big for one request.
+    with OHServer(seed=43) as server:
+        ids = populate(server, [30, 30])
+        server.faults.script(role="api", path_regex=r"limit=(?!10\b)\d+", statuses=[500] * 50)
+        res = run_cli(server, ["list", "-f", "jsonl"], env={**FAST_RETRY, "OHPUB_PAGE_SIZE": "10"})
+        assert res.code == 1
+        got = [r["id"] for r in jsonl(res.stdout)]
+        assert len(got) == len(set(got)) and set(got) < set(ids)
+        assert "snapshot of positions" in res.stderr and "listing incomplete" in res.stderr
+        pages = [e for e in api_requests(server) if e.query.get("limit") == "10"]
+        assert len(pages) == 6  # one walk: a failed snapshot is not worth another
