@@ -309,8 +309,8 @@ class EndpointCrawl:
     def run(self) -> Iterator[DataFile]:
         """Yield the endpoint's new files; ``self.complete`` says whether nothing is missing."""
         self.complete = False
-        p = _Pass()
-        for n in range(max(1, self.client.max_crawls)):
+        p, n = _Pass(), 0
+        for n in range(1, max(1, self.client.max_crawls) + 1):
             self.report.crawls += 1
             p = _Pass()
             yield from self._pass(p)
@@ -328,13 +328,13 @@ class EndpointCrawl:
             log.info(
                 "listing %s changed during pass %d (count %s, %d positions); listing it again",
                 self.path,
-                n + 1,
+                n,
                 p.count,
                 p.positions,
             )
         self.report.expected += p.count or 0
         self._warn(
-            f"listing {self.path} stayed incomplete after {self.report.crawls} passes "
+            f"listing {self.path} stayed incomplete after {n} passes "
             f"(the server's count says {p.count}, {p.positions} positions came back)"
         )
 
