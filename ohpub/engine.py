@@ -291,7 +291,8 @@ class _Run:
                     self.worker.dead, hint="finished files are kept; a rerun resumes the rest"
                 )
             self.commit.report_kept()
-            if report.complete:
+            if report.complete and all(r.file_id is not None for r in report.rejected):
+                # (an item without a usable id could be any tracked file: remove nothing)
                 self.removals.run(self.summary)
                 self.removals.clean_partials()
         except KeyboardInterrupt:
@@ -419,7 +420,9 @@ class _Run:
 
     def _report_rejected(self, report: ListingReport) -> None:
         """Listing items that are not valid records: named failures, never silence."""
-        for rej in getattr(report, "rejected_items", ()):
+        for rej in report.rejected:
+            if rej.file_id is not None:
+                self.listed.ids.add(rej.file_id)  # listed (badly): never "removed upstream"
             self._report(FileResult(rej.file_id, None, FileStatus.FAILED, error=rej.message()))
 
     def _finish(self) -> None:

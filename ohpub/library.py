@@ -126,7 +126,7 @@ def files(
             if limit is not None and n >= limit:
                 return
             yield f
-        if not report.complete or getattr(report, "rejected_items", None):
+        if not report.complete or report.rejected:
             raise IncompleteListingError(
                 "; ".join(report.warnings) or "the listing did not return every file"
             )
