@@ -54,7 +54,7 @@ class FileResult:
 def record_of(fs: FileState) -> Any:
     """Rebuild a DataFile from the state, for scope checks of files no longer listed."""
     try:
-        return parse_datafile({**fs.raw, "download_url": "-"})
+        return parse_datafile({**fs.raw, "download_url": "https://stored.invalid/"})
     except RecordError:
         return None
 
