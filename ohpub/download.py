@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import re
+import stat
 import threading
 import time
 from collections import deque
@@ -32,6 +33,7 @@ from typing import BinaryIO
 import requests
 import urllib3
 
+from ohpub import tree
 from ohpub.api import Client
 from ohpub.config import RetryPolicy
 from ohpub.errors import (
@@ -45,7 +47,7 @@ from ohpub.errors import (
 )
 from ohpub.http import describe_exception, parse_retry_after
 from ohpub.records import DataFile
-from ohpub.tree import DiskError, meta_path_of, regular_size
+from ohpub.tree import DiskError
 
 log = logging.getLogger("ohpub")
 
@@ -202,29 +204,35 @@ class Downloader:
         progress: ProgressFn = _noop,
         *,
         max_size: int | None = None,
+        root: Path | None = None,
     ) -> Downloaded:
-        """Download into ``part`` (resuming what is there), verified and fsynced."""
-        meta_path = meta_path_of(part)
+        """Download into ``part`` (resuming what is there), verified and fsynced.
+
+        The partial and its sidecar are opened below ``root`` (DEST for a mirror; the
+        target's folder by default) without following any symlink (tree.open_nofollow):
+        a symlinked ``.ohpub/partial`` cannot lead the bytes outside DEST.
+        """
+        base = root if root is not None else part.parent
+        rel = part.relative_to(base).as_posix()
+        meta_path = tree.Below(base, rel + ".json")
         meta = _load_meta(meta_path, f.id)
-        size = regular_size(part)
+        st = tree.lstat_within(base, rel)
+        size = st.st_size if st is not None and stat.S_ISREG(st.st_mode) else None
         raw_etag = meta.get("etag")
         etag = raw_etag if isinstance(raw_etag, str) else None
         if size is None or etag is None:
             size = 0
-        try:
-            # Never follow a symlink planted at the partial's name (it could point anywhere).
-            if regular_size(part) is None and os.path.lexists(part):
-                part.unlink()
-            fd = os.open(part, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
-            fh = os.fdopen(fd, "r+b")
-        except OSError as exc:
-            raise DiskError(exc, part) from exc
+        # Never follow a symlink planted at the partial's name (it could point anywhere).
+        if st is not None and not stat.S_ISREG(st.st_mode):
+            tree.remove_within(base, rel)
+        fd = tree.open_nofollow(base, rel, os.O_RDWR | os.O_CREAT)
+        fh = os.fdopen(fd, "r+b")
         with fh:
             fh.seek(size)
             fh.truncate()
             sink = _Sink(fh, restartable=True, offset=size)
             if size:
-                _rehash(part, size, sink)
+                _rehash(fh, size, sink)
                 progress(size)
             try:
                 with contextlib.closing(sink):
@@ -277,7 +285,7 @@ class Downloader:
         f: DataFile,
         sink: _Sink,
         etag: str | None,
-        meta_path: Path | None,
+        meta_path: tree.Below | None,
         progress: ProgressFn,
         max_size: int | None = None,
     ) -> Downloaded:
@@ -476,36 +484,33 @@ def _total_from_416(resp: requests.Response) -> int | None:
     return int(b.group(1)) if b else None
 
 
-def _rehash(path: Path, size: int, sink: _Sink) -> None:
+def _rehash(fh: BinaryIO, size: int, sink: _Sink) -> None:
     """Hash the bytes a previous run left; a resume must verify the whole file."""
-    with open(path, "rb") as fh:
-        left = size
-        while left:
-            data = fh.read(min(CHUNK, left))
-            if not data:
-                break
-            sink.hash(data)
-            left -= len(data)
+    fh.seek(0)
+    left = size
+    while left:
+        data = fh.read(min(CHUNK, left))
+        if not data:
+            break
+        sink.hash(data)
+        left -= len(data)
+    fh.seek(size)
 
 
-def _load_meta(path: Path, file_id: int) -> dict[str, object]:
+def _load_meta(path: tree.Below, file_id: int) -> dict[str, object]:
+    data = tree.read_nofollow(path.root, path.rel, 64 * 1024)
     try:
-        meta = json.loads(path.read_text())
-    except (OSError, ValueError):
+        meta = json.loads(data) if data is not None else {}
+    except ValueError:
         return {}
     if not isinstance(meta, dict) or meta.get("id") != file_id:
         return {}
     return meta
 
 
-def _save_meta(path: Path, file_id: int, etag: str, total: int | None) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        tmp.unlink(missing_ok=True)  # a fresh file, never through a planted symlink
-        tmp.write_text(json.dumps({"id": file_id, "etag": etag, "total": total}))
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise DiskError(exc, path) from exc
+def _save_meta(path: tree.Below, file_id: int, etag: str, total: int | None) -> None:
+    data = json.dumps({"id": file_id, "etag": etag, "total": total}).encode()
+    tree.write_atomic(path.root, path.rel, [data])  # fresh tmp, no symlink followed
 
 
 __all__ = ["Downloaded", "Downloader", "TooLargeError"]

@@ -28,6 +28,7 @@ import os
 import queue
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,16 +47,24 @@ from ohpub.errors import (
 )
 from ohpub.records import DataFile, RecordError, parse_datafile
 from ohpub.state import (
+    OHPUB_DIR,
     DestLock,
     FileState,
     StateDB,
     ensure_dirs,
-    ohpub_dir,
     partial_dir,
     stat_fingerprint,
     state_db_path,
 )
-from ohpub.tree import DiskError, forget_partial, move_within, place, remove_within, sync_dirs
+from ohpub.tree import (
+    DiskError,
+    forget_partial,
+    move_within,
+    place,
+    remove_within,
+    sync_dirs,
+    write_atomic,
+)
 
 log = logging.getLogger("ohpub")
 
@@ -393,7 +402,13 @@ class Mirror:
                 self.events.progress(n)
 
             try:
-                d = self.downloader.to_part(f, part, progress, max_size=self.opts.max_size)
+                d = self.downloader.to_part(
+                    f,
+                    part,
+                    progress,
+                    max_size=self.opts.max_size,
+                    root=self.dest,  # h4: no-follow
+                )
             finally:
                 self.events.finished(f)
             with contextlib.suppress(OSError):
@@ -639,7 +654,7 @@ class Mirror:
             self._report(FileResult(f.id, target, "failed", d.size, d.sha256, exc.message))
             return None
         dirs.add(target.rpartition("/")[0])
-        forget_partial(part)
+        forget_partial(part, root=self.dest)  # h4: no symlink followed below DEST
         fp = stat_fingerprint(self.dest / target)
         fs.path = target
         fs.size, fs.mtime_ns = fp if fp else (d.size, None)
@@ -705,7 +720,7 @@ class Mirror:
             for entry in os.scandir(pdir):
                 stem = entry.name.split(".", 1)[0]
                 if stem.isdigit() and int(stem) not in listed:
-                    forget_partial(pdir / stem)
+                    forget_partial(pdir / stem, root=self.dest)  # h4: no-follow
 
     def _report(self, r: FileResult) -> None:
         self.summary.counts[r.status] = self.summary.counts.get(r.status, 0) + 1
@@ -793,10 +808,13 @@ def _stable(raw: dict[str, Any]) -> dict[str, Any]:
 
 
 def write_index(dest: Path, state: StateDB) -> None:
-    """Rewrite DEST/index.jsonl atomically: one line per tracked file, for pandas and jq."""
-    tmp = ohpub_dir(dest) / (INDEX_NAME + ".tmp")
-    tmp.unlink(missing_ok=True)  # a fresh file, never through a planted symlink
-    with open(tmp, "w", encoding="utf-8") as fh:
+    """Rewrite DEST/index.jsonl atomically: one line per tracked file, for pandas and jq.
+
+    Written through tree.write_atomic (h4): a fresh temporary file in ``.ohpub`` and a
+    rename, no symlink below DEST followed.
+    """
+
+    def lines() -> Iterator[bytes]:
         for fs in state.iter_all():
             rec = dict(fs.raw)
             rec.update(
@@ -811,7 +829,6 @@ def write_index(dest: Path, state: StateDB) -> None:
                     "status": fs.status,
                 }
             )
-            fh.write(json.dumps(rec, ensure_ascii=False, sort_keys=False) + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, dest / INDEX_NAME)
+            yield (json.dumps(rec, ensure_ascii=False, sort_keys=False) + "\n").encode()
+
+    write_atomic(dest, INDEX_NAME, lines(), tmp_relpath=f"{OHPUB_DIR}/{INDEX_NAME}.tmp")
