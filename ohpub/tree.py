@@ -38,18 +38,28 @@ def place(src: Path, root: Path, relpath: str, *, sync: bool = True) -> Path:
     fsynced (by the caller's ``sync_dirs`` when ``sync`` is False, once for a batch), so
     the final path holds either nothing, the old bytes, or the new ones.
     """
-    parts = relpath.split("/")
-    if any(p in ("", ".", "..") for p in parts):
-        raise UsageError(f"unsafe path {relpath!r}")
-    dirfd = open_dir_nofollow(root, parts[:-1], create=True)
+    parts = _parts(relpath)
+    try:  # a source below root (a partial in DEST/.ohpub/partial) is reached the same way
+        sparts = _parts(src.relative_to(root).as_posix())
+    except ValueError:
+        sparts = None
+    sfd = open_dir_nofollow(root, sparts[:-1], create=False) if sparts else None
     try:
-        os.replace(src, parts[-1], dst_dir_fd=dirfd)
-        if sync:
-            os.fsync(dirfd)
-    except OSError as exc:
-        raise DiskError(exc, root / relpath) from exc
+        dirfd = open_dir_nofollow(root, parts[:-1], create=True)
+        try:
+            if sparts is None:
+                os.replace(src, parts[-1], dst_dir_fd=dirfd)
+            else:
+                os.replace(sparts[-1], parts[-1], src_dir_fd=sfd, dst_dir_fd=dirfd)
+            if sync:
+                os.fsync(dirfd)
+        except OSError as exc:
+            raise DiskError(exc, root / relpath) from exc
+        finally:
+            os.close(dirfd)
     finally:
-        os.close(dirfd)
+        if sfd is not None:
+            os.close(sfd)
     return root / relpath
 
 
