@@ -853,8 +853,8 @@ def status_cmd(
             "--max-age",
             envvar="OHPUB_MAX_AGE",
             metavar="DURATION",
-            help="Exit 1 unless the last finished mirror run was ok (every file present "
-            "and verified) and ended less than DURATION ago (e.g. 90m, 26h, 2d).",
+            help="Exit 1 when the last complete run ended longer ago than DURATION "
+            "(e.g. 90m, 26h, 2d), or never did.",
         ),
     ] = None,
     fmt: Annotated[
