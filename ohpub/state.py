@@ -208,7 +208,8 @@ class DestLock:
     ``read_only_ok`` (verify): when DEST cannot be written (another user's mirror, a
     read-only mount) the lock file is opened read-only and held *shared*, which still
     keeps a mirror from starting mid-way and fails at once if one is running; with no
-    lock file at all there is nothing to hold and no mirror can be running from here.
+    lock file it may open (none at all on a read-only mount, where no mirror can run)
+    it goes on unlocked.
     ``exclusive`` says which case applies: only an exclusive holder may write.
     """
 
@@ -249,7 +250,7 @@ class DestLock:
             try:
                 fd = tree.open_nofollow(self.dest, rel, os.O_RDONLY)
             except tree.DiskError:
-                return  # no lock file, none creatable: nobody runs here
+                return  # no lock file we may open: go on read-only, unlocked
             exclusive = False
         self._lock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
         if exclusive:

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from ohpub.state import DestLock
 from tests.helpers import FAST_RETRY, add_big_file, run_cli, start_mirror
 from tests.test_readonly import as_nobody
 
@@ -173,3 +174,13 @@ def test_next_mirror_downloads_what_verify_found_modified_or_missing(
     assert by_path["alice/102/fitbit-data.json"] == "downloaded"
     assert edited.read_bytes() == good
     assert run_cli(None, ["verify", str(tmp_path)]).code == 0
+
+
+def test_status_names_a_running_verify(oh_server: Any, tmp_path: Path) -> None:
+    assert mirror(oh_server, tmp_path, "-p", "102").code == 0
+    with DestLock(tmp_path, command="verify"):
+        st = status(tmp_path, "--max-age", "1h")
+        res = mirror(oh_server, tmp_path, "-p", "102")
+    assert st.code == 0 and f"running: verify (pid {os.getpid()})" in st.stdout
+    assert "last run: ok" in st.stdout  # the mirror's run is over; only verify runs
+    assert res.code == 3 and f"(verify, pid {os.getpid()})" in res.stderr
