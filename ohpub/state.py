@@ -49,8 +49,8 @@ STATUSES = frozenset(s.value for s in StateStatus)
 
 _MOVE_AWAY_HINT = "move it away or use another DEST"
 _PERMISSION_HINT = (
-    "check that you may read DEST/.ohpub and the files in it (status and verify only "
-    "read; mirror must also write there)"
+    "status and verify need read access to DEST/.ohpub and its files, mirror needs write "
+    "access too; check their owner and permissions"
 )
 _NO_WRITE = frozenset({errno.EACCES, errno.EPERM, errno.EROFS})
 _SQLITE_FILES = tuple(STATE_DB_NAME + sfx for sfx in ("", "-wal", "-shm", "-journal"))
@@ -155,7 +155,7 @@ def check_ohpub_dir(dest: Path) -> None:
                 f"{dest / rel} is {what}; refusing to use it: ohpub keeps its lock, state and "
                 "partial downloads in a real directory inside DEST and never follows a "
                 "symlink there",
-                hint=f"remove {dest / rel} (or move what it points to into its place)",
+                hint=f"remove the link {dest / rel}, or move what it points to into its place",
             )
 
 
@@ -494,6 +494,11 @@ class StateDB:
             raise StateError(
                 f"{dest} is not an ohpub mirror (no {OHPUB_DIR}/{STATE_DB_NAME})",
                 hint="check the DEST path, or run a sync into it first",
+            )
+        if path.exists() and not os.access(path, os.R_OK):
+            raise StateError(
+                f"cannot read the state database {path}: permission denied",
+                hint=_PERMISSION_HINT,
             )
         if readonly:
             return cls(_connect_readonly(path), path, readonly=True)
