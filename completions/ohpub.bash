@@ -70,7 +70,7 @@ _ohpub() {
         case $cmd in
             "") opts="--base-url --verbose -v --quiet -q --log-file --timeout --api-concurrency --retries --version --help -h" ;;
             list) opts="--project -p --user -u --datatype -t --tag --name --since --until --format -f --limit -n --help -h" ;;
-            mirror) opts="--project -p --user -u --datatype -t --tag --name --since --until --jobs -j --dry-run -n --delete --no-delete --max-size --strict --no-strict --format -f --help -h" ;;
+            mirror) opts="--project -p --user -u --datatype -t --tag --name --since --until --jobs -j --dry-run -n --delete --no-delete --max-size --strict --no-strict --checksum --no-checksum --format -f --help -h" ;;
             fetch) opts="--dir -d --output -o --force --no-force --help -h" ;;
             verify) opts="--format -f --help -h" ;;
             status) opts="--max-age --format -f --help -h" ;;

@@ -49,6 +49,8 @@ complete -c ohpub -n '__fish_seen_subcommand_from mirror' -l no-delete -d 'Turn 
 complete -c ohpub -n '__fish_seen_subcommand_from mirror' -l max-size -x -d 'Skip files larger than SIZE: 500M = 500 MiB, 2G, 500MB = 500*10^6 bytes'
 complete -c ohpub -n '__fish_seen_subcommand_from mirror' -l strict -d 'Files Open Humans reports unavailable fail the run (exit 1)'
 complete -c ohpub -n '__fish_seen_subcommand_from mirror' -l no-strict -d 'Turn off --strict'
+complete -c ohpub -n '__fish_seen_subcommand_from mirror' -l checksum -d 'Re-hash every placed file first (not only those whose size or mtime changed) and download again any whose bytes differ'
+complete -c ohpub -n '__fish_seen_subcommand_from mirror' -l no-checksum -d 'Turn off --checksum'
 complete -c ohpub -n '__fish_seen_subcommand_from mirror' -l format -s f -x -a 'text jsonl' -d 'text: a summary line; jsonl: also one record per file on stdout (with --dry-run, a totals record last)'
 complete -c ohpub -n '__fish_seen_subcommand_from mirror' -l help -s h -d 'Show the help and exit'
 complete -c ohpub -n '__fish_seen_subcommand_from mirror' -a '(__fish_complete_directories)'

@@ -29,6 +29,7 @@ from typer.core import TyperGroup
 from ohpub import __version__
 from ohpub.api import Client, FileFilter
 from ohpub.config import DEFAULT_BASE_URL, RetryPolicy
+from ohpub.engine import Mirror, MirrorOptions
 from ohpub.errors import (
     EXIT_FAILURE,
     EXIT_INTERRUPTED,
@@ -38,7 +39,6 @@ from ohpub.errors import (
 )
 from ohpub.fetch import FetchResult, fetch_files
 from ohpub.http import redact
-from ohpub.mirror import Mirror, MirrorOptions
 from ohpub.output import (
     FORMATS,
     MirrorView,
@@ -672,6 +672,16 @@ def mirror_cmd(
             help="Files Open Humans reports unavailable fail the run (exit 1).",
         ),
     ] = False,
+    checksum: Annotated[
+        bool,
+        typer.Option(
+            "--checksum/--no-checksum",
+            envvar="OHPUB_CHECKSUM",
+            show_default=False,
+            help="Re-hash every placed file first (not only those whose size or mtime "
+            "changed) and download again any whose bytes differ.",
+        ),
+    ] = False,
     fmt: Annotated[
         MirrorFormat,
         typer.Option(
@@ -709,6 +719,7 @@ def mirror_cmd(
         delete=delete,
         max_size=limit,
         strict=strict,
+        checksum=checksum,
     )
     view = MirrorView(
         fmt=fmt.value,

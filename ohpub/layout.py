@@ -126,9 +126,14 @@ class Entry:
     @property
     def directory(self) -> str:
         """``<user>/<project>``, the part of the path that does not depend on other files."""
-        user = self.username if self.username is not None else HIDDEN_DIR
-        project = str(self.project_id) if self.project_id is not None else NO_PROJECT_DIR
-        return f"{user}/{project}"
+        return directory_of(self.username, self.project_id)
+
+
+def directory_of(username: str | None, project_id: int | None) -> str:
+    """``<user>/<project>`` of a file (hidden members and unknown projects get fixed names)."""
+    user = username if username is not None else HIDDEN_DIR
+    project = str(project_id) if project_id is not None else NO_PROJECT_DIR
+    return f"{user}/{project}"
 
 
 def fold(name: str) -> str:

@@ -31,9 +31,9 @@ from rich.console import Console
 from rich.table import Table
 from tqdm import tqdm
 
+from ohpub.engine import FileResult, MirrorSummary
 from ohpub.errors import UsageError
 from ohpub.http import redact
-from ohpub.mirror import FileResult, MirrorSummary
 from ohpub.records import DataFile
 from ohpub.units import human_bytes
 

@@ -23,7 +23,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, NoReturn
+from typing import Any, NamedTuple, NoReturn
 
 from . import tree
 from .errors import LockedError, StateError, UsageError
@@ -435,6 +435,40 @@ class RunInfo:
     complete: bool
 
 
+class StoredRow(NamedTuple):
+    """One ``files`` row as SQLite returns it (JSON columns still text)."""
+
+    id: int
+    path: str | None
+    size: int | None
+    mtime_ns: int | None
+    sha256: str | None
+    md5: str | None
+    etag: str | None
+    basename: str
+    created: str
+    user_id: int | None
+    username: str | None
+    project_id: int | None
+    datatype_ids: str
+    metadata: str
+    raw: str
+    first_seen: float
+    last_seen: float
+    downloaded_at: float | None
+    status: str
+
+    @staticmethod
+    def text_of(raw: Mapping[str, Any]) -> str:
+        """The ``raw`` column's text for an API record (what ``put`` would store)."""
+        return _dumps(_without_download_url(raw))
+
+    @staticmethod
+    def ids_text(ids: Iterable[int]) -> str:
+        """The ``datatype_ids`` column's text."""
+        return _dumps(list(ids))
+
+
 def _without_download_url(raw: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in raw.items() if k != "download_url"}
 
@@ -613,6 +647,44 @@ class StateDB:
         with self._read("reading a file record") as conn:
             row = conn.execute(f"{_SELECT_FILES} WHERE id = ?", (file_id,)).fetchone()
         return None if row is None else self._row_to_file(row)
+
+    def get_many(self, ids: Iterable[int]) -> dict[int, FileState]:
+        """The records of many file ids (those ohpub knows), a chunk of ids per query."""
+        return {i: self._row_to_file(r) for i, r in self.rows_many(ids).items()}
+
+    def rows_many(self, ids: Iterable[int]) -> dict[int, StoredRow]:
+        """Like ``get_many`` but unparsed: a run that finds most records unchanged compares
+        their JSON text and parses only the few that differ (``parse_row``)."""
+        keys = [int(i) for i in ids]
+        out: dict[int, StoredRow] = {}
+        for i in range(0, len(keys), 500):
+            chunk = keys[i : i + 500]
+            marks = ",".join("?" for _ in chunk)
+            with self._read("reading file records") as conn:
+                rows = conn.execute(f"{_SELECT_FILES} WHERE id IN ({marks})", chunk).fetchall()
+            for row in rows:
+                out[int(row[0])] = StoredRow(*row)
+        return out
+
+    def parse_row(self, row: StoredRow) -> FileState:
+        """The FileState of a row from ``rows_many``."""
+        return self._row_to_file(tuple(row))
+
+    def iter_paths(self, batch: int = 5000) -> Iterator[tuple[int, str | None, str]]:
+        """``(id, path, status)`` of every record by id, without parsing the records: what
+        a pass over the whole mirror needs to find the few files it must look at."""
+        last = -1
+        while True:
+            with self._read("reading file paths") as conn:
+                rows = conn.execute(
+                    "SELECT id, path, status FROM files WHERE id > ? ORDER BY id LIMIT ?",
+                    (last, batch),
+                ).fetchall()
+            if not rows:
+                return
+            for fid, path, status in rows:
+                yield int(fid), path, str(status)
+            last = rows[-1][0]
 
     def all(self) -> list[FileState]:
         """Every record, ordered by file id (stable output for status and verify)."""

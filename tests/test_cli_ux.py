@@ -544,6 +544,7 @@ def test_bash_completion(tmp_path: Path) -> None:
     assert _bash_complete(["ohpub", "mirror", "d", "--no-"], tmp_path) == [
         "--no-delete",
         "--no-strict",
+        "--no-checksum",
     ]
     assert _bash_complete(["ohpub", "mirror", "d", "-f", ""], tmp_path) == ["text", "jsonl"]
     assert _bash_complete(["ohpub", "status", "d", "-f", ""], tmp_path) == ["text", "json"]

@@ -17,7 +17,7 @@ import pytest
 
 from ohpub.api import Client
 from ohpub.config import RetryPolicy
-from ohpub.mirror import Mirror, MirrorOptions, NullEvents
+from ohpub.engine import Mirror, MirrorOptions, NullEvents
 from ohpub.records import DataFile
 from tests.helpers import (
     FAST_RETRY,

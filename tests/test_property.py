@@ -50,8 +50,8 @@ from hypothesis.stateful import (
 
 from ohpub.api import Client, FileFilter
 from ohpub.config import RetryPolicy
+from ohpub.engine import FileResult, Mirror, MirrorOptions, NullEvents
 from ohpub.errors import StateError
-from ohpub.mirror import FileResult, Mirror, MirrorOptions, NullEvents
 from ohpub.state import StateDB, state_db_path
 from tests.helpers import FAST_RETRY, jsonl, run_cli, tree
 from tests.ohserver import OHServer
