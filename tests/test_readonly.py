@@ -26,7 +26,7 @@ from tests.helpers import FAST_RETRY, CliResult, run_cli
 NOBODY = 65534
 
 
-def as_nobody(args: list[str]) -> CliResult:
+def as_nobody(args: list[str], server: Any = None) -> CliResult:
     """Run ``ohpub ARGS`` as user and group ``nobody`` (in a forked child)."""
     if os.geteuid() != 0:
         pytest.skip("needs root to run a command as another user")
@@ -38,7 +38,7 @@ def as_nobody(args: list[str]) -> CliResult:
             os.setgroups([])
             os.setgid(NOBODY)
             os.setuid(NOBODY)
-            res = run_cli(None, args)
+            res = run_cli(server, args, env=FAST_RETRY)
             out = {"code": res.code, "stdout": res.stdout, "stderr": res.stderr}
         except BaseException as exc:  # report, whatever it is
             out = {"code": -1, "stdout": "", "stderr": f"child failed: {exc!r}"}
@@ -173,3 +173,12 @@ def test_verify_on_a_read_only_mount_with_its_lock_file(
     by_path = {r["path"]: r["status"] for r in map(json.loads, ver.stdout.splitlines())}
     assert by_path["alice/102/fitbit-data.json"] == "missing"
     assert "error" not in ver.stderr
+
+
+def test_dry_run_on_another_users_mirror(oh_server: Any, shared_mirror: Path) -> None:
+    oh_server.add_file(basename="new.txt", content=b"n" * 10, project_id=102, username="alice")
+    before = snapshot(shared_mirror)
+    res = as_nobody(["mirror", str(shared_mirror), "-p", "102", "--dry-run"], oh_server)
+    assert res.code == 0, res.stderr
+    assert "1 to download (10 B)" in res.stderr and "4 unchanged" in res.stderr
+    assert snapshot(shared_mirror) == before
