@@ -20,7 +20,15 @@ from ohpub.errors import UsageError
 from ohpub.listed import Listed
 from ohpub.records import Action, FileStatus, RecordError, StateStatus, parse_datafile
 from ohpub.state import FileState, StateDB, partial_dir, stat_fingerprint
-from ohpub.tree import DiskError, forget_partial, move_within, place, remove_within, sync_dirs
+from ohpub.tree import (
+    DiskError,
+    forget_partial,
+    move_within,
+    place,
+    remove_within,
+    rmdir_within,
+    sync_dirs,
+)
 from ohpub.work import Finished
 
 if TYPE_CHECKING:
@@ -324,9 +332,7 @@ class Committer:
         """Remove directories a move or delete left empty (never DEST or .ohpub)."""
         parts = relpath.split("/")[:-1]
         while parts and parts[0] != ".ohpub":
-            try:
-                os.rmdir(self.dest.joinpath(*parts))
-            except OSError:
+            if not rmdir_within(self.dest, "/".join(parts)):  # h4: no symlink followed
                 return
             parts.pop()
 

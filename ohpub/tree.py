@@ -277,6 +277,39 @@ def require_regular_or_absent(root: Path, relpath: str) -> None:
     raise _refused(root / relpath, what)
 
 
+def rmdir_within(root: Path, relpath: str) -> bool:
+    """Remove one empty directory below root (no symlink followed); False if it could not
+    be removed (not empty, not there, a symlink in the way)."""
+    parts = _parts(relpath)
+    try:
+        dirfd = open_dir_nofollow(root, parts[:-1], create=False)
+    except (DiskError, UsageError):
+        return False
+    try:
+        os.rmdir(parts[-1], dir_fd=dirfd)
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(dirfd)
+
+
+def utime_within(root: Path, relpath: str, times: tuple[float, float]) -> None:
+    """``os.utime`` of ``root/relpath`` with no symlink followed (best effort: a failure
+    is ignored, an mtime is cosmetic)."""
+    parts = _parts(relpath)
+    try:
+        dirfd = open_dir_nofollow(root, parts[:-1], create=False)
+    except (DiskError, UsageError):
+        return
+    try:
+        os.utime(parts[-1], times, dir_fd=dirfd, follow_symlinks=False)
+    except OSError:
+        pass
+    finally:
+        os.close(dirfd)
+
+
 def open_dir_nofollow(root: Path, parts: list[str], *, create: bool) -> int:
     """A directory fd of ``root/parts...``, no component below root followed if a symlink.
 
@@ -341,4 +374,6 @@ __all__ = [
     "write_atomic",
     "lstat_within",
     "require_regular_or_absent",
+    "rmdir_within",
+    "utime_within",
 ]
