@@ -74,6 +74,9 @@ def _can_write(dest: Path) -> bool:
 class VerifyReport:
     counts: Counter[str] = field(default_factory=Counter)
     bytes: int = 0
+    recorded: bool = False
+    """True when the findings were stored in the state (verify could write there), so the
+    next mirror downloads modified and missing files again; False on read-only use."""
 
     @property
     def exit_code(self) -> int:
@@ -141,6 +144,7 @@ def verify_mirror(dest: Path, on_record: Callable[[dict[str, Any]], None]) -> Ve
                     on_record(rec)
             if writable:
                 _record(state, files, recs)
+                report.recorded = True
         for rel in _walk(dest):
             if rel not in tracked:
                 report.counts["untracked"] += 1
