@@ -7,7 +7,6 @@ with ``planned`` where the real run says ``downloaded``.
 
 from __future__ import annotations
 
-import os
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -20,7 +19,15 @@ from ohpub.errors import UsageError
 from ohpub.listed import Listed
 from ohpub.records import Action, FileStatus, RecordError, StateStatus, parse_datafile
 from ohpub.state import FileState, StateDB, partial_dir, stat_fingerprint
-from ohpub.tree import DiskError, forget_partial, move_within, place, remove_within, sync_dirs
+from ohpub.tree import (
+    DiskError,
+    forget_partial,
+    move_within,
+    place,
+    remove_within,
+    rmdir_within,
+    sync_dirs,
+)
 from ohpub.work import Finished
 
 if TYPE_CHECKING:
@@ -245,7 +252,7 @@ class Committer(Phase):
             self.report(FileResult(d.id, target, FileStatus.FAILED, d.size, d.sha256, exc.message))
             return None
         dirs.add(target.rpartition("/")[0])
-        forget_partial(part)
+        forget_partial(part, root=self.dest)  # h4: no symlink followed below DEST
         fp = stat_fingerprint(self.dest / target)
         fs.path = target
         fs.size, fs.mtime_ns = fp if fp else (d.size, None)
@@ -273,9 +280,7 @@ def prune_dirs(dest: Path, relpath: str) -> None:
     """Remove directories a move or delete left empty (never DEST or .ohpub)."""
     parts = relpath.split("/")[:-1]
     while parts and parts[0] != ".ohpub":
-        try:
-            os.rmdir(dest.joinpath(*parts))
-        except OSError:
+        if not rmdir_within(dest, "/".join(parts)):  # no symlink followed
             return
         parts.pop()
 

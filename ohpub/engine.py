@@ -223,7 +223,7 @@ class Mirror:
         prepare_dest(dest, create=False)
         state: StateDB | None = None
         if state_db_path(dest).exists():
-            state = StateDB.open(dest, create=False)
+            state = StateDB.open(dest, create=False, readonly=True)  # h4: writes nothing
         try:
             run = _Run(self.client, self.opts, self.events, state, dry=True)
             run.execute()

@@ -1,7 +1,8 @@
 """``ohpub fetch``: single files by id, with the mirror's resume and verification.
 
 A file is downloaded next to its target as a hidden partial
-(``.<name>.ohpub-part``) so an interrupted fetch resumes, and it only takes the
+(``.<name>.ohpub-part``, shortened to ``.<start of name>~<id>.ohpub-part`` when that
+would exceed the file system's name limit) so an interrupted fetch resumes, and it only takes the
 target name once complete and verified. An existing file at the target is never
 overwritten silently: identical bytes count as done, different bytes need --force.
 """
@@ -41,6 +42,29 @@ def _sha256(path: Path) -> str:
         while chunk := fh.read(1024 * 1024):
             h.update(chunk)
     return h.hexdigest()
+
+
+_SIDECAR_SUFFIX = ".json.tmp"
+"""The longest suffix added to a partial's name (its resume sidecar's temporary file)."""
+
+
+def part_name(name: str, file_id: int, limit: int = 255) -> str:
+    """The partial's name for a target called ``name``, stable across runs (so a fetch
+    resumes) and short enough that it and its sidecar fit in ``limit`` bytes."""
+    full = f".{name}.ohpub-part"
+    if len((full + _SIDECAR_SUFFIX).encode()) <= limit:
+        return full
+    tail = f"~{file_id}.ohpub-part"
+    room = max(0, limit - len(_SIDECAR_SUFFIX) - len(tail) - 1)
+    start = name.encode()[:room].decode("utf-8", "ignore")
+    return f".{start}{tail}"
+
+
+def _name_max(directory: Path) -> int:
+    try:
+        return int(os.pathconf(directory, "PC_NAME_MAX"))
+    except (OSError, ValueError):
+        return 255
 
 
 def _names(files: Iterable[DataFile]) -> dict[int, str]:
@@ -98,7 +122,7 @@ def _fetch_one(downloader: Downloader, f: DataFile, target: Path, force: bool) -
         return FetchResult(
             f.id, str(target), "failed", error=f"{target} is a directory", exit_code=2
         )
-    part = target.with_name(f".{target.name}.ohpub-part")
+    part = target.with_name(part_name(target.name, f.id, _name_max(target.parent)))
     try:
         d = downloader.to_part(f, part)
         if os.path.lexists(target):

@@ -7,12 +7,12 @@ previous run was killed), from the state database a batch at a time.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from ohpub.state import StateDB, ohpub_dir
+from ohpub.state import OHPUB_DIR, StateDB
+from ohpub.tree import write_atomic
 
 INDEX_NAME = "index.jsonl"
 
@@ -36,16 +36,13 @@ def index_record(fs: Any) -> dict[str, Any]:
 
 
 def write_index(dest: Path, state: StateDB) -> None:
-    """Rewrite DEST/index.jsonl atomically: a temporary file, fsync, rename."""
-    tmp = ohpub_dir(dest) / (INDEX_NAME + ".tmp")
-    tmp.unlink(missing_ok=True)  # a fresh file, never through a planted symlink
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        for fs in state.iter_all():
-            fh.write(json.dumps(index_record(fs), ensure_ascii=False) + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, dest / INDEX_NAME)
+    """Rewrite DEST/index.jsonl atomically: a temporary file in ``.ohpub``, fsync, rename,
+    with no symlink below DEST followed (tree.write_atomic)."""
+    lines = (
+        (json.dumps(index_record(fs), ensure_ascii=False) + "\n").encode()
+        for fs in state.iter_all()
+    )
+    write_atomic(dest, INDEX_NAME, lines, tmp_relpath=f"{OHPUB_DIR}/{INDEX_NAME}.tmp")
 
 
 def read_index(dest: Path) -> Iterator[dict[str, Any]]:

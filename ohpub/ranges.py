@@ -27,6 +27,7 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from ohpub import tree
 from ohpub.bytepath import BUFFER, Writeback, pwrite_all
 from ohpub.errors import ChecksumError, ServerError
 from ohpub.http import TRANSPORT_ERRORS, Failure, Retrier, failure_of
@@ -381,8 +382,8 @@ def _after(d: Downloader, job: Job, sink: FileSink, chunks: Chunks, outcome: str
     keep = chunks.contiguous(0) if outcome == "single" else 0
     job.progress(keep - chunks.written_bytes())
     if job.meta_path is not None:
-        with contextlib.suppress(OSError):
-            job.meta_path.unlink()  # the done list no longer describes the partial
+        # the done list no longer describes the partial
+        tree.remove_within(job.meta_path.root, job.meta_path.rel)
     if outcome == "single" and job.etag:
         if job.meta_path is not None:
             save_meta(job.meta_path, job.f.id, job.etag, chunks.total)

@@ -82,7 +82,7 @@ class Removals(Phase):
                 rec = record_of(fs) if fs is not None else None
                 in_scope = rec is not None and self.opts.flt.matches(rec)
                 if plan.partial_is_stale(in_scope, listed=False, complete=True):
-                    forget_partial(pdir / stem)
+                    forget_partial(pdir / stem, root=self.dest)  # no symlink followed
 
 
 __all__ = ["Removals"]

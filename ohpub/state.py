@@ -25,8 +25,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, NamedTuple, NoReturn
 
+from . import tree
 from .errors import LockedError, StateError, UsageError
-from .records import DataFile
+from .records import DataFile, StateStatus
 
 OHPUB_DIR = ".ohpub"
 STATE_DB_NAME = "state.sqlite3"
@@ -44,9 +45,16 @@ SCHEMA_VERSION = 1
 """``PRAGMA user_version``. A newer value means a newer ohpub wrote the file; we
 refuse it rather than misread columns we do not know about."""
 
-STATUSES = frozenset({"present", "removed-upstream", "unavailable", "failed", "pending"})
+STATUSES = frozenset(s.value for s in StateStatus)
 
 _MOVE_AWAY_HINT = "move it away or use another DEST"
+_PERMISSION_HINT = (
+    "status and verify need read access to DEST/.ohpub and its files, mirror needs write "
+    "access too; check their owner and permissions"
+)
+_NO_WRITE = frozenset({errno.EACCES, errno.EPERM, errno.EROFS})
+_SQLITE_FILES = tuple(STATE_DB_NAME + sfx for sfx in ("", "-wal", "-shm", "-journal"))
+"""The database and the side files SQLite opens by name (following symlinks itself)."""
 
 _SCHEMA = """
 CREATE TABLE files (
@@ -132,16 +140,39 @@ def state_db_path(dest: Path) -> Path:
     return ohpub_dir(dest) / STATE_DB_NAME
 
 
+def check_ohpub_dir(dest: Path) -> None:
+    """Refuse (UsageError, exit 2) a ``DEST/.ohpub`` or ``.ohpub/partial`` that is a symlink.
+
+    Lock, state and partial downloads would all land wherever the link points (and a
+    root cron mirror would truncate and write files there), against the promise that
+    nothing is written outside DEST. Missing is fine: mirror creates them.
+    """
+    for rel in (OHPUB_DIR, f"{OHPUB_DIR}/{PARTIAL_NAME}"):
+        st = tree.lstat_within(dest, rel)
+        if st is not None and not stat.S_ISDIR(st.st_mode):
+            what = "a symlink" if stat.S_ISLNK(st.st_mode) else "not a directory"
+            raise UsageError(
+                f"{dest / rel} is {what}; refusing to use it: ohpub keeps its lock, state and "
+                "partial downloads in a real directory inside DEST and never follows a "
+                "symlink there",
+                hint=f"remove the link {dest / rel}, or move what it points to into its place",
+            )
+
+
 def ensure_dirs(dest: Path) -> None:
-    """Create ``.ohpub`` and ``.ohpub/partial`` (and DEST itself) if missing.
+    """Create ``.ohpub`` and ``.ohpub/partial`` (and DEST itself) if missing, refusing
+    symlinks on the way (see check_ohpub_dir).
 
     An unwritable DEST is the user's to fix, so it becomes a UsageError.
     """
+    check_ohpub_dir(dest)
     try:
-        partial_dir(dest).mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
+        dest.mkdir(parents=True, exist_ok=True)
+        os.close(tree.open_dir_nofollow(dest, [OHPUB_DIR, PARTIAL_NAME], create=True))
+    except (OSError, tree.DiskError) as exc:
+        code = exc.errno if isinstance(exc.errno, int) else 0
         raise UsageError(
-            f"cannot create {ohpub_dir(dest)}: {exc.strerror or exc}",
+            f"cannot create {partial_dir(dest)}: {os.strerror(code) if code else exc}",
             hint="DEST must be a writable directory",
         ) from exc
 
@@ -166,15 +197,32 @@ class DestLock:
 
     flock (not a pid file) because the kernel drops it when the holder dies, even
     by SIGKILL or power loss: there is never a stale lock to clean up by hand. The
-    pid written into the file is only for the error message. The descriptor is
-    opened close-on-exec, so child processes do not inherit (and prolong) the lock.
-    Locks belong to the open file description, so a second DestLock on the same
-    DEST conflicts even within one process.
+    pid (and command, for other than a mirror) written into the file are only for
+    messages and ``status``.
+    The file is opened with O_NOFOLLOW below DEST and must be a regular file, so a
+    symlink planted at ``.ohpub/lock`` is refused, never truncated. The descriptor is
+    close-on-exec, so child processes do not inherit (and prolong) the lock. Locks
+    belong to the open file description, so a second DestLock on the same DEST
+    conflicts even within one process.
+
+    ``read_only_ok`` (verify): when DEST cannot be written (another user's mirror, a
+    read-only mount) the lock file is opened read-only and held *shared*, which still
+    keeps a mirror from starting mid-way and fails at once if one is running; with no
+    lock file it may open (none at all on a read-only mount, where no mirror can run)
+    it goes on unlocked.
+    ``exclusive`` says which case applies: only an exclusive holder may write.
     """
 
-    def __init__(self, dest: Path) -> None:
+    TRIES = 5
+    """A ``status`` probe holds the lock shared for microseconds; a run that starts at
+    that very moment retries a few times (10 ms apart) instead of failing with "locked"."""
+
+    def __init__(self, dest: Path, *, command: str = "mirror", read_only_ok: bool = False) -> None:
         self.dest = dest
         self.path = ohpub_dir(dest) / LOCK_NAME
+        self.command = command
+        self.read_only_ok = read_only_ok
+        self.exclusive = False
         self._fd: int | None = None
 
     @property
@@ -188,40 +236,61 @@ class DestLock:
         """
         if self._fd is not None:
             raise RuntimeError(f"{self.path} is already locked by this DestLock")
+        check_ohpub_dir(self.dest)
+        rel = f"{OHPUB_DIR}/{LOCK_NAME}"
+        exclusive = True
         try:
-            ohpub_dir(self.dest).mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as exc:
-            raise UsageError(
-                f"cannot create the lock file {self.path}: {exc.strerror or exc}",
-                hint="DEST must be a writable directory",
-            ) from exc
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            holder = _read_pid(fd)
-            os.close(fd)
-            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                who = f"pid {holder}" if holder is not None else "pid unknown"
-                raise LockedError(
-                    f"{self.dest} is locked by another ohpub run ({who})",
-                    hint="wait for that run to finish or stop it; "
-                    "the lock is released as soon as it exits",
+            fd = tree.open_nofollow(self.dest, rel, os.O_RDWR | os.O_CREAT, 0o644, create_dirs=True)
+        except tree.DiskError as exc:
+            if not (self.read_only_ok and exc.errno in _NO_WRITE):
+                raise UsageError(
+                    f"cannot create the lock file {self.path}: {os.strerror(exc.errno or 0)}",
+                    hint="DEST must be a writable directory",
                 ) from exc
-            raise UsageError(
-                f"cannot lock {self.path}: {exc.strerror or exc}",
-                hint="DEST must be on a filesystem that supports flock",
-            ) from exc
-        try:
-            os.ftruncate(fd, 0)
-            os.write(fd, f"{os.getpid()}\n".encode("ascii"))
-        except OSError:
-            pass  # the pid is a courtesy for the message; the lock itself is held
-        self._fd = fd
+            try:
+                fd = tree.open_nofollow(self.dest, rel, os.O_RDONLY)
+            except tree.DiskError:
+                return  # no lock file we may open: go on read-only, unlocked
+            exclusive = False
+        self._lock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        if exclusive:
+            try:
+                os.ftruncate(fd, 0)
+                # "<pid>" for a mirror (as every ohpub writes), "<pid> <command>" otherwise
+                tag = "" if self.command == "mirror" else f" {self.command}"
+                os.write(fd, f"{os.getpid()}{tag}\n".encode("ascii"))
+            except OSError:
+                pass  # the pid is a courtesy for messages; the lock itself is held
+        self._fd, self.exclusive = fd, exclusive
+
+    def _lock(self, fd: int, op: int) -> None:
+        for attempt in range(self.TRIES):
+            try:
+                fcntl.flock(fd, op | fcntl.LOCK_NB)
+                return
+            except OSError as exc:
+                busy = exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES)
+                if busy and attempt + 1 < self.TRIES:
+                    time.sleep(0.01)
+                    continue
+                holder = _read_holder(fd)
+                os.close(fd)
+                if busy:
+                    who = holder.describe() if holder else "pid unknown"
+                    raise LockedError(
+                        f"{self.dest} is locked by another ohpub run ({who})",
+                        hint="wait for that run to finish or stop it; "
+                        "the lock is released as soon as it exits",
+                    ) from exc
+                raise UsageError(
+                    f"cannot lock {self.path}: {exc.strerror or exc}",
+                    hint="DEST must be on a filesystem that supports flock",
+                ) from exc
 
     def release(self) -> None:
         """Drop the lock; harmless if it is not held."""
         fd, self._fd = self._fd, None
+        self.exclusive = False
         if fd is None:
             return
         try:
@@ -242,13 +311,51 @@ class DestLock:
         self.release()
 
 
-def _read_pid(fd: int) -> int | None:
+@dataclass(frozen=True)
+class LockHolder:
+    """Who holds a DEST's lock, as its lock file says (``<pid>`` for a mirror, else
+    ``<pid> <command>``); ``command`` is None when the file says nothing usable."""
+
+    pid: int | None
+    command: str | None
+
+    def describe(self) -> str:
+        pid = f"pid {self.pid}" if self.pid is not None else "pid unknown"
+        return f"{self.command}, {pid}" if self.command else pid
+
+
+def lock_holder(dest: Path) -> LockHolder | None:
+    """The run holding DEST's lock exclusively right now, or None.
+
+    A shared, non-blocking flock probe on a read-only descriptor: it works on a mirror
+    the caller cannot write, never waits, and never writes the lock file.
+    """
     try:
-        data = os.pread(fd, 32, 0)
+        fd = tree.open_nofollow(dest, f"{OHPUB_DIR}/{LOCK_NAME}", os.O_RDONLY)
+    except (tree.DiskError, UsageError):
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                return _read_holder(fd) or LockHolder(None, None)
+            return None
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
+def _read_holder(fd: int) -> LockHolder | None:
+    try:
+        data = os.pread(fd, 64, 0)
     except OSError:
         return None
-    text = data.decode("ascii", "replace").strip()
-    return int(text) if text.isdigit() else None
+    words = data.decode("ascii", "replace").split()
+    if not words or not words[0].isdigit():
+        return None
+    return LockHolder(int(words[0]), words[1] if len(words) > 1 else "mirror")
 
 
 @dataclass
@@ -385,10 +492,11 @@ class StateDB:
     connection + BEGIN IMMEDIATE) so nothing stays open between calls.
     """
 
-    def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
+    def __init__(self, conn: sqlite3.Connection, path: Path, *, readonly: bool = False) -> None:
         """Use StateDB.open; this only wraps an already checked connection."""
         self._conn = conn
         self.path = path
+        self.readonly = readonly
         self._lock = threading.Lock()
         self.changes = 0
         """File records written or deleted through this handle (``last_seen`` aside): a run
@@ -397,29 +505,44 @@ class StateDB:
     # -- opening -----------------------------------------------------------
 
     @classmethod
-    def open(cls, dest: Path, *, create: bool = True) -> StateDB:
+    def open(cls, dest: Path, *, create: bool = True, readonly: bool = False) -> StateDB:
         """Open (and with ``create``, initialise) ``DEST/.ohpub/state.sqlite3``.
 
         Refuses with StateError anything that is not our database: garbage bytes,
         another application's SQLite file, a schema newer than this ohpub. It never
         starts over on such a file, because the database is the only record of
-        which files in DEST ohpub put there.
+        which files in DEST ohpub put there. SQLite follows symlinks by itself, so
+        the database and its side files must be regular files (or absent) below a
+        real ``.ohpub``; a symlink there is refused (UsageError).
+
+        ``readonly`` (status, verify without write access) opens with ``mode=ro`` and
+        writes nothing: not the schema, not the WAL switch; see _connect_readonly.
         """
         path = state_db_path(dest)
-        if create:
+        check_ohpub_dir(dest)
+        for name in _SQLITE_FILES:
+            tree.require_regular_or_absent(dest, f"{OHPUB_DIR}/{name}")
+        if create and not readonly:
             ensure_dirs(dest)
         elif not path.exists():
             raise StateError(
                 f"{dest} is not an ohpub mirror (no {OHPUB_DIR}/{STATE_DB_NAME})",
                 hint="check the DEST path, or run a sync into it first",
             )
+        if path.exists() and not os.access(path, os.R_OK):
+            raise StateError(
+                f"cannot read the state database {path}: permission denied",
+                hint=_PERMISSION_HINT,
+            )
+        if readonly:
+            return cls(_connect_readonly(path), path, readonly=True)
         uri = path.absolute().as_uri() + ("?mode=rwc" if create else "?mode=rw")
         try:
             conn = sqlite3.connect(
                 uri, uri=True, check_same_thread=False, isolation_level=None, timeout=10.0
             )
         except sqlite3.Error as exc:
-            raise StateError(f"cannot open {path}: {exc}", hint=_MOVE_AWAY_HINT) from exc
+            raise StateError(f"cannot open {path}: {exc}", hint=_hint_for(exc)) from exc
         try:
             _check_and_init(conn, path, create=create)
         except BaseException:
@@ -455,12 +578,8 @@ class StateDB:
         except (sqlite3.ProgrammingError, sqlite3.InterfaceError):
             raise
         except sqlite3.Error as exc:
-            full = "disk is full" in str(exc).lower()  # SQLITE_FULL: never "move it away"
             raise StateError(
-                f"state database {self.path}: {action} failed: {exc}",
-                hint="free space on the disk that holds DEST, then run again"
-                if full
-                else "if the file is damaged, " + _MOVE_AWAY_HINT,
+                f"state database {self.path}: {action} failed: {exc}", hint=_hint_for(exc)
             ) from exc
 
     @contextmanager
@@ -681,15 +800,19 @@ class StateDB:
                     [(k, int(n), now) for k, n in scope_counts.items()],
                 )
 
-    def last_run(self, *, complete_only: bool = False) -> RunInfo | None:
-        """The most recently begun run (finished or not), or the latest complete one."""
+    def last_run(self, *, complete_only: bool = False, before: int | None = None) -> RunInfo | None:
+        """The most recently begun run (finished or not), or the latest complete one;
+        with ``before``, the latest one older than run ``before`` (status skips a run
+        that is still going this way)."""
+        conds = (("complete = 1", complete_only), ("id < ?", before is not None))
+        where = [w for w, on in conds if on]
         sql = (
             "SELECT id, command, scope, started, ended, outcome, counts, complete FROM runs"
-            + (" WHERE complete = 1" if complete_only else "")
+            + (" WHERE " + " AND ".join(where) if where else "")
             + " ORDER BY id DESC LIMIT 1"
         )
         with self._read("reading runs") as conn:
-            row = conn.execute(sql).fetchone()
+            row = conn.execute(sql, () if before is None else (before,)).fetchone()
         if row is None:
             return None
         try:
@@ -735,17 +858,62 @@ class StateDB:
         return None if row is None else int(row[0])
 
 
-def _check_and_init(conn: sqlite3.Connection, path: Path, *, create: bool) -> None:
+def _hint_for(exc: BaseException) -> str:
+    """What to do about a SQLite failure. Moving the database away loses the record of
+    which files ohpub placed, so it is suggested only for a damaged file: never for a
+    full disk, and never for a permission or read-only problem."""
+    text = str(exc).lower()
+    if "disk is full" in text:  # SQLITE_FULL
+        return "free space on the disk that holds DEST, then run again"
+    if any(w in text for w in ("readonly", "read-only", "permission", "unable to open", "access")):
+        return _PERMISSION_HINT
+    return "if the file is damaged, " + _MOVE_AWAY_HINT
+
+
+def _connect_readonly(path: Path) -> sqlite3.Connection:
+    """A read-only connection that writes nothing into DEST.
+
+    ``mode=ro`` first: it reads a WAL database consistently (even while a mirror writes)
+    as long as SQLite can open the ``-shm`` file, which exists while a writer runs or
+    can be created when the directory is writable. When neither holds (another user's
+    cleanly closed mirror, a read-only mount), no writer can be active either (a
+    writer creates those files), so ``immutable=1`` reads the main file as it is.
+    """
+    base = path.absolute().as_uri()
+    last: StateError | None = None
+    for query in ("?mode=ro", "?mode=ro&immutable=1"):
+        try:
+            conn = sqlite3.connect(
+                base + query, uri=True, check_same_thread=False, isolation_level=None
+            )
+        except sqlite3.Error as exc:
+            raise StateError(f"cannot open {path}: {exc}", hint=_hint_for(exc)) from exc
+        try:
+            _check_and_init(conn, path, create=False, readonly=True)
+            return conn
+        except StateError as exc:
+            conn.close()
+            if not isinstance(exc.__cause__, sqlite3.OperationalError):
+                raise
+            last = exc
+    assert last is not None
+    raise last
+
+
+def _check_and_init(
+    conn: sqlite3.Connection, path: Path, *, create: bool, readonly: bool = False
+) -> None:
     """Validate the file at ``path`` as our database, creating the schema in an empty one.
 
     The checks read only the header, before anything is written: a foreign file
     must leave this function byte-for-byte untouched (not even switched to WAL).
+    ``readonly`` skips every write (the schema, the WAL switch).
     """
 
-    def fail(
-        message: str, exc: BaseException | None = None, hint: str = _MOVE_AWAY_HINT
-    ) -> NoReturn:
-        raise StateError(message, hint=hint) from exc
+    def fail(message: str, exc: BaseException | None = None, hint: str | None = None) -> NoReturn:
+        raise StateError(
+            message, hint=hint or (_hint_for(exc) if exc is not None else _MOVE_AWAY_HINT)
+        ) from exc
 
     try:
         conn.execute("PRAGMA busy_timeout = 10000")
@@ -785,6 +953,8 @@ def _check_and_init(conn: sqlite3.Connection, path: Path, *, create: bool) -> No
             )
         if version < 1:
             fail(f"{path} has an invalid ohpub schema version {version}")
+        if readonly:
+            return
         mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()
         if mode is None or str(mode[0]).lower() != "wal":
             fail(
@@ -793,6 +963,8 @@ def _check_and_init(conn: sqlite3.Connection, path: Path, *, create: bool) -> No
             )
         conn.execute("PRAGMA synchronous = FULL")
     except sqlite3.Error as exc:
+        if _hint_for(exc) == _PERMISSION_HINT:
+            fail(f"cannot use the state database {path}: {exc}", exc)
         fail(f"{path} is not a usable ohpub state database: {exc}", exc)
 
 

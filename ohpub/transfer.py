@@ -21,12 +21,14 @@ import contextlib
 import json
 import logging
 import os
+import stat
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from ohpub import tree
 from ohpub.api import Client
 from ohpub.bytepath import Digests, Writeback, fill, finish_body, pwrite_all
 from ohpub.config import Config, RetryPolicy
@@ -34,7 +36,7 @@ from ohpub.errors import ChecksumError, OhpubError, ServerError
 from ohpub.http import TRANSPORT_ERRORS, Failure, Retrier, failure_of
 from ohpub.records import DataFile
 from ohpub.storage import MD5_ETAG, Answer, Source, open_answer, storage_retrier
-from ohpub.tree import DiskError, meta_path_of, regular_size
+from ohpub.tree import DiskError
 
 log = logging.getLogger("ohpub")
 
@@ -174,7 +176,7 @@ class Job:
     source: Source
     sink: Sink
     etag: str | None
-    meta_path: Path | None
+    meta_path: tree.Below | None
     progress: ProgressFn
     max_size: int | None = None
     total: int | None = None
@@ -214,9 +216,7 @@ class Job:
         )
 
 
-def pump(
-    resp: Any, sink: Any, retry: Retrier, end: int | None, got: Callable[[int], None]
-) -> None:
+def pump(resp: Any, sink: Any, retry: Retrier, end: int | None, got: Callable[[int], None]) -> None:
     """Read the body into ``sink`` (``buffer()``/``commit(n)``/``offset``) up to byte
     ``end`` or the body's end. Every read that brings bytes restarts the retry budget.
     Transport errors propagate to the caller's retry, after the bytes read before them
@@ -388,16 +388,24 @@ class Downloader:
         progress: ProgressFn = _noop,
         *,
         max_size: int | None = None,
+        root: Path | None = None,
     ) -> Downloaded:
-        """Download into ``part`` (resuming what is there), verified and fsynced."""
+        """Download into ``part`` (resuming what is there), verified and fsynced.
+
+        The partial and its sidecar are opened below ``root`` (DEST for a mirror; the
+        target's folder by default) without following any symlink (``tree.open_nofollow``):
+        a symlinked ``.ohpub/partial`` cannot lead the bytes outside DEST.
+        """
         from ohpub.ranges import resume_ranged
 
-        meta_path = meta_path_of(part)
+        base = root if root is not None else part.parent
+        rel = part.relative_to(base).as_posix()
+        meta_path = tree.Below(base, rel + ".json")
         meta = load_meta(meta_path, f.id)
         etag = meta.get("etag") if isinstance(meta.get("etag"), str) else None
-        fd = _open_partial(part)
+        fd = _open_partial(base, rel, part)
         try:
-            size = regular_size(part) or 0
+            size = os.fstat(fd).st_size
             if etag is None:
                 size = 0
             sink = FileSink(fd, 0)
@@ -459,35 +467,35 @@ class Downloader:
         return result
 
 
-def _open_partial(part: Path) -> int:
-    """Open the partial for writing; never through a symlink planted at its name."""
+def _open_partial(base: Path, rel: str, part: Path) -> int:
+    """Open the partial for writing below ``base``; never through a symlink, neither at
+    its name (something else there is removed) nor at a folder on the way."""
+    st = tree.lstat_within(base, rel)
+    if st is not None and not stat.S_ISREG(st.st_mode):
+        tree.remove_within(base, rel)
     try:
-        if regular_size(part) is None and os.path.lexists(part):
-            part.unlink()
-        return os.open(part, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        return tree.open_nofollow(base, rel, os.O_RDWR | os.O_CREAT)
     except OSError as exc:
         raise DiskError(exc, part) from exc
 
 
-def load_meta(path: Path, file_id: int) -> dict[str, Any]:
+def load_meta(path: tree.Below, file_id: int) -> dict[str, Any]:
+    """The resume sidecar of one partial, or {} when it is missing or not this file's."""
+    data = tree.read_nofollow(path.root, path.rel, 64 * 1024)
     try:
-        meta = json.loads(path.read_text())
-    except (OSError, ValueError):
+        meta = json.loads(data) if data is not None else {}
+    except ValueError:
         return {}
     if not isinstance(meta, dict) or meta.get("id") != file_id:
         return {}
     return meta
 
 
-def save_meta(path: Path, file_id: int, etag: str, total: int | None, **extra: Any) -> None:
-    """Write the sidecar atomically (a kill -9 leaves the old one or the new one)."""
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        tmp.unlink(missing_ok=True)  # a fresh file, never through a planted symlink
-        tmp.write_text(json.dumps({"id": file_id, "etag": etag, "total": total, **extra}))
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise DiskError(exc, path) from exc
+def save_meta(path: tree.Below, file_id: int, etag: str, total: int | None, **extra: Any) -> None:
+    """Write the sidecar atomically (a kill -9 leaves the old one or the new one), through
+    a fresh temporary file and no symlink."""
+    data = json.dumps({"id": file_id, "etag": etag, "total": total, **extra}).encode()
+    tree.write_atomic(path.root, path.rel, [data])
 
 
 __all__ = ["Downloaded", "Downloader", "TooLargeError", "SMALL_OBJECT"]

@@ -1,11 +1,19 @@
 """``verify`` (re-hash a mirror against its state) and ``status`` (what it holds, how
-its runs went). Both only read: verify takes DEST's lock so it never races a mirror
-that is still writing; status does not, so monitoring works while a mirror runs."""
+its runs went).
+
+Both work on a mirror the user cannot write (another account's, a read-only mount):
+they open the state database read-only. verify takes DEST's lock so it never races a
+mirror that is still writing: exclusively when it can, and then it also records what it
+found (``modified``, ``missing``) so the next mirror downloads those files again; on a
+mirror it cannot write it holds the lock shared (a running mirror still makes it exit 3)
+and only reports. status takes no lock; it probes the lock to show a running mirror.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import stat
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -15,31 +23,60 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from ohpub import tree
 from ohpub.errors import EXIT_FAILURE, EXIT_OK, UsageError
 from ohpub.hashing import hash_file
 from ohpub.index_file import INDEX_NAME
-from ohpub.state import OHPUB_DIR, DestLock, FileState, StateDB, stat_fingerprint, state_db_path
+from ohpub.records import StateStatus
+from ohpub.state import (
+    OHPUB_DIR,
+    DestLock,
+    FileState,
+    LockHolder,
+    RunInfo,
+    StateDB,
+    check_ohpub_dir,
+    lock_holder,
+    state_db_path,
+)
 from ohpub.units import human_bytes
 
 _PLACED = ("present", "removed-upstream")
+_FLAGGED = (StateStatus.MODIFIED.value, StateStatus.MISSING.value)
+"""Statuses verify records; the files are still tracked at their path."""
+_CHECKED = _PLACED + _FLAGGED
 
 
-def open_mirror(dest: Path) -> StateDB:
+def open_mirror(dest: Path, *, readonly: bool = True) -> StateDB:
     """The state of an existing mirror; a path that is not one is the user's mistake."""
+    require_mirror(dest)
+    return StateDB.open(dest, create=False, readonly=readonly)
+
+
+def require_mirror(dest: Path) -> None:
+    """Refuse (UsageError) a DEST that is not an ohpub mirror, before touching it."""
     if not dest.is_dir():
         raise UsageError(f"{dest} is not a directory")
+    check_ohpub_dir(dest)
     if not state_db_path(dest).exists():
         raise UsageError(
             f"{dest} is not an ohpub mirror (no {OHPUB_DIR}/state.sqlite3)",
             hint="run 'ohpub mirror' into it first",
         )
-    return StateDB.open(dest, create=False)
+
+
+def _can_write(dest: Path) -> bool:
+    db = state_db_path(dest)
+    return os.access(db, os.W_OK) and os.access(db.parent, os.W_OK | os.X_OK)
 
 
 @dataclass
 class VerifyReport:
     counts: Counter[str] = field(default_factory=Counter)
     bytes: int = 0
+    recorded: bool = False
+    """True when the findings were stored in the state (verify could write there), so the
+    next mirror downloads modified and missing files again; False on read-only use."""
 
     @property
     def exit_code(self) -> int:
@@ -57,25 +94,57 @@ class VerifyReport:
 def _check(dest: Path, fs: FileState) -> dict[str, Any]:
     assert fs.path is not None
     rec: dict[str, Any] = {"id": fs.id, "path": fs.path, "expected_sha256": fs.sha256}
-    path = dest / fs.path
-    if stat_fingerprint(path) is None:
+    try:  # lstat with no symlink followed on the way: a planted link is not our file
+        st = tree.lstat_within(dest, fs.path)
+    except (tree.DiskError, UsageError):
+        st = None
+    if st is None or not stat.S_ISREG(st.st_mode):
         return {**rec, "status": "missing", "bytes": None, "sha256": None}
-    digest = hash_file(path)
-    status = "ok" if digest.sha256 == fs.sha256 and digest.size == fs.size else "modified"
+    digest = hash_file(dest / fs.path)
+    ok = digest.sha256 == fs.sha256 and digest.size == fs.size
+    status = "ok" if ok else "modified"
     return {**rec, "status": status, "bytes": digest.size, "sha256": digest.sha256}
 
 
+def _record(state: StateDB, files: dict[int, FileState], recs: list[dict[str, Any]]) -> None:
+    """Store what verify found, so the next mirror downloads modified and missing files
+    again; a flagged file found intact again is ``present`` once more."""
+    changed = []
+    for rec in recs:
+        fs = files[rec["id"]]
+        new = rec["status"] if rec["status"] != "ok" else None
+        if new is None and fs.status in _FLAGGED:
+            new = StateStatus.PRESENT.value
+        if new is not None and new != fs.status:
+            fs.status = new
+            changed.append(fs)
+    state.put_many(changed)
+
+
 def verify_mirror(dest: Path, on_record: Callable[[dict[str, Any]], None]) -> VerifyReport:
-    """Re-hash every placed file (a few at a time: hashlib releases the GIL)."""
+    """Re-hash every tracked file (a few at a time: hashlib releases the GIL).
+
+    The findings are recorded in the state when this run holds the lock exclusively and
+    may write the database; otherwise (read-only use) they are only reported.
+    """
     report = VerifyReport()
-    with open_mirror(dest) as state, DestLock(dest):
-        placed = [fs for fs in state.all() if fs.path and fs.status in _PLACED]
-        tracked = {fs.path for fs in state.all() if fs.path}
-        with ThreadPoolExecutor(max_workers=4) as pool:
-            for rec in pool.map(lambda fs: _check(dest, fs), placed):
-                report.counts[rec["status"]] += 1
-                report.bytes += rec["bytes"] or 0
-                on_record(rec)
+    require_mirror(dest)
+    with DestLock(dest, command="verify", read_only_ok=True) as lock:
+        writable = lock.exclusive and _can_write(dest)
+        with open_mirror(dest, readonly=not writable) as state:
+            files = {fs.id: fs for fs in state.all()}
+            placed = [fs for fs in files.values() if fs.path and fs.status in _CHECKED]
+            tracked = {fs.path for fs in files.values() if fs.path}
+            recs = []
+            with ThreadPoolExecutor(max_workers=4) as pool:
+                for rec in pool.map(lambda fs: _check(dest, fs), placed):
+                    report.counts[rec["status"]] += 1
+                    report.bytes += rec["bytes"] or 0
+                    recs.append(rec)
+                    on_record(rec)
+            if writable:
+                _record(state, files, recs)
+                report.recorded = True
         for rel in _walk(dest):
             if rel not in tracked:
                 report.counts["untracked"] += 1
@@ -107,6 +176,9 @@ class Status:
     last_complete_run: dict[str, Any] | None
     max_age: float | None
     stale: bool
+    running: dict[str, Any] | None = None
+    """The run holding DEST's lock right now (``command``, ``pid``), if any."""
+    stale_reason: str | None = None
 
     @property
     def exit_code(self) -> int:
@@ -119,10 +191,12 @@ class Status:
             "by_status": self.by_status,
             "by_project": self.by_project,
             "by_member": self.by_member,
+            "running": self.running,
             "last_run": self.last_run,
             "last_complete_run": self.last_complete_run,
             "max_age_seconds": self.max_age,
             "stale": self.stale,
+            "stale_reason": self.stale_reason,
         }
 
     def render(self, fmt: str) -> str:
@@ -135,6 +209,12 @@ class Status:
         for title, groups in (("project", self.by_project), ("member", self.by_member)):
             for key, g in sorted(groups.items()):
                 lines.append(f"{title} {key}: {g['files']} files, {human_bytes(g['bytes'])}")
+        if self.running is not None:
+            pid = self.running["pid"]
+            lines.append(
+                f"running: {self.running['command'] or 'ohpub'}"
+                + (f" (pid {pid})" if pid is not None else "")
+            )
         for title, run in (
             ("last run", self.last_run),
             ("last complete run", self.last_complete_run),
@@ -143,26 +223,77 @@ class Status:
                 lines.append(f"{title}: none")
             else:
                 lines.append(
-                    f"{title}: {run['outcome'] or 'did not finish'}, started {run['started_at']}"
+                    f"{title}: {run['outcome'] or _unfinished(run)}, started {run['started_at']}"
                     + (f", ended {run['ended_at']}" if run["ended_at"] else "")
                 )
         if self.max_age is not None:
-            lines.append(
-                "STALE: last complete run is older than --max-age" if self.stale else "fresh"
-            )
+            lines.append(f"STALE: {self.stale_reason}" if self.stale else "fresh")
         return "\n".join(lines) + "\n"
+
+
+def _unfinished(run: dict[str, Any]) -> str:
+    return "running" if run.get("running") else "did not finish"
 
 
 def _iso(ts: float | None) -> str | None:
     return datetime.fromtimestamp(ts, timezone.utc).isoformat() if ts else None
 
 
+def _run_dict(run: RunInfo | None, running: bool = False) -> dict[str, Any] | None:
+    if run is None:
+        return None
+    return {
+        "id": run.id,
+        "command": run.command,
+        "outcome": run.outcome,
+        "complete": run.complete,
+        "running": running,
+        "started_at": _iso(run.started),
+        "ended_at": _iso(run.ended),
+        "counts": run.counts,
+    }
+
+
+def _staleness(
+    state: StateDB, last: RunInfo | None, mirroring: bool, flagged: int, max_age: float
+) -> str | None:
+    """Why the mirror is not fresh, or None when it is.
+
+    Fresh means: the most recent mirror run into DEST that is not still running ended
+    with outcome ``ok`` (exit 0: its whole scope listed, every file present and
+    verified) less than ``max_age`` ago, and no verify since found a file modified or
+    missing. A failed, interrupted or killed run makes the mirror stale until a good run.
+    """
+    if last is not None and last.ended is None and mirroring:
+        last = state.last_run(before=last.id)  # judge the last run that is over
+    if last is None:
+        return "no mirror run has finished"
+    if last.ended is None:
+        return "the last mirror run did not finish (killed or crashed)"
+    if last.outcome != "ok" or not last.complete:
+        return f"the last mirror run ended {last.outcome or 'badly'}, not ok"
+    if flagged:
+        return f"verify found {flagged} files modified or missing since"
+    if time.time() - last.ended > max_age:
+        return "the last good mirror run is older than --max-age"
+    return None
+
+
 def mirror_status(dest: Path, *, max_age: float | None) -> Status:
-    with open_mirror(dest) as state:
+    """What DEST holds and how its runs went; reads only (the state opened read-only)."""
+    holder: LockHolder | None = None
+    with open_mirror(dest, readonly=True) as state:
+        holder = lock_holder(dest)
+        mirroring = holder is not None and holder.command in ("mirror", None)
         files = state.all()
         last = state.last_run()
         complete = state.last_run(complete_only=True)
-    placed = [fs for fs in files if fs.path and fs.status in _PLACED]
+        placed = [fs for fs in files if fs.path and fs.status in _PLACED]
+        by_status = dict(Counter(fs.status for fs in files))
+        reason = None
+        if max_age is not None:
+            flagged = sum(by_status.get(s, 0) for s in _FLAGGED)
+            reason = _staleness(state, last, mirroring, flagged, max_age)
     by_project: dict[str, dict[str, int]] = {}
     by_member: dict[str, dict[str, int]] = {}
     for fs in placed:
@@ -173,31 +304,17 @@ def mirror_status(dest: Path, *, max_age: float | None) -> Status:
             g = groups.setdefault(key, {"files": 0, "bytes": 0})
             g["files"] += 1
             g["bytes"] += fs.size or 0
-
-    def run_dict(run: Any) -> dict[str, Any] | None:
-        if run is None:
-            return None
-        return {
-            "id": run.id,
-            "command": run.command,
-            "outcome": run.outcome,
-            "complete": run.complete,
-            "started_at": _iso(run.started),
-            "ended_at": _iso(run.ended),
-            "counts": run.counts,
-        }
-
-    stale = False
-    if max_age is not None:
-        stale = complete is None or complete.ended is None or time.time() - complete.ended > max_age
+    last_running = mirroring and last is not None and last.ended is None
     return Status(
         files=len(placed),
         bytes=sum(fs.size or 0 for fs in placed),
-        by_status=dict(Counter(fs.status for fs in files)),
+        by_status=by_status,
         by_project=by_project,
         by_member=by_member,
-        last_run=run_dict(last),
-        last_complete_run=run_dict(complete),
+        last_run=_run_dict(last, last_running),
+        last_complete_run=_run_dict(complete),
         max_age=max_age,
-        stale=stale,
+        stale=reason is not None,
+        running=None if holder is None else {"command": holder.command, "pid": holder.pid},
+        stale_reason=reason,
     )

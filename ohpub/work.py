@@ -25,6 +25,7 @@ from ohpub.errors import NetworkError, OhpubError, ServerError, UnavailableError
 from ohpub.hashing import hash_file
 from ohpub.records import Action, DataFile, StateStatus
 from ohpub.state import FileState, StateDB, StoredRow, partial_dir, stat_fingerprint
+from ohpub.tree import utime_within
 
 if TYPE_CHECKING:
     from ohpub.engine import Events, MirrorOptions
@@ -219,7 +220,9 @@ class Worker:
 
         self.events.started(f)
         try:
-            d = self.downloader.to_part(f, part, progress, max_size=self.max_size)
+            d = self.downloader.to_part(  # h4: opened below DEST, no symlink followed
+                f, part, progress, max_size=self.max_size, root=self.dest
+            )
         except UnavailableError as exc:
             return Finished(f.id, item.action, Action.UNAVAILABLE, error=exc.message)
         except TooLargeError as exc:
@@ -232,9 +235,9 @@ class Worker:
             return Finished(f.id, item.action, None, error=f"file {f.id}: {exc.strerror or exc}")
         finally:
             self.events.finished(f)
-        with contextlib.suppress(OSError):
+        with contextlib.suppress(OSError, OverflowError, ValueError):
             t = f.created.timestamp()
-            os.utime(part, (t, t))
+            utime_within(self.dest, part.relative_to(self.dest).as_posix(), (t, t))  # h4
         with self._lock:
             self._trouble = 0
         return Finished(

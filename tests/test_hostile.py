@@ -155,11 +155,13 @@ def _plant_final_path(dest: Path, outside: Path) -> Path:
 
 
 def _plant_ohpub_internals(dest: Path, outside: Path) -> Path:
-    """Symlinks at the names ohpub writes inside DEST/.ohpub: partial files, their sidecars'
-    temporary files, the index's temporary file."""
+    """Symlinks at the names ohpub writes inside DEST/.ohpub: partial files, their sidecars
+    and the sidecars' temporary files, the index's temporary file (symlinks at ``.ohpub``,
+    the lock, the partial folder and the state database: tests/test_security.py)."""
     (dest / ".ohpub/partial").mkdir(parents=True, exist_ok=True)
     for fid in (1, 2):
         os.symlink(outside / "victim.txt", dest / ".ohpub/partial" / str(fid))
+        os.symlink(outside / "victim.txt", dest / ".ohpub/partial" / f"{fid}.json")
         os.symlink(outside / "victim.txt", dest / ".ohpub/partial" / f"{fid}.json.tmp")
     os.symlink(outside / "victim.txt", dest / ".ohpub/index.jsonl.tmp")
     return outside

@@ -15,15 +15,17 @@ from pathlib import Path
 
 import pytest
 
-from ohpub.errors import LockedError, StateError
+from ohpub.errors import LockedError, StateError, UsageError
 from ohpub.records import parse_datafile
 from ohpub.state import (
     APPLICATION_ID,
     SCHEMA_VERSION,
     DestLock,
     FileState,
+    LockHolder,
     StateDB,
     ensure_dirs,
+    lock_holder,
     ohpub_dir,
     partial_dir,
     stat_fingerprint,
@@ -374,3 +376,61 @@ def test_lock_held_by_other_process_then_sigkill(tmp_path: Path) -> None:
     lock.acquire()  # the kernel dropped the dead run's lock: no stale lock
     assert (ohpub_dir(tmp_path) / "lock").read_text().strip() == str(os.getpid())
     lock.release()
+
+
+# -- statuses verify records, read-only opening, lock probing (issues 12 and 14) ----------------
+
+
+def test_verify_statuses_are_accepted(db: StateDB) -> None:
+    db.put_many([make_fs(1, status="modified"), make_fs(2, status="missing")])
+    assert {fs.id: fs.status for fs in db.all()} == {1: "modified", 2: "missing"}
+
+
+def test_read_only_open_writes_nothing_and_refuses_writes_without_move_away(
+    tmp_path: Path,
+) -> None:
+    with StateDB.open(tmp_path) as db:
+        db.put(make_fs(1))
+    files = {p.name: p.read_bytes() for p in ohpub_dir(tmp_path).iterdir() if p.is_file()}
+    with StateDB.open(tmp_path, create=False, readonly=True) as ro:
+        assert ro.readonly and [fs.id for fs in ro.all()] == [1]
+        with pytest.raises(StateError) as info:
+            ro.put(make_fs(2))
+        assert info.value.hint and "move it away" not in info.value.hint
+    after = {p.name: p.read_bytes() for p in ohpub_dir(tmp_path).iterdir() if p.is_file()}
+    # The database is untouched; in a writable folder SQLite may leave its (empty) WAL
+    # side files behind, as any reader does; the next writer takes them over.
+    assert {k: v for k, v in after.items() if not k.endswith(("-wal", "-shm"))} == files
+    assert after.get("state.sqlite3-wal", b"") == b""
+
+
+def test_symlinked_state_database_is_refused(tmp_path: Path) -> None:
+    outside = tmp_path / "outside.sqlite3"
+    dest = tmp_path / "dest"
+    ensure_dirs(dest)
+    os.symlink(outside, state_db_path(dest))
+    with pytest.raises(UsageError, match="symlink"):
+        StateDB.open(dest)
+    assert not outside.exists()
+
+
+def test_lock_holder_probe(tmp_path: Path) -> None:
+    assert lock_holder(tmp_path) is None  # no lock file at all
+    with DestLock(tmp_path, command="verify"):
+        assert lock_holder(tmp_path) == LockHolder(os.getpid(), "verify")
+    assert lock_holder(tmp_path) is None  # the file remains; nobody holds it
+    with DestLock(tmp_path):
+        assert lock_holder(tmp_path) == LockHolder(os.getpid(), "mirror")
+        assert (ohpub_dir(tmp_path) / "lock").read_text().strip() == str(os.getpid())
+
+
+def test_symlinked_lock_is_refused(tmp_path: Path) -> None:
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"keep")
+    dest = tmp_path / "dest"
+    ensure_dirs(dest)
+    os.symlink(victim, ohpub_dir(dest) / "lock")
+    with pytest.raises(UsageError, match="symlink"):
+        DestLock(dest).acquire()
+    assert victim.read_bytes() == b"keep"
+    assert lock_holder(dest) is None
