@@ -488,7 +488,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     q = args.quick
     args.size = args.size or (8 * MIB if q else 400 * MIB)
-    args.capped_size = args.capped_size or (8 * MB if q else 1000 * MB)
+    args.capped_size = args.capped_size or (4 * MB if q else 1000 * MB)
     args.cap = args.cap or (4 * MB if q else 25 * MB)
     args.jobs = args.jobs or (4 if q else 8)
     args.runs = args.runs or (1 if q else 3)
