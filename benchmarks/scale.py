@@ -67,7 +67,7 @@ def _measure(proc: bl.ProcResult, stats: bl.LogStats | None = None) -> Measure:
     if proc.timed_out:
         note = "timed out"
     elif proc.rc != 0:
-        note = f"exit {proc.rc}: {proc.stderr.strip().splitlines()[-1:] or ''}"
+        note = f"exit {proc.rc}: {(proc.stderr.strip().splitlines() or [''])[-1]}"
     m = Measure(wall=proc.wall, rss=proc.peak_rss, rc=proc.rc, note=note)
     if stats is not None:
         m.site, m.storage = stats.site_requests, stats.storage_requests
@@ -261,7 +261,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--max-size", type=int, default=2000)
     p.add_argument("--timeout", type=float, default=3600.0, help="seconds per ohpub run")
     p.add_argument("--settle", type=float, default=None, help="wait for quiet (default 10 s)")
-    p.add_argument("--json", type=Path)
+    p.add_argument("--json", type=Path, help="also write the results as JSON here")
+    p.add_argument(
+        "--render",
+        metavar="JSON,...",
+        help="run nothing: print one table from the --json files of earlier runs (sizes "
+        "measured separately, e.g. 100,000 on its own)",
+    )
     p.add_argument("--quiet", "-q", action="store_true")
     args = p.parse_args(argv)
     q = args.quick
@@ -274,8 +280,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def load(path: Path) -> list[SizeResult]:
+    out = []
+    for d in json.loads(path.read_text()):
+        for key in ("seed", "noop", "listing_alone", "replay", "ohpub_list"):
+            d[key] = Measure(**d[key])
+        out.append(SizeResult(**d))
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.render:
+        loaded = [r for name in args.render.split(",") for r in load(Path(name))]
+        print(render(sorted(loaded, key=lambda r: r.files), args))
+        return 0
     bench = ScaleBench(args)
     started = time.monotonic()
     print(f"# ohpub scale benchmark ({'quick' if args.quick else 'full'})\n")
