@@ -487,9 +487,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--quiet", "-q", action="store_true")
     args = p.parse_args(argv)
     q = args.quick
-    args.size = args.size or (8 * MIB if q else 400 * MIB)
-    args.capped_size = args.capped_size or (4 * MB if q else 1000 * MB)
-    args.cap = args.cap or (4 * MB if q else 25 * MB)
+    args.size = args.size or (4 * MIB if q else 400 * MIB)
+    args.capped_size = args.capped_size or (2 * MB if q else 1000 * MB)
+    args.cap = args.cap or (2 * MB if q else 25 * MB)
     args.jobs = args.jobs or (4 if q else 8)
     args.runs = args.runs or (1 if q else 3)
     args.settle = args.settle if args.settle is not None else (0.0 if q else 10.0)

@@ -69,12 +69,14 @@ def _run_bench(*args: str) -> subprocess.CompletedProcess[str]:
 
 def test_quick_transfer_benchmark_runs_both_protocols_and_checks_bytes(tmp_path: Path) -> None:
     out_json = tmp_path / "transfer.json"
-    out = _run_bench("transfer", "--quick", "--quiet", "--json", str(out_json)).stdout
+    out = _run_bench(
+        "transfer", "--quick", "--quiet", "--protos", "https", "--json", str(out_json)
+    ).stdout
     assert "- machine: nproc " in out and "- date: " in out, out
     assert "## (a) One " in out and "## (b) One " in out, out
     results = json.loads(out_json.read_text())
     for part, peers in (("big", {"ohpub fetch", "ohpub mirror", "curl"}), ("capped", PEERS2)):
-        assert [r["proto"] for r in results[part]] == ["http", "https"]
+        assert [r["proto"] for r in results[part]] == ["https"]  # http: the test above
         for res in results[part]:
             rows = {row["name"]: row for row in res["rows"]}
             assert set(rows) == peers
@@ -85,17 +87,24 @@ def test_quick_transfer_benchmark_runs_both_protocols_and_checks_bytes(tmp_path:
                 assert row["runs"] or row["unavailable"], row
 
 
-
 def test_quick_scale_benchmark_reports_a_row_per_size_and_the_slopes(tmp_path: Path) -> None:
     out_json = tmp_path / "scale.json"
     out = _run_bench(
-        "scale", "--quick", "--quiet", "--sizes", "600,1200", "--json", str(out_json)
+        "scale",
+        "--quick",
+        "--quiet",
+        "--sizes",
+        "150,400",
+        "--per-member",
+        "300",
+        "--json",
+        str(out_json),
     ).stdout
-    assert re.search(r"^\| 600 \(1\) \|", out, re.M), out
-    assert re.search(r"^\| 1,200 \(2\) \|", out, re.M), out
+    assert re.search(r"^\| 150 \(1\) \|", out, re.M), out
+    assert re.search(r"^\| 400 \(2\) \|", out, re.M), out
     assert "slopes per 1,000 files" in out, out
     results = json.loads(out_json.read_text())
-    assert [r["files"] for r in results] == [600, 1200]
+    assert [r["files"] for r in results] == [150, 400]
     for r in results:
         assert r["noop"]["storage"] == 0, r
         assert r["listing_alone"]["rc"] == 0 and r["replay"]["rc"] == 0, r
