@@ -104,6 +104,17 @@ def test_kill_9_mid_file_over_https_resumes_with_range(oh_tls: Any, tmp_path: Pa
     assert not part.exists()
 
 
+def test_tls_connection_reset_mid_body_resumes_within_the_run(oh_tls: Any, tmp_path: Path) -> None:
+    fid = add_big_file(oh_tls, 3_000_000)
+    oh_tls.faults.reset_after[fid] = (1_000_000, 2)  # TCP RST under the TLS stream, twice
+    res = run_cli(oh_tls, ["mirror", str(tmp_path), "-p", "600"], env=FAST_RETRY)
+    assert res.code == 0, res.stderr
+    assert (tmp_path / "alice/600/big.bin").read_bytes() == content_of(oh_tls, fid)
+    ranges = [e.headers.get("range") for e in _storage_gets(oh_tls)]
+    assert len(ranges) == 3 and ranges[0] is None
+    assert all(r and r.startswith("bytes=") for r in ranges[1:])
+
+
 @pytest.mark.parametrize(
     "args", [["fetch", "3", "-o", "-"], ["list"], ["mirror", "{dest}"]], ids=lambda a: a[0]
 )
