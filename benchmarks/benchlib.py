@@ -100,10 +100,11 @@ def _is_listing(path: str) -> bool:
 
 class BenchServer:
     """``tests.ohserver.OHServer`` in benchmark mode: latency on every role, an optional
-    per-connection bandwidth cap on storage, generated data in project 300."""
+    per-connection bandwidth cap on storage, generated data in project 300; ``tls``: both
+    roles over HTTPS, clients trust ``ca_bundle``."""
 
-    def __init__(self, latency: float, bandwidth: int | None = None) -> None:
-        self.oh = OHServer(seed=0)
+    def __init__(self, latency: float, bandwidth: int | None = None, tls: bool = False) -> None:
+        self.oh = OHServer(seed=0, tls=tls)
         self.oh.start()
         self.set_latency(latency)
         self.oh.faults.bandwidth = bandwidth
@@ -112,6 +113,17 @@ class BenchServer:
     @property
     def base_url(self) -> str:
         return self.oh.base_url
+
+    @property
+    def ca_bundle(self) -> str | None:
+        return self.oh.ca_bundle if self.oh.tls else None
+
+    def client_env(self, env: dict[str, str]) -> dict[str, str]:
+        """``env`` for a child that must trust this server (REQUESTS_CA_BUNDLE over TLS)."""
+        out = dict(env)
+        if self.ca_bundle:
+            out["REQUESTS_CA_BUNDLE"] = self.ca_bundle
+        return out
 
     def set_latency(self, seconds: float) -> None:
         self.latency = seconds
@@ -430,6 +442,54 @@ def data_files(root: Path) -> tuple[int, int]:
             n += 1
             size += st.st_size
     return n, size
+
+
+def machine() -> str:
+    """nproc, CPU model (/proc/cpuinfo), memory (/proc/meminfo), Python, kernel."""
+    import platform
+
+    mem = ""
+    try:
+        with open("/proc/meminfo") as fh:
+            kib = int(fh.readline().split()[1])
+            mem = f"{kib / 1024 / 1024:.1f} GiB"
+    except (OSError, ValueError, IndexError):
+        pass
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            cpu = next(ln.split(":")[1].strip() for ln in fh if ln.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return (
+        f"nproc {os.cpu_count()}, CPU {cpu}, {mem} RAM, Python {platform.python_version()}, "
+        f"{platform.system()} {platform.release()}"
+    )
+
+
+def source_state() -> str:
+    """Which ohpub is measured: the commit, and whether ohpub/ has uncommitted changes."""
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(ROOT), "log", "-1", "--format=%h %s"],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(ROOT), "status", "--short", "ohpub"],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout.split("\n")
+    except OSError:
+        return "unknown (no git)"
+    changed = [line[3:] for line in dirty if line.strip()]
+    return f"commit {head or '?'}" + (f" + uncommitted {', '.join(changed)}" if changed else "")
+
+
+def utc_now() -> str:
+    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
 
 
 def fresh_dir(path: Path) -> Path:

@@ -2,6 +2,8 @@
 """ohpub side by side with ohpub-download, wget, curl and aria2c, against the physical floor.
 
     .venv/bin/python benchmarks/run.py [--quick] [--scenario N ...] [--runs K]
+    .venv/bin/python -m benchmarks.run transfer [--help]   # issue 13: big files, HTTPS
+    .venv/bin/python -m benchmarks.run scale --sizes 10000,30000   # issue 10
 
 Every scenario runs on one local Open Humans server (``tests/ohserver.py``) in benchmark mode:
 latency on every request (default 30 ms), an optional per-connection bandwidth cap on
@@ -17,8 +19,6 @@ import argparse
 import hashlib
 import json
 import math
-import os
-import platform
 import shutil
 import signal
 import subprocess
@@ -30,8 +30,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import benchlib as bl
-import peers as pr
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # also as python -m benchmarks.run
+import benchlib as bl  # noqa: E402
+import peers as pr  # noqa: E402
 
 KB, MB = 1000, 1000 * 1000
 KIB = 1024
@@ -913,47 +914,6 @@ def render(res: ScenarioResult) -> str:
     return "\n".join(out) + "\n"
 
 
-def source_state() -> str:
-    """Which ohpub is measured: the commit, and whether ohpub/ has uncommitted changes."""
-    root = bl.ROOT
-    try:
-        head = subprocess.run(
-            ["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            check=False,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(root), "status", "--short", "ohpub"],
-            capture_output=True,
-            text=True,
-            check=False,
-        ).stdout.split("\n")
-    except OSError:
-        return "unknown (no git)"
-    changed = [line[3:] for line in dirty if line.strip()]
-    return f"commit {head or '?'}" + (f" + uncommitted {', '.join(changed)}" if changed else "")
-
-
-def machine() -> str:
-    mem = ""
-    try:
-        with open("/proc/meminfo") as fh:
-            mem = fh.readline().split(":")[1].strip()
-    except OSError:
-        pass
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as fh:
-            cpu = next(ln.split(":")[1].strip() for ln in fh if ln.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return (
-        f"{os.cpu_count()} CPUs ({cpu}), {mem} RAM, Python {platform.python_version()}, "
-        f"{platform.system()} {platform.release()}"
-    )
-
-
 # ---------------------------------------------------------------------------------------------
 # Main
 # ---------------------------------------------------------------------------------------------
@@ -1086,7 +1046,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+SUBCOMMANDS = {"transfer": "transfer", "scale": "scale"}
+"""``run.py transfer ...`` (issue 13: big files, HTTP/HTTPS, parallel ranges) and
+``run.py scale ...`` (issue 10: 10,000-100,000 files); without one, scenarios 1-5."""
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in SUBCOMMANDS:
+        import importlib
+
+        return int(importlib.import_module(SUBCOMMANDS[argv[0]]).main(argv[1:]))
     args = parse_args(argv)
     all_sc = scenarios(args)
     if args.serve:
@@ -1095,8 +1065,8 @@ def main(argv: list[str] | None = None) -> int:
     wanted = sorted(set(args.scenario or [1, 2, 3, 4, 5]))
     started = time.monotonic()
     print(f"# ohpub benchmark ({'quick' if args.quick else 'full'})\n")
-    print(f"machine: {machine()}")
-    print(f"ohpub source: {source_state()}")
+    print(f"machine: {bl.machine()}; date {bl.utc_now()}")
+    print(f"ohpub source: {bl.source_state()}")
     print(
         f"ohpub: {sys.executable}; jobs {args.jobs}, api-concurrency {args.api_concurrency}; "
         f"runs {args.runs} (median), peer budget {args.peer_budget:.0f} s\n",

@@ -34,6 +34,18 @@ def oh176() -> Iterator[OHServer]:
     _no_server_errors(server)
 
 
+@pytest.fixture
+def oh_tls(monkeypatch: pytest.MonkeyPatch) -> Iterator[OHServer]:
+    """Like ``oh_server``, served over HTTPS on both the site and the storage ports, with a
+    CA made for the test (``server.ca_bundle``). The client trusts it the standard way:
+    ``REQUESTS_CA_BUNDLE`` is set for the test, so in-process runs and child processes
+    alike use it; a test that wants an untrusted client deletes it."""
+    with OHServer(tls=True).load_sample() as server:
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", server.ca_bundle)
+        yield server
+    _no_server_errors(server)
+
+
 def _no_server_errors(server: OHServer) -> None:
     """A bug inside the test server must not hide behind a client-side failure."""
     if server.errors:

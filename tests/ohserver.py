@@ -26,6 +26,9 @@ Typical use::
         ...
         assert server.count(role="storage") == 1
 
+``OHServer(tls=True)`` serves https:// on both listeners with a certificate from a CA made at
+start (``trustme``); clients trust ``server.ca_bundle`` (e.g. ``REQUESTS_CA_BUNDLE``).
+
 Run ``python -m tests.ohserver --help`` for a foreground server.
 """
 
@@ -41,11 +44,14 @@ import json
 import random
 import re
 import selectors
+import shutil
 import signal
 import socket
 import socketserver
+import ssl
 import struct
 import sys
+import tempfile
 import threading
 import time
 import traceback
@@ -58,6 +64,7 @@ from email.utils import formatdate, parsedate_to_datetime
 from functools import lru_cache
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlencode, urlsplit, urlunsplit
 
@@ -664,8 +671,14 @@ class OHServer:
         storage_url_ttl: int = 600,
         seed: int | None = 0,
         shuffle: bool = True,
+        tls: bool = False,
     ) -> None:
         self.host = host
+        self.tls = tls
+        """Serve https:// on both listeners, with a certificate from a CA made at start
+        (``trustme``); clients trust it through :attr:`ca_bundle`."""
+        self._tls_dir: str | None = None
+        self._ssl_context: ssl.SSLContext | None = None
         self._ports = (port, storage_port)
         self.key_ttl = key_ttl
         """Seconds a download key stays valid after minting."""
@@ -718,6 +731,8 @@ class OHServer:
         if self._listeners:
             raise RuntimeError("already started")
         self._stopping.clear()
+        if self.tls and self._ssl_context is None:
+            self._ssl_context = self._make_tls()
         site = _Listener((self.host, self._ports[0]), self, site=True)
         try:
             storage = _Listener((self.host, self._ports[1]), self, site=False)
@@ -749,13 +764,45 @@ class OHServer:
                 threads.extend(listener.threads)
             for conn in conns:
                 with contextlib.suppress(OSError):
-                    conn.shutdown(socket.SHUT_RDWR)
+                    # The plain socket's shutdown: SSLSocket.shutdown would drop its SSL
+                    # object under the connection thread still reading from it.
+                    socket.socket.shutdown(conn, socket.SHUT_RDWR)
         deadline = time.monotonic() + timeout
         for t in threads:
             t.join(max(0.0, deadline - time.monotonic()))
         for s in self._wake:
             s.close()
         self._listeners, self._wake, self._accept_thread = [], None, None
+        if self._tls_dir is not None:
+            shutil.rmtree(self._tls_dir, ignore_errors=True)
+            self._tls_dir, self._ssl_context = None, None
+
+    def _make_tls(self) -> ssl.SSLContext:
+        """A fresh CA (its PEM in a temporary directory) and a server certificate for
+        ``host``, ``127.0.0.1`` and ``localhost``."""
+        import trustme  # only TLS servers need it (the ``test`` extra installs it)
+
+        ca = trustme.CA(organization_name="ohserver local test CA")
+        names = dict.fromkeys((self.host, "127.0.0.1", "localhost"))
+        cert = ca.issue_cert(*names)
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        cert.configure_cert(ctx)
+        self._tls_dir = tempfile.mkdtemp(prefix="ohserver-tls-")
+        ca.cert_pem.write_to_path(str(Path(self._tls_dir) / "ca.pem"))
+        return ctx
+
+    @property
+    def ca_bundle(self) -> str:
+        """Path of the CA certificate (PEM) that signed the server's certificate, for
+        ``REQUESTS_CA_BUNDLE``, ``curl --cacert`` or ``aria2c --ca-certificate``; valid
+        while the server runs."""
+        if self._tls_dir is None:
+            raise RuntimeError("not a started TLS server (OHServer(tls=True))")
+        return str(Path(self._tls_dir) / "ca.pem")
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls else "http"
 
     def __enter__(self) -> OHServer:
         return self.start() if not self._listeners else self
@@ -783,12 +830,12 @@ class OHServer:
     @property
     def base_url(self) -> str:
         """The site (API + download view), e.g. ``http://127.0.0.1:8000``; canonical host."""
-        return f"http://{self.host}:{self._listeners[0].server_address[1]}"
+        return f"{self.scheme}://{self.host}:{self._listeners[0].server_address[1]}"
 
     @property
     def storage_url(self) -> str:
         """The storage (S3-like) host."""
-        return f"http://{self.host}:{self._listeners[1].server_address[1]}"
+        return f"{self.scheme}://{self.host}:{self._listeners[1].server_address[1]}"
 
     @property
     def api_url(self) -> str:
@@ -1433,7 +1480,8 @@ class OHServer:
             }.get(view, self._member_json)
             results = [render(x) for x in page]
 
-        url = f"http://{req.headers.get('host') or urlsplit(self.base_url).netloc}{req.target}"
+        host = req.headers.get("host") or urlsplit(self.base_url).netloc
+        url = f"{self.scheme}://{host}{req.target}"
         nxt = None
         if offset + limit < count:
             nxt = _replace_query(_replace_query(url, "limit", limit), "offset", offset + limit)
@@ -1725,6 +1773,13 @@ class _Listener(ThreadingHTTPServer):
         host, port = self.server_address[:2]
         self.server_name, self.server_port = str(host), int(port)
 
+    def get_request(self) -> tuple[socket.socket, Any]:
+        sock, address = super().get_request()
+        ctx = self.oh._ssl_context
+        if ctx is not None:  # the handshake runs on the connection's thread (_run)
+            sock = ctx.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+        return sock, address
+
     def process_request(self, request: Any, client_address: Any) -> None:
         t = threading.Thread(
             target=self._run, args=(request, client_address), name="ohserver-conn", daemon=True
@@ -1736,6 +1791,13 @@ class _Listener(ThreadingHTTPServer):
 
     def _run(self, request: Any, client_address: Any) -> None:
         try:
+            if isinstance(request, ssl.SSLSocket):
+                try:
+                    request.settimeout(30)
+                    request.do_handshake()
+                except OSError:  # ssl.SSLError included: e.g. a client refusing our CA
+                    self.shutdown_request(request)
+                    return
             self.process_request_thread(request, client_address)
         finally:
             with self.lock:
@@ -2244,6 +2306,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bandwidth", type=int, default=None, help="storage bytes/s cap")
     parser.add_argument("--key-ttl", type=float, default=3600.0, help="download key lifetime")
     parser.add_argument("--seed", type=int, default=None, help="seed for shuffles and keys")
+    parser.add_argument(
+        "--tls", action="store_true", help="serve https:// (prints the CA bundle to trust)"
+    )
     args = parser.parse_args(argv)
 
     server = OHServer(
@@ -2252,6 +2317,7 @@ def main(argv: list[str] | None = None) -> int:
         storage_port=args.storage_port,
         key_ttl=args.key_ttl,
         seed=args.seed,
+        tls=args.tls,
     )
     if args.project176:
         server.load_project176()
@@ -2269,6 +2335,8 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, terminate)  # kill PID stops as cleanly as Ctrl-C
     print(f"OHPUB_BASE_URL={server.base_url}", flush=True)
+    if args.tls:
+        print(f"REQUESTS_CA_BUNDLE={server.ca_bundle}", flush=True)
     print(
         f"ohserver: site {server.base_url}  storage {server.storage_url}  "
         f"files {len(server.file_ids(public_only=True))} listed; Ctrl-C stops",

@@ -14,6 +14,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PEERS = ("ohpub", "ohpub-download", "wget", "curl", "aria2c")
+PEERS2 = {"ohpub fetch", "ohpub mirror", "aria2c", "curl"}  # run.py transfer, part (b)
 
 
 def test_quick_benchmark_runs_every_scenario_and_peer(tmp_path: Path) -> None:
@@ -52,3 +53,58 @@ def test_quick_benchmark_runs_every_scenario_and_peer(tmp_path: Path) -> None:
             row = rows[peer]
             # either it ran (a wall time) or it says why it could not
             assert "wall" in row or row.get("unavailable"), row
+
+
+def _run_bench(*args: str) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.run", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+def test_quick_transfer_benchmark_runs_both_protocols_and_checks_bytes(tmp_path: Path) -> None:
+    out_json = tmp_path / "transfer.json"
+    out = _run_bench(
+        "transfer", "--quick", "--quiet", "--protos", "https", "--json", str(out_json)
+    ).stdout
+    assert "- machine: nproc " in out and "- date: " in out, out
+    assert "## (a) One " in out and "## (b) One " in out, out
+    results = json.loads(out_json.read_text())
+    for part, peers in (("big", {"ohpub fetch", "ohpub mirror", "curl"}), ("capped", PEERS2)):
+        assert [r["proto"] for r in results[part]] == ["https"]  # http: the test above
+        for res in results[part]:
+            rows = {row["name"]: row for row in res["rows"]}
+            assert set(rows) == peers
+            for name in ("ohpub fetch", "ohpub mirror"):
+                runs = rows[name]["runs"]
+                assert runs and all(r["ok"] and r["rc"] == 0 for r in runs), rows[name]
+            for row in rows.values():
+                assert row["runs"] or row["unavailable"], row
+
+
+def test_quick_scale_benchmark_reports_a_row_per_size_and_the_slopes(tmp_path: Path) -> None:
+    out_json = tmp_path / "scale.json"
+    out = _run_bench(
+        "scale",
+        "--quick",
+        "--quiet",
+        "--sizes",
+        "150,400",
+        "--per-member",
+        "300",
+        "--json",
+        str(out_json),
+    ).stdout
+    assert re.search(r"^\| 150 \(1\) \|", out, re.M), out
+    assert re.search(r"^\| 400 \(2\) \|", out, re.M), out
+    assert "slopes per 1,000 files" in out, out
+    results = json.loads(out_json.read_text())
+    assert [r["files"] for r in results] == [150, 400]
+    for r in results:
+        assert r["noop"]["storage"] == 0, r
+        assert r["listing_alone"]["rc"] == 0 and r["replay"]["rc"] == 0, r
