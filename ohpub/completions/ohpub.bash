@@ -18,15 +18,15 @@ _ohpub() {
         fi
         if [[ -z $cmd ]]; then
             case $w in
-                --base-url|--log-file|--timeout|--api-concurrency|--retries) skip=1 ;;
+                --base-url|--log-file|--timeout|--api-concurrency|--retries|--retry-budget) skip=1 ;;
                 -*) ;;
                 *) cmd=$w ;;
             esac
         else
             case "$cmd:$w" in
                 list:--project|list:-p|list:--user|list:-u|list:--datatype|list:-t|list:--tag|list:--name|list:--since|list:--until|list:--format|list:-f|list:--limit|list:-n) skip=1 ;;
-                mirror:--project|mirror:-p|mirror:--user|mirror:-u|mirror:--datatype|mirror:-t|mirror:--tag|mirror:--name|mirror:--since|mirror:--until|mirror:--jobs|mirror:-j|mirror:--max-size|mirror:--format|mirror:-f) skip=1 ;;
-                fetch:--dir|fetch:-d|fetch:--output|fetch:-o) skip=1 ;;
+                mirror:--project|mirror:-p|mirror:--user|mirror:-u|mirror:--datatype|mirror:-t|mirror:--tag|mirror:--name|mirror:--since|mirror:--until|mirror:--jobs|mirror:-j|mirror:--max-size|mirror:--format|mirror:-f|mirror:--multi-thread-cutoff) skip=1 ;;
+                fetch:--dir|fetch:-d|fetch:--output|fetch:-o|fetch:--multi-thread-cutoff) skip=1 ;;
                 verify:--format|verify:-f) skip=1 ;;
                 status:--max-age|status:--format|status:-f) skip=1 ;;
                 *:-*) ;;
@@ -40,6 +40,7 @@ _ohpub() {
         :--timeout) COMPREPLY=(); return ;;
         :--api-concurrency) COMPREPLY=(); return ;;
         :--retries) COMPREPLY=(); return ;;
+        :--retry-budget) COMPREPLY=(); return ;;
         list:--project|list:-p) COMPREPLY=(); return ;;
         list:--user|list:-u) COMPREPLY=(); return ;;
         list:--datatype|list:-t) COMPREPLY=(); return ;;
@@ -59,8 +60,10 @@ _ohpub() {
         mirror:--jobs|mirror:-j) COMPREPLY=(); return ;;
         mirror:--max-size) COMPREPLY=(); return ;;
         mirror:--format|mirror:-f) COMPREPLY=($(compgen -W "text jsonl" -- "$cur")); return ;;
+        mirror:--multi-thread-cutoff) COMPREPLY=(); return ;;
         fetch:--dir|fetch:-d) compopt -o filenames 2>/dev/null; mapfile -t COMPREPLY < <(compgen -d -- "$cur"); return ;;
         fetch:--output|fetch:-o) compopt -o filenames 2>/dev/null; mapfile -t COMPREPLY < <(compgen -f -- "$cur"); return ;;
+        fetch:--multi-thread-cutoff) COMPREPLY=(); return ;;
         verify:--format|verify:-f) COMPREPLY=($(compgen -W "text jsonl" -- "$cur")); return ;;
         status:--max-age) COMPREPLY=(); return ;;
         status:--format|status:-f) COMPREPLY=($(compgen -W "text json" -- "$cur")); return ;;
@@ -68,22 +71,26 @@ _ohpub() {
     if [[ $cur == -* ]]; then
         local opts
         case $cmd in
-            "") opts="--base-url --verbose -v --quiet -q --log-file --timeout --api-concurrency --retries --version --help -h" ;;
+            "") opts="--base-url --verbose -v --quiet -q --log-file --timeout --api-concurrency --retries --retry-budget --version -V --help -h" ;;
             list) opts="--project -p --user -u --datatype -t --tag --name --since --until --format -f --limit -n --help -h" ;;
-            mirror) opts="--project -p --user -u --datatype -t --tag --name --since --until --jobs -j --dry-run -n --delete --no-delete --max-size --strict --no-strict --format -f --help -h" ;;
-            fetch) opts="--dir -d --output -o --force --no-force --help -h" ;;
+            mirror) opts="--project -p --user -u --datatype -t --tag --name --since --until --jobs -j --dry-run -n --delete --no-delete --max-size --strict --no-strict --format -f --multi-thread-cutoff --help -h" ;;
+            fetch) opts="--dir -d --output -o --force --no-force --multi-thread-cutoff --help -h" ;;
             verify) opts="--format -f --help -h" ;;
             status) opts="--max-age --format -f --help -h" ;;
+            help) opts="--help -h" ;;
+            completion) opts="--help -h" ;;
         esac
         COMPREPLY=($(compgen -W "$opts" -- "$cur"))
         return
     fi
     case "$cmd:$npos" in
-        ":"*) COMPREPLY=($(compgen -W "list mirror fetch verify status" -- "$cur")) ;;
+        ":"*) COMPREPLY=($(compgen -W "list mirror fetch verify status help completion" -- "$cur")) ;;
         list:0) COMPREPLY=($(compgen -W "files projects datatypes members" -- "$cur")) ;;
         mirror:0) compopt -o filenames 2>/dev/null; mapfile -t COMPREPLY < <(compgen -d -- "$cur") ;;
         verify:0) compopt -o filenames 2>/dev/null; mapfile -t COMPREPLY < <(compgen -d -- "$cur") ;;
         status:0) compopt -o filenames 2>/dev/null; mapfile -t COMPREPLY < <(compgen -d -- "$cur") ;;
+        help:0) COMPREPLY=($(compgen -W "list mirror fetch verify status help completion" -- "$cur")) ;;
+        completion:0) COMPREPLY=($(compgen -W "bash zsh fish" -- "$cur")) ;;
     esac
 }
 
