@@ -185,6 +185,13 @@ class _Group(TyperGroup):
         _format_params(self, ctx, formatter)
         self.format_commands(ctx, formatter)
 
+    def make_context(self, *args: Any, **kwargs: Any) -> Any:
+        """Parsing runs eager options (``--help``, ``-V``), which write to stdout too."""
+        try:
+            return super().make_context(*args, **kwargs)
+        except BrokenPipeError:
+            raise ReaderGone() from None
+
     def invoke(self, ctx: Any) -> Any:
         """One rule for every command: a closed stdout ends the command quietly (exit 0),
         Ctrl-C says what was done (exit 130). Typer would turn both into other codes."""

@@ -105,7 +105,8 @@ class LiveLines:
                     self.draw()
 
     def _plain(self) -> None:
-        text = "; ".join(line.strip() for line in self.render(10_000) if line.strip())
+        # Width 0: the renderer leaves out anything drawn to fit (a bar), keeps the words.
+        text = "; ".join(line.strip() for line in self.render(0) if line.strip())
         if text:
             self._write(f"ohpub: {text}\n")
 

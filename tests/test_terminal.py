@@ -200,3 +200,36 @@ def test_dumb_terminal_gets_no_cursor_movement(slow176: OHServer, tmp_path: Path
     assert "\x1b" not in text
     assert "\r" not in text.replace("\r\n", "\n"), text[:500]
     assert _summary(slow176).fullmatch(term.last_line())
+
+
+def test_dumb_terminal_gets_plain_status_lines_now_and_then(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import io
+
+    from ohpub.mirror import FileResult
+    from ohpub.output import MirrorView
+    from ohpub.screen import LiveLines
+
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.setenv("TERM", "dumb")
+    err = Tty()
+    view = MirrorView(fmt="text", quiet=True, bars=False, out=io.StringIO())
+    view.listing_done(31)
+    for i in range(5):
+        view.result(FileResult(i, f"a/{i}", "downloaded"))
+    live = LiveLines(err, view._render, plain_every=0.05)
+    live.start()
+    deadline = time.monotonic() + 10
+    while err.getvalue().count("\n") < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    live.close()
+    lines = err.getvalue().splitlines()
+    assert "\r" not in err.getvalue() and "\x1b" not in err.getvalue()
+    assert re.fullmatch(
+        r"ohpub: files: 5/31 +16% \[\d\d:\d\d, ETA [-\d:]+\]; bytes: 0 B, 0 B/s, 0 in flight",
+        lines[0],
+    ), lines
