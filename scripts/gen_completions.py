@@ -132,8 +132,10 @@ def read_cli() -> tuple[list[Param], list[Command]]:
             Command(
                 name=name,
                 help=_one_line(cmd.help),
+                # Global options are accepted after the command too (ohpub list -q).
                 options=[_param(p) for p in params if p.param_type_name == "option"]
-                + [_help_option()],
+                + [_help_option()]
+                + [_param(p) for p in group.params if not p.hidden],
                 args=[_param(p) for p in params if p.param_type_name == "argument"],
             )
         )

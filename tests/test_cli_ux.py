@@ -552,6 +552,11 @@ def test_bash_completion(tmp_path: Path) -> None:
     assert _bash_complete(["ohpub", "status", "d", "-f", ""], tmp_path) == ["text", "json"]
     assert _bash_complete(["ohpub", "fetch", "1", "-o", "a-f"], tmp_path) == ["a-file"]
     assert _bash_complete(["ohpub", "--timeout", "3", "l"], tmp_path) == ["list"]
+    # Global options after the command, as the CLI accepts them there.
+    assert _bash_complete(["ohpub", "list", "projects", "--q"], tmp_path) == ["--quiet"]
+    assert _bash_complete(["ohpub", "mirror", "d", "--log-file", "a-f"], tmp_path) == ["a-file"]
+    assert _bash_complete(["ohpub", "help", "mi"], tmp_path) == ["mirror"]
+    assert _bash_complete(["ohpub", "completion", ""], tmp_path) == ["bash", "zsh", "fish"]
 
 
 @pytest.mark.skipif(shutil.which("fish") is None, reason="fish is not installed")

@@ -233,3 +233,21 @@ def test_dumb_terminal_gets_plain_status_lines_now_and_then(
         r"ohpub: files: 5/31 +16% \[\d\d:\d\d, ETA [-\d:]+\]; bytes: 0 B, 0 B/s, 0 in flight",
         lines[0],
     ), lines
+
+
+def test_listing_line_gives_the_listings_own_count_once_known() -> None:
+    import io
+
+    from ohpub.output import MirrorView
+
+    view = MirrorView(fmt="text", quiet=True, bars=False, out=io.StringIO())
+    view.listed(12)
+    assert view._render(100)[0].startswith("listing: 12 files so far [")
+    view.expected(4120)  # Events.expected: the count of files in scope, from page one
+    view.listed(1200)
+    assert view._render(100)[0].startswith("listing: 1200 of 4120 files so far [")
+    view.sized(2_600_000)  # optional Events.sized: Content-Length of transfers begun
+    view.progress(1_200_000)
+    assert view._render(100)[1].startswith("bytes: 1.2 MB of 2.6 MB announced, ")
+    view.listing_done(4120)
+    assert view._render(100)[0].startswith("files: 0/4120   0% |")
