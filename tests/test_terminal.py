@@ -251,3 +251,15 @@ def test_listing_line_gives_the_listings_own_count_once_known() -> None:
     assert view._render(100)[1].startswith("bytes: 1.2 MB of 2.6 MB announced, ")
     view.listing_done(4120)
     assert view._render(100)[0].startswith("files: 0/4120   0% |")
+
+
+def test_an_error_starts_at_column_0_on_a_clean_screen(slow176: OHServer, tmp_path: Path) -> None:
+    slow176.faults.latency["api"] = 0.5  # the bars are up before the listing fails
+    slow176.faults.listing("500")
+    env = _env(slow176, OHPUB_RETRIES="2", OHPUB_RETRY_BASE="0.3", OHPUB_RETRY_CAP="0.3")
+    term = Terminal(["mirror", str(tmp_path / "m"), "-p", "176"], env, 80)
+    term.pump(until=lambda: term.shows(r"^listing: "))
+    assert term.finish() == 1
+    lines = term.lines()
+    _no_bar_left(lines)
+    assert term.last_line().startswith("ohpub: error: "), lines
