@@ -1,22 +1,29 @@
 """The ``ohpub`` command line: parse, call the library, render, map errors to exit codes.
 
 Every command is thin: the work happens in ``api``, ``mirror``, ``fetch`` and
-``verify``; this module only turns options into calls and results into output.
-Errors become one line on stderr (``ohpub: error: ...``) and a documented exit
-code: 0 ok, 1 failure, 2 usage or bad input, 3 DEST locked, 130 interrupted.
+``verify``; this module only turns options into a ``Config`` and calls, and results
+into output. Errors become one line on stderr (``ohpub: error: ...``) and a documented
+exit code: 0 ok, 1 failure, 2 usage or bad input, 3 DEST locked, 130 interrupted.
+
+Conventions people expect from a command line: ``ohpub help CMD``, ``-V``,
+``ohpub completion SHELL``, and one rule for a reader that goes away (``| head``): stop
+quietly, exit 0. Global options after the command, suggestions for misspellings and
+errors in ohpub's own words are in ``ohpub.conventions``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import importlib.resources
 import logging
-import os
 import re
 import shlex
 import signal
 import sys
 import traceback
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta, timezone
 from enum import Enum
 from itertools import islice
@@ -24,16 +31,24 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
-from typer.core import TyperGroup
+from typer.core import TyperCommand, TyperGroup
 
 from ohpub import __version__
 from ohpub.api import Client, FileFilter
-from ohpub.config import DEFAULT_BASE_URL, RetryPolicy
+from ohpub.config import Config, RetryPolicy
+from ohpub.conventions import (
+    arg_name,
+    closest,
+    format_params,
+    hoist_globals,
+    usage_error,
+    warn_unknown_env,
+)
 from ohpub.engine import Mirror, MirrorOptions
 from ohpub.errors import (
     EXIT_FAILURE,
     EXIT_INTERRUPTED,
-    EXIT_USAGE,
+    EXIT_OK,
     OhpubError,
     UsageError,
 )
@@ -47,6 +62,7 @@ from ohpub.output import (
     notice,
     print_error,
     print_warning,
+    silence_stdout,
     summary_line,
     totals_record,
     write_files,
@@ -54,7 +70,7 @@ from ohpub.output import (
     write_objects,
     write_stderr,
 )
-from ohpub.units import parse_duration, parse_size
+from ohpub.units import human_bytes, parse_duration, parse_seconds, parse_size
 from ohpub.verify import mirror_status, verify_mirror
 
 if TYPE_CHECKING:
@@ -63,10 +79,51 @@ if TYPE_CHECKING:
 log = logging.getLogger("ohpub")
 T = TypeVar("T")
 
+DEFAULTS = Config()
+"""The library's defaults, shown in --help; the CLI writes none of its own."""
+
 # Typer bundles its own click; its exception base is reached through a public class.
 _ClickException: type[Exception] = next(
     c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException"
 )
+
+
+class ReaderGone(Exception):
+    """stdout's reader went away (``ohpub list | head -1``): stop quietly, exit 0."""
+
+
+class Interrupted(Exception):
+    """Ctrl-C or SIGTERM, with what was done: ``interrupted: 12 downloaded, ...``."""
+
+    def __init__(self, detail: str = "interrupted") -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+@dataclass
+class CliState:
+    """What the global options decided, passed to every command as ``ctx.obj``."""
+
+    config: Config = field(default_factory=Config)
+    quiet: bool = False
+    verbose: bool = False
+
+
+class _Command(TyperCommand):
+    """Help in ohpub's words: ``DEST``, ``[KIND]``, ``ID...`` (not ``{DEST}`` or
+    ``ID <list[int]>``)."""
+
+    def collect_usage_pieces(self, ctx: Any) -> list[str]:
+        pieces = [self.options_metavar] if self.options_metavar else []
+        for p in self.get_params(ctx):
+            if p.param_type_name == "argument":
+                pieces.append(arg_name(p))
+            else:
+                pieces.extend(p.get_usage_pieces(ctx))
+        return pieces
+
+    def format_options(self, ctx: Any, formatter: Any) -> None:
+        format_params(self, ctx, formatter)
 
 
 class _Group(TyperGroup):
@@ -81,15 +138,15 @@ class _Group(TyperGroup):
         standalone_mode: bool = True,
         **extra: Any,
     ) -> Any:
-        settings.reset()
-        settings.argv = list(args) if args is not None else sys.argv[1:]
+        argv = list(args) if args is not None else sys.argv[1:]
         configure_logging(verbose=False, quiet=False, log_file=None)
         code = _guarded(
             lambda: super(_Group, self).main(
-                args=args,
+                args=hoist_globals(self, argv),
                 prog_name=prog_name or "ohpub",
                 complete_var=complete_var,
                 standalone_mode=False,
+                obj=argv,
                 **extra,
             )
         )
@@ -97,6 +154,27 @@ class _Group(TyperGroup):
         if standalone_mode:
             sys.exit(code)
         return code
+
+    def format_options(self, ctx: Any, formatter: Any) -> None:
+        format_params(self, ctx, formatter)
+        self.format_commands(ctx, formatter)
+
+    def make_context(self, *args: Any, **kwargs: Any) -> Any:
+        """Parsing runs eager options (``--help``, ``-V``), which write to stdout too."""
+        try:
+            return super().make_context(*args, **kwargs)
+        except BrokenPipeError:
+            raise ReaderGone() from None
+
+    def invoke(self, ctx: Any) -> Any:
+        """One rule for every command: a closed stdout ends the command quietly (exit 0),
+        Ctrl-C says what was done (exit 130). Typer would turn both into other codes."""
+        try:
+            return super().invoke(ctx)
+        except BrokenPipeError:
+            raise ReaderGone() from None
+        except KeyboardInterrupt:
+            raise Interrupted() from None
 
 
 app = typer.Typer(
@@ -111,53 +189,30 @@ app = typer.Typer(
 )
 
 
-class _Settings:
-    base_url: str = DEFAULT_BASE_URL
-    verbose: bool = False
-    quiet: bool = False
-    timeout: float = 30.0
-    api_concurrency: int = 4
-    page_size: int = 500
-    retries: int = 6
-    argv: list[str] = []
-
-    def reset(self) -> None:
-        """Defaults again (tests run many invocations in one process)."""
-        self.__dict__.clear()
-
-
-settings = _Settings()
-
-
 def _guarded(call: Callable[[], Any]) -> int:
     """Run the command; turn every failure into one stderr line and an exit code."""
     try:
         rv = call()
         if rv == EXIT_INTERRUPTED:
-            # Typer turns a KeyboardInterrupt inside a command into Exit(130) itself.
-            write_stderr("ohpub: interrupted")
-            log_only("interrupted", logging.WARNING)
+            # Typer turns a KeyboardInterrupt outside a command into Exit(130) itself.
+            _say_interrupted("interrupted")
         return rv if isinstance(rv, int) else 0
     except OhpubError as exc:
         _log_traceback()
         print_error(redact(exc.message), exc.hint)
         return exc.exit_code
     except _ClickException as exc:
-        message = exc.format_message()  # type: ignore[attr-defined]
-        if type(exc).__name__ == "NoArgsIsHelpError":  # bare 'ohpub': the help, as click does
-            write_stderr(message)
-            return EXIT_USAGE
-        ctx = getattr(exc, "ctx", None)
-        hint = f"see '{ctx.command_path} --help'" if ctx is not None else "see 'ohpub --help'"
-        print_error(message, hint)
-        return int(getattr(exc, "exit_code", EXIT_USAGE))
+        return usage_error(exc)
     except (KeyboardInterrupt, typer.Abort):
-        write_stderr("ohpub: interrupted")
-        log_only("interrupted", logging.WARNING)
+        _say_interrupted("interrupted")
         return EXIT_INTERRUPTED
-    except BrokenPipeError:
-        _silence_stdout()
-        return 0
+    except Interrupted as exc:
+        _say_interrupted(exc.detail)
+        return EXIT_INTERRUPTED
+    except (ReaderGone, BrokenPipeError):
+        silence_stdout()
+        log_only("stdout closed by its reader; stopped")
+        return EXIT_OK
     except OSError as exc:
         _log_traceback()
         print_error(f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else ""))
@@ -171,16 +226,14 @@ def _guarded(call: Callable[[], Any]) -> int:
         return EXIT_FAILURE
 
 
+def _say_interrupted(detail: str) -> None:
+    write_stderr(f"ohpub: {detail}")
+    log_only(detail, logging.WARNING)
+
+
 def _log_traceback() -> None:
     """With --verbose: the traceback on stderr (and in the log file), keys redacted."""
     log.debug("%s", traceback.format_exc().rstrip())
-
-
-def _silence_stdout() -> None:
-    """After EPIPE, point stdout at /dev/null so the interpreter's final flush is quiet."""
-    with contextlib.suppress(OSError, ValueError):
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
 
 
 def _version(value: bool) -> None:
@@ -200,7 +253,7 @@ def _main(
             metavar="URL",
             help="Open Humans server to talk to.",
         ),
-    ] = DEFAULT_BASE_URL,
+    ] = DEFAULTS.base_url,
     verbose: Annotated[
         bool,
         typer.Option(
@@ -216,7 +269,8 @@ def _main(
             "--quiet",
             "-q",
             envvar="OHPUB_QUIET",
-            help="Print errors only: no bars, warnings or summary (the log file gets all).",
+            help="Print errors only: no bars, warnings, retries or summary (the log file "
+            "gets all).",
         ),
     ] = False,
     log_file: Annotated[
@@ -235,9 +289,11 @@ def _main(
             envvar="OHPUB_TIMEOUT",
             min=0.1,
             metavar="SECONDS",
-            help="Seconds to wait for the server to answer.",
+            help="Longest wait for any one answer: to connect (at most "
+            f"{DEFAULTS.connect_timeout:g} s) and for each read of a response. A request "
+            "that times out is retried (--retries, within --retry-budget).",
         ),
-    ] = 30.0,
+    ] = DEFAULTS.timeout,
     api_concurrency: Annotated[
         int,
         typer.Option(
@@ -247,13 +303,13 @@ def _main(
             metavar="N",
             help="Requests in flight to Open Humans itself (listing, keys).",
         ),
-    ] = 4,
+    ] = DEFAULTS.api_concurrency,
     page_size: Annotated[
         int,
         typer.Option(
             envvar="OHPUB_PAGE_SIZE", min=1, hidden=True, metavar="N", help="Listing page size."
         ),
-    ] = 500,
+    ] = DEFAULTS.page_size,
     retries: Annotated[
         int,
         typer.Option(
@@ -261,22 +317,55 @@ def _main(
             min=1,
             max=50,
             metavar="N",
-            help="Attempts per request before giving up.",
+            help="Attempts per request without progress before giving up.",
         ),
-    ] = 6,
+    ] = DEFAULTS.retry.attempts,
+    retry_budget: Annotated[
+        str | None,
+        typer.Option(
+            envvar="OHPUB_RETRY_BUDGET",
+            metavar="SECONDS",
+            help="Longest time one request may spend failing and waiting to retry since "
+            f"it last made progress (default {DEFAULTS.retry.budget:g}; 90, 90s, 2m).",
+            show_default=False,
+        ),
+    ] = None,
+    retry_base: Annotated[
+        str | None,
+        typer.Option(
+            envvar="OHPUB_RETRY_BASE",
+            metavar="SECONDS",
+            hidden=True,
+            help=f"First backoff before jitter (default {DEFAULTS.retry.base:g}); doubles.",
+        ),
+    ] = None,
+    retry_cap: Annotated[
+        str | None,
+        typer.Option(
+            envvar="OHPUB_RETRY_CAP",
+            metavar="SECONDS",
+            hidden=True,
+            help=f"Longest single backoff (default {DEFAULTS.retry.cap:g}).",
+        ),
+    ] = None,
     version: Annotated[
         bool,
         typer.Option(
-            "--version", callback=_version, is_eager=True, help="Print the version and exit."
+            "--version",
+            "-V",
+            callback=_version,
+            is_eager=True,
+            help="Print the version and exit.",
         ),
     ] = False,
 ) -> None:
     """Download and mirror the public data files of Open Humans.
 
-    Global options go before the command; every option can also be set by an
-    environment variable, shown as [env var: ...] (OHPUB_<OPTION>; --format is
+    Global options go before or after the command; every option can also be set by
+    an environment variable, shown as [env var: ...] (OHPUB_<OPTION>; --format is
     OHPUB_<COMMAND>_FORMAT). Exit codes: 0 ok, 1 failure, 2 usage or bad input,
-    3 destination locked by another run, 130 interrupted.
+    3 destination locked by another run, 130 interrupted. 'ohpub help COMMAND'
+    shows the help of one command.
 
     Examples:
 
@@ -285,17 +374,27 @@ def _main(
       ohpub mirror ~/spotify --project 176
       ohpub --quiet --log-file ~/spotify.log mirror ~/spotify -p 176
     """
+    argv = ctx.obj if isinstance(ctx.obj, list) else []
     if verbose and quiet:
         verbose, quiet = _one_of_verbose_quiet(ctx)
-    settings.base_url = base_url
-    settings.verbose = verbose
-    settings.quiet = quiet
-    settings.timeout = timeout
-    settings.api_concurrency = api_concurrency
-    settings.page_size = page_size
-    settings.retries = retries
+    timing = {
+        name: parse_seconds(value)
+        for name, value in (("base", retry_base), ("cap", retry_cap), ("budget", retry_budget))
+        if value
+    }
+    retry = RetryPolicy(attempts=retries, **timing)
+    config = DEFAULTS.with_(
+        base_url=base_url,
+        timeout=timeout,
+        connect_timeout=min(DEFAULTS.connect_timeout, timeout),
+        api_concurrency=api_concurrency,
+        page_size=page_size,
+        retry=retry,
+    )
+    ctx.obj = CliState(config=config, quiet=quiet, verbose=verbose)
     configure_logging(verbose=verbose, quiet=quiet, log_file=log_file)
-    log_only(f"start (ohpub {__version__}): ohpub {shlex.join(settings.argv)}")
+    log_only(f"start (ohpub {__version__}): ohpub {shlex.join(argv)}")
+    warn_unknown_env(ctx.command)
 
 
 def _one_of_verbose_quiet(ctx: typer.Context) -> tuple[bool, bool]:
@@ -309,35 +408,27 @@ def _one_of_verbose_quiet(ctx: typer.Context) -> tuple[bool, bool]:
 _VQ = ("verbose", "quiet")
 
 
-def _client(jobs: int = 0) -> Client:
+def _state(ctx: typer.Context) -> CliState:
+    state = ctx.find_object(CliState)
+    return state if state is not None else CliState()
+
+
+def _client(state: CliState, config: Config | None = None) -> Client:
+    """A Client built from the Config (the one place options meet the library)."""
+    cfg = config or state.config
     client = Client(
-        settings.base_url,
-        timeout=settings.timeout,
-        api_concurrency=settings.api_concurrency,
-        pool_size=max(8, jobs + settings.api_concurrency),
-        page_size=settings.page_size,
-        retry=_retry_policy(),
-        on_warning=lambda m: print_warning(m, quiet=settings.quiet),
+        cfg.base_url,
+        timeout=cfg.timeout,
+        connect_timeout=cfg.connect_timeout,
+        api_concurrency=cfg.api_concurrency,
+        pool_size=max(8, cfg.jobs + cfg.api_concurrency),
+        page_size=cfg.page_size,
+        retry=cfg.retry,
+        on_warning=lambda m: print_warning(m, quiet=state.quiet),
     )
-    if settings.verbose:
+    if state.verbose:
         client.session.hooks["response"].append(_log_response)
     return client
-
-
-_SECRET_PARAM = re.compile(r"(?i)key|signature|token|credential")
-
-
-def loggable_url(url: str) -> str:
-    """The URL with the value of every secret-looking query parameter (download keys,
-    storage signatures) replaced by "…" whole: nothing of a key reaches a log."""
-    base, sep, query = url.partition("?")
-    if not sep:
-        return redact(url)
-    parts = []
-    for item in query.split("&"):
-        name, eq, _value = item.partition("=")
-        parts.append(f"{name}=…" if eq and _SECRET_PARAM.search(name) else item)
-    return redact(base + "?" + "&".join(parts))
 
 
 def _log_response(resp: requests.Response, *args: Any, **kwargs: Any) -> None:
@@ -347,25 +438,11 @@ def _log_response(resp: requests.Response, *args: Any, **kwargs: Any) -> None:
     log.debug(
         "%s %s%s -> %s in %.0f ms",
         req.method,
-        loggable_url(req.url or ""),
+        redact(req.url or ""),
         extra,
         resp.status_code,
         resp.elapsed.total_seconds() * 1000,
     )
-
-
-def _retry_policy() -> RetryPolicy:
-    """--retries, plus the backoff timing from env OHPUB_RETRY_BASE / _CAP / _BUDGET
-    (seconds; undocumented knobs for tests and for impatient cron jobs)."""
-    timing: dict[str, float] = {}
-    for name in ("base", "cap", "budget"):
-        value = os.environ.get(f"OHPUB_RETRY_{name.upper()}")
-        if value:
-            try:
-                timing[name] = max(0.0, float(value))
-            except ValueError:
-                raise UsageError(f"invalid OHPUB_RETRY_{name.upper()} {value!r}") from None
-    return RetryPolicy(attempts=settings.retries, **timing)
 
 
 # -- option parsing helpers ---------------------------------------------------------------
@@ -478,6 +555,17 @@ UntilOpt = Annotated[
         help="Only files created on or before DATE (a whole day is included).",
     ),
 ]
+CutoffOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--multi-thread-cutoff",
+        envvar="OHPUB_MULTI_THREAD_CUTOFF",
+        metavar="SIZE",
+        show_default=False,
+        help="Fetch files of at least SIZE as parallel ranges over several connections "
+        f"(default {human_bytes(DEFAULTS.range_cutoff)}: {DEFAULTS.range_cutoff // 2**20}M).",
+    ),
+]
 _FILTERS = ("project", "user", "datatype", "tag", "name", "since", "until")
 
 
@@ -533,7 +621,7 @@ def _source(ctx: typer.Context, name: str) -> str:
     return str(getattr(ctx.get_parameter_source(name), "name", ""))
 
 
-@app.command("list")
+@app.command("list", cls=_Command)
 def list_cmd(
     ctx: typer.Context,
     kind: Annotated[
@@ -596,7 +684,7 @@ def list_cmd(
             raise UsageError(
                 f"{', '.join(given)}: file filters do not apply to 'list {kind.value}'"
             )
-        with _client() as client:
+        with _client(_state(ctx)) as client:
             items = _limited(client.iter_objects(kind.value), limit)
             write_objects(items, kind.value, out_fmt, sys.stdout)
         return 0
@@ -604,7 +692,7 @@ def list_cmd(
     from ohpub.api import ListingReport  # h3: the listing's outcome decides the exit code
 
     report = ListingReport()
-    with _client() as client:
+    with _client(_state(ctx)) as client:
         write_files(_limited(client.iter_files(flt, report), limit), out_fmt, sys.stdout)
     if not report.finished:
         return 0  # --limit stopped the listing: nothing to judge
@@ -618,8 +706,9 @@ def list_cmd(
     return EXIT_FAILURE if report.rejected or not report.complete else 0
 
 
-@app.command("mirror")
+@app.command("mirror", cls=_Command)
 def mirror_cmd(
+    ctx: typer.Context,
     dest: Annotated[
         Path,
         typer.Argument(
@@ -647,7 +736,7 @@ def mirror_cmd(
             metavar="N",
             help="Parallel storage transfers.",
         ),
-    ] = 8,
+    ] = DEFAULTS.jobs,
     dry_run: Annotated[
         bool,
         typer.Option(
@@ -707,6 +796,7 @@ def mirror_cmd(
             "--dry-run, a totals record last).",
         ),
     ] = MirrorFormat.text,
+    cutoff: CutoffOpt = None,
 ) -> int:
     """Mirror public files into DEST/<username>/<project id>/<name>, resumably.
 
@@ -723,45 +813,59 @@ def mirror_cmd(
       # a crontab line: every night at 3:17, errors only, a log file
       17 3 * * * ohpub -q --log-file ~/spotify.log mirror ~/spotify -p 176
     """
+    state = _state(ctx)
     flt = _filter(project, user, datatype, tag, name, since, until)
-    limit = parse_size(max_size) if max_size else None
     opts = MirrorOptions(
         dest=dest,
         flt=flt,
         jobs=jobs,
         dry_run=dry_run,
         delete=delete,
-        max_size=limit,
+        max_size=parse_size(max_size) if max_size else None,
         strict=strict,
         checksum=checksum,
     )
+    config = state.config.with_(jobs=jobs, range_cutoff=_cutoff(cutoff, state.config))
+    unfiltered = not any((project, user, datatype, tag, name, since, until))
     view = MirrorView(
         fmt=fmt.value,
-        quiet=settings.quiet,
+        quiet=state.quiet,
         bars=sys.stderr.isatty() and not dry_run,
         out=sys.stdout,
+        announce_all=str(dest) if unfiltered and not dry_run else None,
     )
-    with _client(jobs) as client:
-        mirror = Mirror(client, opts, view)
+    with _client(state, config) as client:
         try:
-            summary = mirror.run()
+            summary = Mirror(client, opts, view).run()
+        except KeyboardInterrupt:
+            view.close()
+            raise Interrupted(view.counts.interrupted_text()) from None
         finally:
             view.close()
     if dry_run and fmt is MirrorFormat.jsonl:
         write_jsonl(totals_record(summary), sys.stdout)
+    _mirror_summary(summary, dry_run=dry_run, quiet=state.quiet)
+    return summary.exit_code
+
+
+def _mirror_summary(summary: Any, *, dry_run: bool, quiet: bool) -> None:
     line = summary_line(summary, dry_run=dry_run)
-    if summary.exit_code and settings.quiet:
+    if summary.exit_code and quiet:
         # Errors only, but a failed run must say why (cron mails stderr).
         for w in summary.warnings:
             print_error(w)
         print_error(f"mirror incomplete: {line}")
     else:
-        notice(line, quiet=settings.quiet)
-    return summary.exit_code
+        notice(line, quiet=quiet)
 
 
-@app.command("fetch")
+def _cutoff(value: str | None, config: Config) -> int:
+    return parse_size(value) if value else config.range_cutoff
+
+
+@app.command("fetch", cls=_Command)
 def fetch_cmd(
+    ctx: typer.Context,
     ids: Annotated[
         list[int],
         typer.Argument(min=1, metavar="ID", show_default=False, help="File ids to download."),
@@ -796,6 +900,7 @@ def fetch_cmd(
             help="Overwrite an existing file with other content at the target.",
         ),
     ] = False,
+    cutoff: CutoffOpt = None,
 ) -> int:
     """Download single files by id (resumable and verified, like mirror).
 
@@ -810,27 +915,35 @@ def fetch_cmd(
     """
     if output is not None and len(ids) != 1:
         raise UsageError("--output takes exactly one file id", hint="use --dir for several")
-    with _client() as client:
-        return fetch_files(
-            client,
-            ids,
-            directory=directory,
-            output=output,
-            force=force,
-            on_message=lambda m: notice(m, quiet=settings.quiet),
-            on_result=_print_fetch_result,
-        )
+    state = _state(ctx)
+    config = state.config.with_(range_cutoff=_cutoff(cutoff, state.config))
+
+    def show(r: FetchResult) -> None:
+        if r.error:
+            print_error(r.error, r.hint)
+        else:
+            notice(f"ohpub: {r.target}: {r.status} ({r.bytes} bytes)", quiet=state.quiet)
+
+    with _client(state, config) as client:
+        try:
+            return fetch_files(
+                client,
+                ids,
+                directory=directory,
+                output=output,
+                force=force,
+                on_message=lambda m: notice(m, quiet=state.quiet),
+                on_result=show,
+            )
+        except OhpubError as exc:
+            if output == "-" and getattr(exc, "errno", None) == errno.EPIPE:
+                raise ReaderGone() from None  # '| head -c 10': the reader has had enough
+            raise
 
 
-def _print_fetch_result(r: FetchResult) -> None:
-    if r.error:
-        print_error(r.error, r.hint)
-    else:
-        notice(f"ohpub: {r.target}: {r.status} ({r.bytes} bytes)", quiet=settings.quiet)
-
-
-@app.command("verify")
+@app.command("verify", cls=_Command)
 def verify_cmd(
+    ctx: typer.Context,
     dest: DestArg,
     fmt: Annotated[
         MirrorFormat,
@@ -855,7 +968,7 @@ def verify_cmd(
       ohpub verify ~/spotify -f jsonl | jq -c 'select(.status != "ok")'
     """
     report = verify_mirror(dest, on_record=_verify_printer(fmt.value))
-    notice(report.summary(), quiet=settings.quiet)
+    notice(report.summary(), quiet=_state(ctx).quiet)
     return report.exit_code
 
 
@@ -869,7 +982,7 @@ def _verify_printer(fmt: str) -> Callable[[dict[str, Any]], None]:
     return emit
 
 
-@app.command("status")
+@app.command("status", cls=_Command)
 def status_cmd(
     dest: DestArg,
     max_age: Annotated[
@@ -879,7 +992,7 @@ def status_cmd(
             envvar="OHPUB_MAX_AGE",
             metavar="DURATION",
             help="Exit 1 when the last complete run ended longer ago than DURATION "
-            "(e.g. 90m, 26h, 2d), or never did.",
+            "(with a unit: 90m, 26h, 2d), or never did.",
         ),
     ] = None,
     fmt: Annotated[
@@ -911,6 +1024,71 @@ def status_cmd(
     sys.stdout.write(st.render(fmt.value))
     sys.stdout.flush()
     return st.exit_code
+
+
+class Shell(str, Enum):
+    bash = "bash"
+    zsh = "zsh"
+    fish = "fish"
+
+
+COMPLETION_FILES = {"bash": "ohpub.bash", "zsh": "_ohpub", "fish": "ohpub.fish"}
+
+
+@app.command("help", cls=_Command)
+def help_cmd(
+    ctx: typer.Context,
+    command: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="COMMAND", show_default=False, help="The command to explain (default: all)."
+        ),
+    ] = None,
+) -> None:
+    """Show the help of ohpub, or of one command.
+
+    Examples:
+
+    \b
+      ohpub help
+      ohpub help mirror
+    """
+    group = ctx.parent.command if ctx.parent is not None else ctx.command
+    parent = ctx.parent or ctx
+    if command is None:
+        typer.echo(group.get_help(parent))
+        return
+    sub = group.commands.get(command) if hasattr(group, "commands") else None
+    if sub is None:
+        best = closest(command, getattr(group, "commands", {}))
+        raise UsageError(
+            f"no command {command!r}" + (f" (did you mean {best!r}?)" if best else ""),
+            hint="'ohpub help' lists the commands",
+        )
+    with sub.make_context(command, [], parent=parent, resilient_parsing=True) as sub_ctx:
+        typer.echo(sub.get_help(sub_ctx))
+
+
+@app.command("completion", cls=_Command)
+def completion_cmd(
+    shell: Annotated[
+        Shell,
+        typer.Argument(metavar="SHELL", show_default=False, help="bash, zsh or fish."),
+    ],
+) -> None:
+    """Print the completion script for SHELL (static: no Python runs at Tab).
+
+    Examples:
+
+    \b
+      # bash: then add 'source ~/.ohpub-completion.bash' to ~/.bashrc
+      ohpub completion bash > ~/.ohpub-completion.bash
+      # zsh: into a directory on $fpath
+      ohpub completion zsh > _ohpub
+    """
+    script = importlib.resources.files("ohpub") / "completions" / COMPLETION_FILES[shell.value]
+    sys.stdout.write(script.read_text(encoding="utf-8"))
+    sys.stdout.flush()
 
 
 def _on_sigterm(signum: int, frame: Any) -> NoReturn:

@@ -1,7 +1,7 @@
-"""Generate the bash, zsh and fish completion scripts in completions/ from the CLI itself.
+"""Generate the bash, zsh and fish completion scripts in ohpub/completions/ from the CLI.
 
-    python scripts/gen_completions.py            # rewrite completions/
-    python scripts/gen_completions.py --check    # exit 1 if completions/ is out of date
+    python scripts/gen_completions.py            # rewrite ohpub/completions/
+    python scripts/gen_completions.py --check    # exit 1 if ohpub/completions/ is stale
     python scripts/gen_completions.py --out DIR  # write into DIR instead
 
 The scripts are static (no Python runs at <Tab>): they list the commands, every option
@@ -132,11 +132,18 @@ def read_cli() -> tuple[list[Param], list[Command]]:
             Command(
                 name=name,
                 help=_one_line(cmd.help),
+                # Global options are accepted after the command too (ohpub list -q).
                 options=[_param(p) for p in params if p.param_type_name == "option"]
-                + [_help_option()],
+                + [_help_option()]
+                + [_param(p) for p in group.params if not p.hidden],
                 args=[_param(p) for p in params if p.param_type_name == "argument"],
             )
         )
+    names = [c.name for c in cmds]
+    for c in cmds:  # 'ohpub help COMMAND' completes the command names
+        for a in c.args:
+            if a.names == ["COMMAND"]:
+                a.kind, a.choices = "choice", names
     return glob, cmds
 
 
@@ -401,7 +408,7 @@ def generate() -> dict[str, str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=pathlib.Path, default=REPO / "completions")
+    parser.add_argument("--out", type=pathlib.Path, default=REPO / "ohpub" / "completions")
     parser.add_argument("--check", action="store_true", help="exit 1 if --out is out of date")
     args = parser.parse_args(argv)
     stale = []

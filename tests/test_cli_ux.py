@@ -3,13 +3,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import inspect
+import io
 import json
 import os
 import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -23,7 +26,7 @@ from tests.helpers import FAST_RETRY, content_of, jsonl, run_cli, tree
 
 REPO = Path(__file__).resolve().parent.parent
 README = (REPO / "README.md").read_text(encoding="utf-8")
-COMMAND_ORDER = ["list", "mirror", "fetch", "verify", "status"]
+COMMAND_ORDER = ["list", "mirror", "fetch", "verify", "status", "help", "completion"]
 
 
 def _group() -> Any:
@@ -131,7 +134,7 @@ def test_examples_from_the_issue_are_in_the_help() -> None:
 def _expected_envvar(command: str | None, p: Any) -> str | None:
     if p.param_type_name == "argument":
         return "OHPUB_DEST" if p.name == "dest" else None
-    if p.name == "version":
+    if p.name in ("version", "command", "shell"):
         return None
     long = next(o for o in p.opts if o.startswith("--"))
     if long == "--format":
@@ -484,7 +487,7 @@ def test_version_is_printed_and_in_the_changelog() -> None:
 
 # -- completion scripts -------------------------------------------------------------------------
 
-COMPLETIONS = REPO / "completions"
+COMPLETIONS = REPO / "ohpub" / "completions"
 GENERATOR = REPO / "scripts" / "gen_completions.py"
 
 
@@ -501,7 +504,7 @@ def test_completion_scripts_are_up_to_date(tmp_path: Path) -> None:
     for name, text in outs[0].items():
         checked_in = (COMPLETIONS / name).read_text() if (COMPLETIONS / name).exists() else ""
         assert checked_in == text, (
-            f"completions/{name} is out of date: run python scripts/gen_completions.py"
+            f"ohpub/completions/{name} is out of date: run python scripts/gen_completions.py"
         )
 
 
@@ -550,6 +553,11 @@ def test_bash_completion(tmp_path: Path) -> None:
     assert _bash_complete(["ohpub", "status", "d", "-f", ""], tmp_path) == ["text", "json"]
     assert _bash_complete(["ohpub", "fetch", "1", "-o", "a-f"], tmp_path) == ["a-file"]
     assert _bash_complete(["ohpub", "--timeout", "3", "l"], tmp_path) == ["list"]
+    # Global options after the command, as the CLI accepts them there.
+    assert _bash_complete(["ohpub", "list", "projects", "--q"], tmp_path) == ["--quiet"]
+    assert _bash_complete(["ohpub", "mirror", "d", "--log-file", "a-f"], tmp_path) == ["a-file"]
+    assert _bash_complete(["ohpub", "help", "mi"], tmp_path) == ["mirror"]
+    assert _bash_complete(["ohpub", "completion", ""], tmp_path) == ["bash", "zsh", "fish"]
 
 
 @pytest.mark.skipif(shutil.which("fish") is None, reason="fish is not installed")
@@ -619,3 +627,221 @@ def test_bare_ohpub_prints_the_help_on_stderr(oh_server: Any) -> None:
     assert (
         res.stderr.startswith("Usage: ohpub [OPTIONS] COMMAND") and "ohpub: error" not in res.stderr
     )
+
+
+# -- conventions (issue 12, problem 5) ------------------------------------------------------
+
+
+def test_global_options_work_after_the_command(oh_server: Any, tmp_path: Path) -> None:
+    res = run_cli(oh_server, ["list", "projects", "-q"])
+    assert res.code == 0 and res.stderr == "", res.stderr
+    assert {p["id"] for p in jsonl(res.stdout)} >= {102, 128}
+    res = run_cli(oh_server, ["mirror", str(tmp_path), "-p", "102", "-v"])
+    assert res.code == 0, res.stderr
+    assert re.search(r"^ohpub: GET \S+/api/public/project/102/", res.stderr, re.M)
+    log = tmp_path / "x.log"
+    res = run_cli(oh_server, ["status", str(tmp_path), "--log-file", str(log), "--quiet"])
+    assert res.code == 0 and res.stderr == "" and log.read_text().rstrip().endswith("exit 0")
+    # A command's own option of the same spelling stays the command's; '--' ends options.
+    res = run_cli(oh_server, ["list", "-p", "102", "-n", "1", "--timeout", "5"])
+    assert res.code == 0 and len(jsonl(res.stdout)) == 1
+
+
+def test_help_command_and_short_version() -> None:
+    assert run_cli(None, ["help"]).stdout == run_cli(None, ["--help"]).stdout
+    for name in COMMAND_ORDER:
+        res = run_cli(None, ["help", name])
+        assert res.code == 0 and res.stdout == run_cli(None, [name, "--help"]).stdout, name
+    res = run_cli(None, ["help", "mirorr"])
+    assert res.code == 2 and "did you mean 'mirror'?" in res.stderr
+    res = run_cli(None, ["-V"])
+    assert res.code == 0 and res.stdout == f"ohpub {__version__}\n"
+
+
+@pytest.mark.parametrize(
+    ("args", "wrong", "right"),
+    [
+        (["--qiuet", "list"], "--qiuet", "--quiet"),
+        (["list", "--qiuet"], "--qiuet", "--quiet"),
+        (["mirror", "d", "--qiuet"], "--qiuet", "--quiet"),
+        (["mirror", "d", "--jbos", "2"], "--jbos", "--jobs"),
+        (["list", "--projet", "1"], "--projet", "--project"),
+        (["status", "d", "--max-aeg", "1h"], "--max-aeg", "--max-age"),
+    ],
+)
+def test_misspelled_options_get_a_sensible_suggestion(
+    args: list[str], wrong: str, right: str
+) -> None:
+    res = run_cli(None, args)
+    assert res.code == 2
+    see = "ohpub help" if args[0].startswith("-") else f"ohpub help {args[0]}"
+    assert res.stderr.splitlines() == [
+        f"ohpub: error: unknown option {wrong} (did you mean {right}?) (see '{see}')"
+    ]
+
+
+def test_help_and_errors_speak_ohpubs_words(oh_server: Any) -> None:
+    for cmd in [[], *([c] for c in COMMAND_ORDER)]:
+        text = run_cli(None, [*cmd, "--help"]).stdout
+        for python_ism in ("<list[", "<int>", "<str>", "{", "x>=", "<=x", "PATH <"):
+            assert python_ism not in text, (cmd, python_ism)
+    assert "Usage: ohpub fetch [OPTIONS] ID..." in run_cli(None, ["fetch", "--help"]).stdout
+    assert "Usage: ohpub mirror [OPTIONS] DEST" in run_cli(None, ["mirror", "--help"]).stdout
+    cases = {
+        ("fetch", "abc"): "invalid value for ID: 'abc' is not a whole number",
+        ("list", "--limit", "x"): "invalid value for --limit: 'x' is not a whole number",
+        ("mirror", "d", "-j", "0"): "invalid value for --jobs: 0 is too small (at least 1)",
+        ("list", "foo"): "invalid value for KIND: 'foo' is not one of 'files', 'projects', "
+        "'datatypes', 'members'",
+    }
+    for args, message in cases.items():
+        res = run_cli(oh_server, list(args))
+        assert res.code == 2
+        assert res.stderr.startswith(f"ohpub: error: {message} (see 'ohpub help "), res.stderr
+        assert "Input should" not in res.stderr and "Value error" not in res.stderr
+    res = run_cli(oh_server, ["mirror", "d"], env={"OHPUB_JOBS": "0"})
+    assert "invalid value for --jobs (from OHPUB_JOBS): 0 is too small" in res.stderr
+
+
+def test_unknown_ohpub_variable_is_named_with_the_closest_known_one(oh_server: Any) -> None:
+    res = run_cli(oh_server, ["list", "-p", "102"], env={"OHPUB_USERS": "benc"})
+    assert res.code == 0
+    assert res.stderr.splitlines() == [
+        "ohpub: warning: unknown environment variable OHPUB_USERS is ignored; "
+        "did you mean OHPUB_USER?"
+    ]
+    res = run_cli(oh_server, ["list", "-p", "102"], env={"OHPUB_ZZZZZZZZ": "1"})
+    assert res.stderr == "ohpub: warning: unknown environment variable OHPUB_ZZZZZZZZ is ignored\n"
+    res = run_cli(oh_server, ["list", "-p", "102"], env={"OHPUB_USER": "alice"})
+    assert res.stderr == ""
+
+
+def test_durations_need_a_unit(oh_server: Any, tmp_path: Path) -> None:
+    assert run_cli(oh_server, ["mirror", str(tmp_path), "-p", "102"]).code == 0
+    res = run_cli(oh_server, ["status", str(tmp_path), "--max-age", "26"])
+    assert res.code == 2
+    assert res.stderr.startswith("ohpub: error: duration '26' has no unit (add one: 26s, 26m")
+    assert run_cli(oh_server, ["status", str(tmp_path), "--max-age", "26h"]).code == 0
+    assert "with a unit" in run_cli(None, ["status", "--help"]).stdout
+
+
+def test_completion_command_prints_the_shipped_scripts() -> None:
+    for shell, name in (("bash", "ohpub.bash"), ("zsh", "_ohpub"), ("fish", "ohpub.fish")):
+        res = run_cli(None, ["completion", shell])
+        assert res.code == 0 and res.stdout == (COMPLETIONS / name).read_text(), shell
+    assert run_cli(None, ["completion", "tcsh"]).code == 2
+    assert "ohpub completion bash" in README and "completions/ohpub.bash" not in README
+
+
+def test_completion_scripts_ship_in_the_wheel(tmp_path: Path) -> None:
+    import zipfile
+
+    res = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", str(REPO), "-w", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    if res.returncode != 0:
+        pytest.skip(f"cannot build a wheel here: {res.stderr[-300:]}")
+    (wheel,) = tmp_path.glob("ohpub-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for name in ("_ohpub", "ohpub.bash", "ohpub.fish"):
+        assert f"ohpub/completions/{name}" in names
+
+
+def test_mirror_without_a_filter_says_what_it_is_about_to_mirror(
+    oh_server: Any, tmp_path: Path
+) -> None:
+    res = run_cli(oh_server, ["mirror", str(tmp_path)])
+    assert res.code == 0, res.stderr
+    lines = res.stderr.splitlines()
+    assert lines[0] == f"ohpub: no filter given: mirroring every public file into {tmp_path}"
+    assert re.match(r"\d+ files: \d+ downloaded", lines[-1])
+    # With a filter, or a dry run, no such line.
+    res = run_cli(oh_server, ["mirror", str(tmp_path / "p"), "-p", "102"])
+    assert "no filter given" not in res.stderr
+    # Once the listing's own count is known (Events.expected), the line gives it.
+    from ohpub.output import MirrorView
+
+    with _captured_stderr() as err:
+        view = MirrorView(fmt="text", quiet=False, bars=False, out=sys.stdout, announce_all="D")
+        view.expected(1234)
+        view.listed(1)
+        view.close()
+    assert err() == "ohpub: no filter given: mirroring all 1234 public files into D\n"
+
+
+@contextlib.contextmanager
+def _captured_stderr() -> Iterator[Callable[[], str]]:
+    """What was written to sys.stderr inside the block (read it after)."""
+    buf = io.StringIO()
+    with contextlib.redirect_stderr(buf):
+        yield buf.getvalue
+
+
+# -- visible waiting (issue 12, problem 2) --------------------------------------------------
+
+RETRY_LINE = "GET http://h/api/public/datafiles/ failed (connection refused); retry 2 of 6 in 4 s"
+
+
+def test_retry_records_show_on_stderr_unless_quiet_and_always_in_the_log(
+    tmp_path: Path,
+) -> None:
+    import logging
+
+    from ohpub.output import configure_logging
+
+    for quiet in (False, True):
+        log = tmp_path / f"{quiet}.log"
+        configure_logging(verbose=False, quiet=quiet, log_file=log)
+        with _captured_stderr() as err:
+            logging.getLogger("ohpub.retry").warning(RETRY_LINE)
+        assert err() == ("" if quiet else f"ohpub: {RETRY_LINE}\n")
+        assert log.read_text().rstrip().endswith(f" WARNING {RETRY_LINE}")
+    configure_logging(verbose=False, quiet=False, log_file=None)
+
+
+def test_timeout_and_retry_options_say_what_they_bound(oh_server: Any) -> None:
+    text = " ".join(run_cli(None, ["--help"], env={"COLUMNS": "200"}).stdout.split())
+    assert "--timeout SECONDS Longest wait for any one answer: to connect" in text
+    assert "--retry-budget SECONDS" in text
+    res = run_cli(oh_server, ["--retry-budget", "2m", "--retry-base", "0.01", "list", "-p", "102"])
+    assert res.code == 0, res.stderr
+    res = run_cli(oh_server, ["--retry-budget", "soon", "list", "-p", "102"])
+    assert res.code == 2 and "invalid number of seconds 'soon'" in res.stderr
+    for name in ("OHPUB_RETRY_BUDGET", "OHPUB_RETRY_BASE", "OHPUB_RETRY_CAP"):
+        assert name in README
+
+
+# -- after Ctrl-C (issue 12, problem 6) -------------------------------------------------------
+
+
+def test_interrupted_line_counts_what_was_done() -> None:
+    from ohpub.mirror import FileResult
+
+    from ohpub.output import MirrorView
+
+    view = MirrorView(fmt="text", quiet=True, bars=False, out=sys.stdout)
+    view.listed(31)
+    view.listing_done(31)
+    for i in range(12):
+        view.result(FileResult(i, f"a/{i}", "downloaded"))
+    for i in range(3):
+        view.result(FileResult(100 + i, f"b/{i}", "unchanged"))
+    assert view.counts.interrupted_text() == (
+        "interrupted: 12 downloaded, 3 unchanged, 16 not done; a rerun resumes"
+    )
+    early = MirrorView(fmt="text", quiet=True, bars=False, out=sys.stdout)
+    early.listed(40)
+    assert early.counts.interrupted_text() == (
+        "interrupted: 0 downloaded, listing stopped after 40 files; a rerun resumes"
+    )
+
+
+def test_readme_says_exactly_which_files_resume() -> None:
+    text = " ".join(README.split())
+    assert "A file over 1 MiB that was partly downloaded keeps its partial bytes" in text
+    assert "Files of 1 MiB or less keep no resume record" in text
+    assert "start again from the first byte" in text
+    assert "partial downloads are kept and the next run resumes" not in text
