@@ -107,6 +107,7 @@ class Events(Protocol):
 
     def listed(self, n: int) -> None: ...
     def expected(self, n: int) -> None: ...
+    def listing_done(self, n: int) -> None: ...
     def started(self, f: DataFile) -> None: ...
     def progress(self, nbytes: int) -> None: ...
     def finished(self, f: DataFile) -> None: ...
@@ -122,6 +123,9 @@ class NullEvents:
 
     def expected(self, n: int) -> None:
         """The listing's own count of files in scope, once known (before all are listed)."""
+
+    def listing_done(self, n: int) -> None:
+        """The listing ended with ``n`` files (complete or not)."""
 
     def started(self, f: DataFile) -> None:
         """A transfer of ``f`` began."""
@@ -278,6 +282,7 @@ class _Run:
                 self._cancel(pool)
                 raise
             self._save_listed(time.time())
+            self.events.listing_done(len(self.listed))
             self.summary.listing_complete = report.complete
             self.summary.warnings.extend(report.warnings)
             self._report_rejected(report)
@@ -363,14 +368,23 @@ class _Run:
     def _drain(self, pool: ThreadPoolExecutor, *, until: int, only_rehash: bool = False) -> None:
         """Collect finished work until at most ``until`` items are in flight (waiting as
         needed), then whatever else is done; with ``only_rehash``, wait only while a
-        re-hash is outstanding (its verdict decides whether a file moves or downloads)."""
+        re-hash is outstanding (its verdict decides whether a file moves or downloads).
+        Once paths are fixed, what was collected is committed at once, a batch at a time,
+        so results appear as files finish."""
         while self._in_flight > until and (self._rehashing or not only_rehash):
             try:
                 fut = self._done.get(timeout=0.5)  # a timeout keeps Ctrl-C responsive
             except queue.Empty:
                 continue
             self._collect(pool, fut)
-        while True:
+            self._collect_ready(pool)
+            if self.listed.targets_ready:
+                self._commit_finished()
+        self._collect_ready(pool)
+
+    def _collect_ready(self, pool: ThreadPoolExecutor) -> None:
+        """Whatever else is done, without waiting (at most a batch)."""
+        for _ in range(BATCH):
             try:
                 fut = self._done.get_nowait()
             except queue.Empty:

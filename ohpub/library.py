@@ -218,7 +218,7 @@ class MirrorEvent:
     """One thing a running mirror reports to ``progress``.
 
     ``kind`` is ``listed`` (``count`` files listed so far), ``expected`` (the listing's own
-    count), ``started``/``finished`` (a transfer of ``file``), ``bytes`` (``count`` more
+    count), ``listing_done`` (the listing ended with ``count`` files), ``started``/``finished`` (a transfer of ``file``), ``bytes`` (``count`` more
     bytes arrived; negative when a transfer restarts), ``result`` (``result`` is one file's
     record) or ``warning`` (``message``).
     """
@@ -275,6 +275,9 @@ class _Events:
 
     def expected(self, n: int) -> None:
         self._emit(MirrorEvent("expected", count=n))
+
+    def listing_done(self, n: int) -> None:
+        self._emit(MirrorEvent("listing_done", count=n))
 
     def started(self, f: DataFile) -> None:
         self._emit(MirrorEvent("started", file=f))

@@ -818,17 +818,17 @@ def test_timeout_and_retry_options_say_what_they_bound(oh_server: Any) -> None:
 
 
 def test_interrupted_line_counts_what_was_done() -> None:
-    from ohpub.mirror import FileResult
-
+    from ohpub.engine import FileResult
     from ohpub.output import MirrorView
+    from ohpub.records import FileStatus
 
     view = MirrorView(fmt="text", quiet=True, bars=False, out=sys.stdout)
     view.listed(31)
     view.listing_done(31)
     for i in range(12):
-        view.result(FileResult(i, f"a/{i}", "downloaded"))
+        view.result(FileResult(i, f"a/{i}", FileStatus.DOWNLOADED))
     for i in range(3):
-        view.result(FileResult(100 + i, f"b/{i}", "unchanged"))
+        view.result(FileResult(100 + i, f"b/{i}", FileStatus.UNCHANGED))
     assert view.counts.interrupted_text() == (
         "interrupted: 12 downloaded, 3 unchanged, 16 not done; a rerun resumes"
     )

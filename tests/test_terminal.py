@@ -207,9 +207,9 @@ def test_dumb_terminal_gets_plain_status_lines_now_and_then(
 ) -> None:
     import io
 
-    from ohpub.mirror import FileResult
-
+    from ohpub.engine import FileResult
     from ohpub.output import MirrorView
+    from ohpub.records import FileStatus
     from ohpub.screen import LiveLines
 
     class Tty(io.StringIO):
@@ -221,7 +221,7 @@ def test_dumb_terminal_gets_plain_status_lines_now_and_then(
     view = MirrorView(fmt="text", quiet=True, bars=False, out=io.StringIO())
     view.listing_done(31)
     for i in range(5):
-        view.result(FileResult(i, f"a/{i}", "downloaded"))
+        view.result(FileResult(i, f"a/{i}", FileStatus.DOWNLOADED))
     live = LiveLines(err, view._render, plain_every=0.05)
     live.start()
     deadline = time.monotonic() + 10
