@@ -84,6 +84,8 @@ WITH_ID: list[tuple[str, Breaker]] = [
 WITH_ID += [
     ("source_project null", lambda r: r.update(source_project=None)),
     ("source_project without an id", lambda r: r.update(source_project="http://x/project/")),
+    # Listed by /api/public/project/800/datafiles/, yet "of project 102": not dropped quietly.
+    ("another project", lambda r: r.update(source_project="http://x/api/public/project/102/")),
 ]
 ODD_BUT_GOOD: list[tuple[str, Breaker]] = [
     ("metadata a string", lambda r: r.update(metadata="free text")),
