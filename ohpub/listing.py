@@ -287,6 +287,7 @@ class EndpointCrawl:
         client: Client,
         path: str,
         kind: str,
+        value: str,
         check: Callable[[], None] | None,
         flt: FileFilter,
         report: ListingReport,
@@ -297,6 +298,7 @@ class EndpointCrawl:
         self.path = path
         self.url = client.url(path)
         self.whole = kind == "member"  # one member: no cut inside, fetch it whole at once
+        self.kind, self.value = kind, value
         self.check = check
         self.flt = flt
         self.report = report
@@ -421,6 +423,7 @@ class EndpointCrawl:
                 return (name if isinstance(name, str) else None), fid, None
         try:
             f = parse_datafile(item, listed_at=asked)
+            self._check_path_scope(f)
         except RecordError as exc:
             self._reject(item, pos, exc)
             return None, exc.file_id, None
@@ -429,6 +432,19 @@ class EndpointCrawl:
             return f.username, f.id, None
         self.report.unique += 1
         return f.username, f.id, f
+
+    def _check_path_scope(self, f: DataFile) -> None:
+        """A record a path endpoint lists must be in that path's scope: the other filters
+        may drop a file quietly, this one must not (the record contradicts the server)."""
+        if self.kind == "project" and str(f.project_id) != self.value:
+            why = f"listed by {self.path} but its source_project is {f.project_id}"
+        elif self.kind == "member" and f.username != self.value:
+            why = f"listed by {self.path} but its user is {f.username!r}"
+        elif self.kind == "datatype" and int(self.value) not in f.datatype_ids:
+            why = f"listed by {self.path} but its datatypes are {list(f.datatype_ids)}"
+        else:
+            return
+        raise RecordError(why, f.id)
 
     def _reject(self, item: Any, pos: int, exc: RecordError) -> None:
         key: Any = exc.file_id
@@ -513,7 +529,7 @@ def crawl_files(client: Client, flt: FileFilter, report: ListingReport) -> Itera
     complete = True
     for path, kind, value in flt.scope_paths():
         check = client.check_scope(kind, value) if kind != "all" else None
-        crawl = EndpointCrawl(client, path, kind, check, flt, report, seen, rejected_keys)
+        crawl = EndpointCrawl(client, path, kind, value, check, flt, report, seen, rejected_keys)
         yield from crawl.run()
         complete = complete and crawl.complete
     report.complete = complete
