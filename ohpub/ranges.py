@@ -408,6 +408,10 @@ def resume_ranged(
         return None
     if size_on_disk != total:
         return None
+    if job.max_size is not None and total > job.max_size:
+        from ohpub.transfer import TooLargeError
+
+        raise TooLargeError(job.f.id, total, job.max_size)
     job.total, job.resumed = total, bool(done)
     chunks_done = {k for k in done if 0 <= k * size < total}
     already = sum(min(total, (k + 1) * size) - k * size for k in chunks_done)
