@@ -196,8 +196,8 @@ class Digests:
         """Feed the bytes ``[start, end)`` of a file (a resumed prefix, or ranges on disk)."""
         pos = start
         while pos < end:
-            view = self.buffer()
-            n = os.preadv(fd, [view[: min(len(view), end - pos)]], pos)
+            view = self.buffer()[: min(BUFFER, end - pos)]
+            n = _pread_into(fd, view, pos)
             if n <= 0:
                 raise OSError(f"file ended at byte {pos} of {end}")
             self.consume(n)
@@ -209,6 +209,14 @@ class Digests:
             self._work.put(None)
             self._thread.join()
             self._thread = None
+
+
+def _pread_into(fd: int, view: memoryview, offset: int) -> int:
+    if hasattr(os, "preadv"):
+        return os.preadv(fd, [view], offset)
+    data = os.pread(fd, len(view), offset)
+    view[: len(data)] = data
+    return len(data)
 
 
 def _sync_file_range() -> Callable[[int, int, int], None] | None:

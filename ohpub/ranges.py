@@ -204,7 +204,7 @@ class Ranged:
     def _acquire(self) -> bool:
         """One storage slot, waiting as long as the transfer runs (False: it ended)."""
         slots = self.d.slots
-        if not isinstance(slots, type(threading.BoundedSemaphore(1))):
+        if not isinstance(slots, threading.Semaphore):
             return True
         while not self.chunks.stopped:
             if slots.acquire(timeout=0.2):
@@ -213,7 +213,7 @@ class Ranged:
 
     def _release(self) -> None:
         slots = self.d.slots
-        if isinstance(slots, type(threading.BoundedSemaphore(1))):
+        if isinstance(slots, threading.Semaphore):
             slots.release()
 
     def _fill(self, k: int, answer: Answer | None, buf: memoryview) -> Answer | None:
