@@ -93,6 +93,7 @@ def test_a_big_file_comes_over_several_connections(oh_server: Any, tmp_path: Pat
     assert oh_server.peak_in_flight["storage"] >= 2
     assert oh_server.count(role="download") == 1  # the signed URL is shared by every range
     assert sum(g.bytes_sent for g in gets) < 2 * SIZE
+    assert len(gets) > CFG.jobs + 1 >= len({g.connection for g in gets})  # kept alive
 
 
 def test_resets_in_the_middle_of_ranges_resume_within_the_range(
