@@ -168,12 +168,19 @@ class Ranged:
     def worker(self, first: Answer | None, k: int | None) -> None:
         """Claim chunks and fill them; ``first`` is an open answer positioned in chunk k.
 
-        A helper (no ``first``) holds one storage slot while it works; the first answer
-        already holds the slot of the transfer that opened it."""
-        held = first is not None or self._acquire()
+        Each worker holds one storage slot while it works: a helper waits for one, the
+        first worker takes over the slot its answer was opened with, so that a reopened
+        connection never goes past ``--jobs``."""
+        slot = contextlib.ExitStack()
+        if first is not None:
+            slot, first.slot = first.slot, contextlib.ExitStack()
+        elif self._acquire():
+            slot.callback(self._release)
+        else:
+            return
         answer, buf = first, memoryview(bytearray(BUFFER))
         try:
-            while held and not self.chunks.stopped:
+            while not self.chunks.stopped:
                 if k is None and (first is not None or not self.no_ranges):
                     k = self.chunks.claim()
                 if k is None:
@@ -194,8 +201,7 @@ class Ranged:
         finally:
             if answer is not None:
                 answer.close()
-            if first is None and held:
-                self._release()
+            slot.close()
 
     def _chunk_after(self, answer: Answer) -> int:
         """The chunk an open-ended answer's body goes on into (its position now)."""
