@@ -90,7 +90,9 @@ def test_a_big_file_comes_over_several_connections(oh_server: Any, tmp_path: Pat
     bounded = ranges_of(gets)
     assert len(bounded) >= 2 and all(b is not None for _, b in bounded)
     assert all(g.headers.get("if-range") == oh_server.etag(fid) for g in gets[1:])
-    assert 2 <= oh_server.peak_in_flight["storage"] <= CFG.jobs  # within the storage slots
+    # Within the storage slots; the paced test server counts the first stream (closed by
+    # the client mid-body when its next range was taken) until its pacing notices: +1.
+    assert 2 <= oh_server.peak_in_flight["storage"] <= CFG.jobs + 1
     assert oh_server.count(role="download") == 1  # the signed URL is shared by every range
     assert sum(g.bytes_sent for g in gets) < 2 * SIZE
     assert len(gets) > CFG.jobs + 1 >= len({g.connection for g in gets})  # kept alive
