@@ -48,9 +48,20 @@ def fetch(server: Any, fid: int, part: Path, *, stop_after: int | None = None) -
         if stop_after is not None and seen >= stop_after:
             raise Cancel
 
-    with Client(server.base_url, retry=FAST) as client:
-        d = Downloader(client, storage_slots=CFG.jobs, config=CFG)
-        return d.to_part(client.get_file(fid), part, progress)
+    try:
+        with Client(server.base_url, retry=FAST) as client:
+            d = Downloader(client, storage_slots=CFG.jobs, config=CFG)
+            return d.to_part(client.get_file(fid), part, progress)
+    finally:
+        settle(server)
+
+
+def settle(server: Any) -> None:
+    """Wait until the server has logged every storage request (a stream the client closed
+    mid-body is logged when the server notices)."""
+    deadline = time.monotonic() + 10
+    while server.in_flight["storage"] and time.monotonic() < deadline:
+        time.sleep(0.01)
 
 
 def gets_of(server: Any, fid: int, since: float = 0.0) -> list[Any]:
@@ -219,6 +230,7 @@ def test_an_expired_signed_url_is_resolved_again_once_for_all_ranges(
     with Client(oh_server.base_url, retry=FAST) as client:
         d = Downloader(client, storage_slots=CFG.jobs, config=CFG)
         got = d.to_part(client.get_file(fid), tmp_path / "part", progress)
+    settle(oh_server)
     assert (tmp_path / "part").read_bytes() == content_of(oh_server, fid)
     assert got.md5 == oh_server.md5(fid)
     statuses = [g.status for g in gets_of(oh_server, fid)]
