@@ -169,12 +169,19 @@ class Ranged:
     def worker(self, first: Answer | None, k: int | None) -> None:
         """Claim chunks and fill them; ``first`` is an open answer positioned in chunk k.
 
-        A helper (no ``first``) holds one storage slot while it works; the first answer
-        already holds the slot of the transfer that opened it."""
-        held = first is not None or self._acquire()
+        Each worker holds one storage slot while it works: a helper waits for one, the
+        first worker takes over the slot its answer was opened with, so that a reopened
+        connection never goes past ``--jobs``."""
+        slot = contextlib.ExitStack()
+        if first is not None:
+            slot, first.slot = first.slot, contextlib.ExitStack()
+        elif self._acquire():
+            slot.callback(self._release)
+        else:
+            return
         answer, buf = first, memoryview(bytearray(BUFFER))
         try:
-            while held and not self.chunks.stopped:
+            while not self.chunks.stopped:
                 if k is None and (first is not None or not self.no_ranges):
                     k = self.chunks.claim()
                 if k is None:
@@ -195,8 +202,7 @@ class Ranged:
         finally:
             if answer is not None:
                 answer.close()
-            if first is None and held:
-                self._release()
+            slot.close()
 
     def _chunk_after(self, answer: Answer) -> int:
         """The chunk an open-ended answer's body goes on into (its position now)."""
@@ -205,7 +211,7 @@ class Ranged:
     def _acquire(self) -> bool:
         """One storage slot, waiting as long as the transfer runs (False: it ended)."""
         slots = self.d.slots
-        if not isinstance(slots, type(threading.BoundedSemaphore(1))):
+        if not isinstance(slots, threading.Semaphore):
             return True
         while not self.chunks.stopped:
             if slots.acquire(timeout=0.2):
@@ -214,7 +220,7 @@ class Ranged:
 
     def _release(self) -> None:
         slots = self.d.slots
-        if isinstance(slots, type(threading.BoundedSemaphore(1))):
+        if isinstance(slots, threading.Semaphore):
             slots.release()
 
     def _fill(self, k: int, answer: Answer | None, buf: memoryview) -> Answer | None:
@@ -409,6 +415,10 @@ def resume_ranged(
         return None
     if size_on_disk != total:
         return None
+    if job.max_size is not None and total > job.max_size:
+        from ohpub.transfer import TooLargeError
+
+        raise TooLargeError(job.f.id, total, job.max_size)
     job.total, job.resumed = total, bool(done)
     chunks_done = {k for k in done if 0 <= k * size < total}
     already = sum(min(total, (k + 1) * size) - k * size for k in chunks_done)

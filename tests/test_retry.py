@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -70,6 +71,38 @@ def test_each_retry_is_one_warning_line_naming_url_reason_and_count(
     ), lines[1]
     assert "(storage answered 500); retry 2 of 3 in" in lines[2]
     assert "key=…" in lines[1] or "x-oh-key=…" in lines[1]
+
+
+def test_retry_lines_reach_stderr_unless_quiet(oh_server: Any, tmp_path: Path) -> None:
+    env = {"OHPUB_RETRY_BASE": "0.01", "OHPUB_RETRY_CAP": "0.02"}
+    for quiet in (False, True):
+        oh_server.faults.script(role="storage", path_regex="taxonomy", statuses=[503])
+        args = ["-q"] if quiet else []
+        dest = tmp_path / str(quiet)
+        res = run_cli(oh_server, [*args, "mirror", str(dest), "-p", "128"], env=env)
+        assert res.code == 0, res.stderr
+        retry_lines = [ln for ln in res.stderr.splitlines() if "; retry " in ln]
+        if quiet:
+            assert retry_lines == []
+        else:
+            assert len(retry_lines) == 1
+            assert re.fullmatch(
+                r"ohpub: GET http://\S+taxonomy-summary\.tsv\?\S+ failed "
+                r"\(storage answered 503\); retry 1 of 5 in [0-9.]+ s",
+                retry_lines[0],
+            ), retry_lines[0]
+
+
+def test_probe_size_goes_through_the_same_retries(oh_server: Any) -> None:
+    oh_server.faults.script(role="storage", path_regex="fastq", statuses=[503, 429])
+    with Client(oh_server.base_url, retry=RetryPolicy(attempts=3, base=0.01)) as client:
+        assert Downloader(client).probe_size(client.get_file(3)) == 939_303
+    deadline = time.monotonic() + 5  # the probe hangs up before the body; the log follows
+    while len(storage_gets_of(oh_server, 3)) < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    gets = storage_gets_of(oh_server, 3)
+    assert [g.status for g in gets] == [503, 429, 206]
+    assert gets[-1].headers.get("range") == "bytes=0-0"
 
 
 def test_a_host_name_that_does_not_resolve_fails_at_once(tmp_path: Path) -> None:
