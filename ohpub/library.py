@@ -218,9 +218,10 @@ class MirrorEvent:
     """One thing a running mirror reports to ``progress``.
 
     ``kind`` is ``listed`` (``count`` files listed so far), ``expected`` (the listing's own
-    count), ``listing_done`` (the listing ended with ``count`` files), ``started``/``finished`` (a transfer of ``file``), ``bytes`` (``count`` more
-    bytes arrived; negative when a transfer restarts), ``result`` (``result`` is one file's
-    record) or ``warning`` (``message``).
+    count), ``listing_done`` (the listing ended with ``count`` files), ``started`` and
+    ``finished`` (a transfer of ``file``), ``bytes`` (``count`` more bytes arrived; negative
+    when a transfer restarts), ``result`` (``result`` is one file's record) or ``warning``
+    (``message``).
     """
 
     kind: str
