@@ -1,3 +1,83 @@
-"""ohpub: download and mirror the public data files of Open Humans."""
+"""ohpub: download and mirror the public data files of Open Humans.
+
+The Python API (the CLI is a thin shell over it)::
+
+    import ohpub
+    import pandas as pd
+
+    df = pd.DataFrame([f.to_dict() for f in ohpub.files(project=176)])
+    result = ohpub.mirror("spotify", project=176)
+    assert result.ok
+
+Listings: ``files``, ``projects``, ``datatypes``, ``members``. Mirrors: ``mirror``,
+``verify``, ``status``, ``index``. Single files: ``fetch``, ``read_bytes``, ``open``.
+A reusable connection: ``Client``. Failures are ``OhpubError`` subclasses.
+"""
 
 __version__ = "0.2.0"
+
+from ohpub.commit import FileResult  # noqa: E402
+from ohpub.errors import (  # noqa: E402 - after __version__, which the modules read
+    IncompleteListingError,
+    IntegrityError,
+    LockedError,
+    NetworkError,
+    NotFoundError,
+    OhpubError,
+    ServerError,
+    StateError,
+    UnavailableError,
+    UsageError,
+)
+from ohpub.library import (  # noqa: E402
+    Client,
+    MirrorEvent,
+    MirrorResult,
+    MirrorStatus,
+    VerifyResult,
+    datatypes,
+    fetch,
+    files,
+    index,
+    members,
+    mirror,
+    open,
+    projects,
+    read_bytes,
+    status,
+    verify,
+)
+from ohpub.records import DataFile, FileStatus  # noqa: E402
+
+__all__ = [
+    "__version__",
+    "files",
+    "projects",
+    "datatypes",
+    "members",
+    "mirror",
+    "fetch",
+    "read_bytes",
+    "open",
+    "verify",
+    "status",
+    "index",
+    "Client",
+    "DataFile",
+    "FileResult",
+    "FileStatus",
+    "MirrorEvent",
+    "MirrorResult",
+    "MirrorStatus",
+    "VerifyResult",
+    "OhpubError",
+    "NotFoundError",
+    "NetworkError",
+    "ServerError",
+    "UnavailableError",
+    "LockedError",
+    "StateError",
+    "IntegrityError",
+    "IncompleteListingError",
+    "UsageError",
+]

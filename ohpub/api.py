@@ -8,8 +8,8 @@ from the storage host do not pass through it (the caller bounds them).
 The server's traps, and where they are handled:
 - query filters are ignored, so filters go into the PATH and every item is
   checked again on this side (``FileFilter.matches``);
-- paging order is unstable, so items are de-duplicated by id and the crawl is
-  repeated (bounded) while fewer unique ids than ``count`` came back;
+- paging order is by username only, so a page boundary can cut a member's files:
+  ``ohpub.listing`` finds those cuts and heals them with one snapshot request each;
 - unknown ids on a path endpoint give an HTML 500, so a 500 there is checked
   against the JSON detail endpoint and turned into "project 999 not found";
 - error pages are HTML, so a body is only parsed as JSON when it is JSON.
@@ -17,19 +17,14 @@ The server's traps, and where they are handled:
 
 from __future__ import annotations
 
-import fnmatch
 import json
 import logging
 import re
 import threading
 import time
-from collections import deque
-from collections.abc import Callable, Generator, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
-from datetime import datetime
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
-from urllib.parse import parse_qs, urljoin, urlsplit, urlunsplit
+from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import requests
 
@@ -44,7 +39,20 @@ from ohpub.errors import (
     UnavailableError,
     UsageError,
 )
-from ohpub.http import describe_exception, parse_retry_after, redact
+from ohpub.http import (
+    RETRY_STATUSES,
+    TRANSPORT_ERRORS,
+    Failure,
+    Retrier,
+    describe_exception,
+    failure_of,
+    gave_up_note,
+    parse_retry_after,
+    redact,
+)
+from ohpub.listing import FileFilter as FileFilter
+from ohpub.listing import ListingReport as ListingReport
+from ohpub.listing import crawl_files, walk_objects
 from ohpub.records import DataFile, RecordError, parse_datafile
 
 log = logging.getLogger("ohpub")
@@ -56,81 +64,6 @@ USER_AGENT = (
 DEFAULT_PAGE_SIZE = 500
 MAX_PAGE_BYTES = 16 * 1024 * 1024
 """A real page of 500 files is about 350 kB; anything this large is not a listing page."""
-RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
-
-
-@dataclass
-class FileFilter:
-    """What the user asked for. Values of one filter OR together; filters AND together."""
-
-    projects: tuple[int, ...] = ()
-    users: tuple[str, ...] = ()
-    datatypes: tuple[int, ...] = ()
-    tags: tuple[str, ...] = ()
-    names: tuple[str, ...] = ()
-    since: datetime | None = None
-    until: datetime | None = None
-
-    def matches(self, f: DataFile) -> bool:
-        """Every requested filter, checked on the client: the server ignores query filters."""
-        if self.projects and f.project_id not in self.projects:
-            return False
-        if self.users and f.username not in self.users:
-            return False
-        if self.datatypes and not set(self.datatypes) & set(f.datatype_ids):
-            return False
-        if self.tags and not set(self.tags) & set(f.tags):
-            return False
-        if self.names and not any(fnmatch.fnmatchcase(f.basename, g) for g in self.names):
-            return False
-        if self.since is not None and f.created < self.since:
-            return False
-        return not (self.until is not None and f.created >= self.until)
-
-    def scope_paths(self) -> list[tuple[str, str, str]]:
-        """The path endpoints to crawl, as (path, kind, value) with kind naming the filter.
-
-        The narrowest filter goes into the path (a member has fewer files than a project);
-        the rest are applied by ``matches``.
-        """
-        if self.users:
-            return [(f"/api/public/member/{u}/datafiles/", "member", u) for u in self.users]
-        if self.projects:
-            return [
-                (f"/api/public/project/{p}/datafiles/", "project", str(p)) for p in self.projects
-            ]
-        if self.datatypes:
-            return [
-                (f"/api/public/datatype/{d}/datafiles/", "datatype", str(d)) for d in self.datatypes
-            ]
-        return [("/api/public/datafiles/", "all", "")]
-
-    def scope_key(self) -> str:
-        """A stable name of the listing scope (what a complete listing covers)."""
-        return json.dumps(
-            {
-                "projects": sorted(self.projects),
-                "users": sorted(self.users),
-                "datatypes": sorted(self.datatypes),
-                "tags": sorted(self.tags),
-                "names": sorted(self.names),
-                "since": self.since.isoformat() if self.since else None,
-                "until": self.until.isoformat() if self.until else None,
-            },
-            sort_keys=True,
-        )
-
-
-@dataclass
-class ListingReport:
-    """How a file listing went; the mirror needs it before it may delete anything."""
-
-    expected: int = 0
-    unique: int = 0
-    crawls: int = 0
-    rejected: int = 0
-    complete: bool = False
-    warnings: list[str] = field(default_factory=list)
 
 
 class Client:
@@ -147,7 +80,6 @@ class Client:
         pool_size: int = 16,
         page_size: int = DEFAULT_PAGE_SIZE,
         max_crawls: int = 4,
-        single_page_max: int = 5000,
         on_warning: Callable[[str], None] | None = None,
     ) -> None:
         parts = urlsplit(base_url)
@@ -160,7 +92,7 @@ class Client:
         self.retry = retry or RetryPolicy()
         self.page_size = max(1, page_size)
         self.max_crawls = max(1, max_crawls)
-        self.single_page_max = single_page_max
+        """Passes over one endpoint while the listing changes under the crawl."""
         self.on_warning = on_warning or (lambda msg: log.warning(msg))
         self.api_concurrency = max(1, api_concurrency)
         self._api_slots = threading.BoundedSemaphore(self.api_concurrency)
@@ -200,17 +132,22 @@ class Client:
         """GET a URL on Open Humans itself, within the API concurrency limit, with retries.
 
         ``reader`` consumes the response while the concurrency slot is held, so the body
-        transfer counts against the limit too. Answers other than 429/5xx go to ``reader``
-        to interpret. ``on_first_500`` runs once on the first 500 (outside the slot), so an
-        HTML 500 for an unknown id can become "not found" without waiting through retries.
+        transfer counts against the limit too. Answers in ``http.RETRY_STATUSES`` are
+        retried through the one retry engine (``http.Retrier``); every other answer goes to
+        ``reader`` to interpret. ``on_first_500`` runs once on the first 500 (outside the
+        slot), so an HTML 500 for an unknown id can become "not found" without waiting
+        through retries.
         """
-        policy = self.retry
-        start = time.monotonic()
-        attempt = 0
+
+        def give_up(failure: Failure, attempts: int) -> OhpubError:
+            cls = NetworkError if failure.status is None else ServerError
+            return cls(
+                f"{failure.reason} from {redact(url)} ({gave_up_note(failure, attempts)})",
+                hint=_hint_for(self.base_url, failure.status is None),
+            )
+
+        retry = Retrier(self.retry, url, give_up)
         while True:
-            error = ""
-            retry_after: float | None = None
-            status: int | None = None
             with self._api_slots:
                 try:
                     resp = self.session.get(
@@ -222,28 +159,21 @@ class Client:
                     )
                 except requests.exceptions.InvalidURL as exc:
                     raise UsageError(f"invalid URL {redact(url)}: {exc}") from exc
-                except requests.exceptions.RequestException as exc:
-                    error = describe_exception(exc)
+                except TRANSPORT_ERRORS as exc:
+                    failure = failure_of(exc, url)
                 else:
                     with resp:
-                        status = resp.status_code
-                        if status not in RETRY_STATUSES:
+                        if resp.status_code not in RETRY_STATUSES:
                             return reader(resp)
-                        error = f"HTTP {status}{_html_title(resp)}"
-                        retry_after = parse_retry_after(resp.headers.get("Retry-After"))
-            if status == 500 and on_first_500 is not None:
+                        failure = Failure(
+                            f"HTTP {resp.status_code}{_html_title(resp)}",
+                            retry_after=parse_retry_after(resp.headers.get("Retry-After")),
+                            status=resp.status_code,
+                        )
+            if failure.status == 500 and on_first_500 is not None:
                 hook, on_first_500 = on_first_500, None
                 hook()
-            attempt += 1
-            delay = policy.delay(attempt - 1, retry_after)
-            if attempt >= policy.attempts or time.monotonic() - start + delay > policy.budget:
-                cls = NetworkError if status is None else ServerError
-                raise cls(
-                    f"{error} from {redact(url)} (gave up after {attempt} attempts)",
-                    hint=_hint_for(self.base_url, status is None),
-                )
-            log.debug("retrying %s in %.1fs after %s", redact(url), delay, error)
-            time.sleep(delay)
+            retry.wait(failure, _with_params(url, params) if params else url)
 
     def get_json(
         self,
@@ -272,103 +202,21 @@ class Client:
         body = self.request_api(url, read, params=params, on_first_500=on_first_500)
         try:
             return json.loads(body)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             raise ServerError(f"invalid JSON from {redact(url)}: {exc}") from exc
 
     # -- listings -----------------------------------------------------------------------------
 
-    def _page(
+    def list_page(
         self, url: str, params: dict[str, Any] | None, check: Callable[[], None] | None = None
     ) -> dict[str, Any]:
+        """One page of a list endpoint: an object whose ``results`` is a list."""
         page = self.get_json(url, params=params, on_first_500=check)
         if not isinstance(page, dict) or not isinstance(page.get("results"), list):
             raise ServerError(f"unexpected listing page from {redact(url)}: not a page object")
         return page
 
-    def _pages(
-        self,
-        path: str,
-        check: Callable[[], None] | None = None,
-        limit: int | None = None,
-        shift: int = 0,
-    ) -> Iterator[dict[str, Any]]:
-        """Every page of one list endpoint, in order, refusing loops.
-
-        The first page tells ``count``; when its ``next`` link is the plain next offset,
-        the remaining pages are fetched a few at a time (within the Open Humans limit)
-        instead of one round trip after another. Anything unexpected falls back to
-        following ``next`` links one by one, with loop detection. ``shift`` makes the first
-        page that many items long, so every later boundary moves by ``shift`` items.
-        """
-        size = limit or self.page_size
-        first_limit = shift or size
-        url = self.url(path)
-        page = self._page(url, {"limit": first_limit}, check)
-        yield page
-        nxt = page.get("next")
-        if nxt is None:
-            return
-        count = page.get("count")
-        if isinstance(count, int) and _query_int(nxt, "offset") == first_limit:
-            last = yield from self._parallel_pages(path, size, first_limit, count)
-            if last is None or last.get("next") is None:
-                return
-            nxt = last["next"]  # the listing grew during the crawl: follow it from here
-        elif shift:
-            nxt = _with_params(url, {"limit": size, "offset": shift})
-        yield from self._follow(_with_params(url, {"limit": first_limit}), nxt)
-
-    def _parallel_pages(
-        self, path: str, size: int, start: int, count: int
-    ) -> Generator[dict[str, Any], None, dict[str, Any] | None]:
-        """Pages at offsets start, start+size, ... < count, fetched ahead, yielded in order.
-
-        Nothing is fetched before the consumer asks for the next page (``--limit`` must stop
-        the crawl), and pages not yet consumed are cancelled when the consumer stops.
-        """
-        offsets = iter(range(start, count, size))
-        width = max(1, self.api_concurrency)
-        pool = ThreadPoolExecutor(max_workers=width, thread_name_prefix="ohpub-list")
-        ahead: deque[Future[dict[str, Any]]] = deque()
-
-        def submit() -> None:
-            off = next(offsets, None)
-            if off is not None:
-                params = {"limit": size, "offset": off}
-                ahead.append(pool.submit(self._page, self.url(path), params))
-
-        last: dict[str, Any] | None = None
-        try:
-            for _ in range(width):
-                submit()
-            while ahead:
-                last = ahead.popleft().result()
-                submit()
-                yield last
-        finally:
-            for fut in ahead:
-                fut.cancel()
-            pool.shutdown(wait=False, cancel_futures=True)
-        return last
-
-    def _follow(self, prev_url: str, nxt: Any) -> Iterator[dict[str, Any]]:
-        """Follow ``next`` links one page at a time, refusing a link that loops."""
-        seen: set[str] = {_page_key(prev_url)}
-        url = prev_url
-        while nxt is not None:
-            if not isinstance(nxt, str):
-                raise ServerError(f"bad 'next' link in page from {redact(url)}")
-            nxt = urljoin(url, nxt)
-            key = _page_key(nxt)
-            if key in seen:
-                raise ServerError(f"paging loop: 'next' points back to {redact(nxt)}")
-            seen.add(key)
-            url = nxt
-            page = self._page(url, None)
-            yield page
-            nxt = page.get("next")
-
-    def _check_scope(self, kind: str, value: str) -> Callable[[], None]:
+    def check_scope(self, kind: str, value: str) -> Callable[[], None]:
         """A hook for a path endpoint's 500: is the id simply unknown?"""
 
         def check() -> None:
@@ -396,85 +244,14 @@ class Client:
     ) -> Iterator[DataFile]:
         """Every public file in scope, exactly once, streamed as pages arrive.
 
-        Re-crawls (at most ``max_crawls`` times per endpoint) while fewer unique ids than the
-        server's ``count`` came back, since offset paging over an unstable order skips files.
-        ``report`` is filled in as the crawl goes; ``report.complete`` is only True when
-        every endpoint was crawled without a gap.
+        The strategy (one pass, then one snapshot request per segment that a page
+        boundary cut and that came back with a gap; again while the listing moves) is in
+        ``ohpub.listing``. ``report`` is filled in as the crawl goes: ``complete`` is only
+        True when every endpoint was covered without a gap, and ``rejected`` lists every
+        malformed item (each also passed to ``on_warning``), which callers must treat as
+        failures.
         """
-        flt = flt or FileFilter()
-        report = report if report is not None else ListingReport()
-        seen: set[int] = set()
-        complete = True
-        for path, kind, value in flt.scope_paths():
-            check = self._check_scope(kind, value) if kind != "all" else None
-            endpoint_ids: set[int] = set()
-            expected = 0
-            for crawl in range(self.max_crawls):
-                report.crawls += 1
-                rejected: set[str] = set()
-                limit, shift = self._crawl_plan(crawl, expected)
-                for page in self._pages(path, check, limit, shift):
-                    listed_at = time.time()
-                    count = page.get("count")
-                    if isinstance(count, int):
-                        expected = count
-                    for item in page["results"]:
-                        if item == {}:
-                            continue
-                        if isinstance(item, dict) and item.get("id") in endpoint_ids:
-                            continue  # a re-crawl meets most files again: skip the parsing
-                        try:
-                            f = parse_datafile(item, listed_at=listed_at)
-                        except RecordError as exc:
-                            key = json.dumps(item, sort_keys=True, default=str)[:200]
-                            if key not in rejected and crawl == 0:
-                                report.rejected += 1
-                                self.on_warning(f"skipping a malformed listing item: {exc}")
-                            rejected.add(key)
-                            continue
-                        endpoint_ids.add(f.id)
-                        if f.id in seen:
-                            continue
-                        seen.add(f.id)
-                        if flt.matches(f):
-                            report.unique += 1
-                            yield f
-                if len(endpoint_ids) + len(rejected) >= expected:
-                    break
-                log.info(
-                    "listing %s: %d of %d unique after crawl %d; crawling again",
-                    path,
-                    len(endpoint_ids),
-                    expected,
-                    crawl + 1,
-                )
-            report.expected += expected
-            if len(endpoint_ids) + len(rejected) < expected:
-                complete = False
-                report.warnings.append(
-                    f"listing {path} stayed incomplete: {len(endpoint_ids)} of {expected} files "
-                    f"after {self.max_crawls} crawls"
-                )
-                self.on_warning(report.warnings[-1])
-        report.complete = complete
-
-    def _crawl_plan(self, crawl: int, expected: int) -> tuple[int, int]:
-        """Page size and boundary shift for crawl number ``crawl``.
-
-        Files are lost only where one member's files straddle a page boundary (their order
-        changes on every request). A re-crawl therefore moves the boundaries: one single
-        page holding everything when the listing is small enough (the API has no maximum
-        page size, and one page is one consistent snapshot), otherwise the same pages
-        shifted by half a page, then a quarter, then three quarters, so that a member cut
-        by one crawl lies inside a page of the next.
-        """
-        if crawl == 0:
-            return self.page_size, 0
-        if expected + 100 <= self.single_page_max:
-            return max(self.page_size, expected + 100), 0
-        fractions = (0.5, 0.25, 0.75, 0.125, 0.375, 0.625, 0.875)
-        shift = int(self.page_size * fractions[(crawl - 1) % len(fractions)])
-        return self.page_size, max(1, shift)
+        return crawl_files(self, flt or FileFilter(), report or ListingReport())
 
     def iter_objects(self, kind: str) -> Iterator[dict[str, Any]]:
         """Projects, datatypes or members, as the server sends them."""
@@ -483,16 +260,7 @@ class Client:
             "datatypes": "/api/public/datatypes/",
             "members": "/api/public/members/",
         }[kind]
-        seen: set[str] = set()
-        for page in self._pages(path):
-            for item in page["results"]:
-                if not isinstance(item, dict) or not item:
-                    continue
-                ident = str(item.get("id", item.get("username")))
-                if ident in seen:
-                    continue
-                seen.add(ident)
-                yield item
+        return walk_objects(self, path)
 
     def get_file(self, file_id: int) -> DataFile:
         """The detail record of one file, which also mints a fresh download key."""
@@ -603,19 +371,6 @@ def _read_capped(resp: requests.Response, cap: int) -> bytes:
 
 
 def _with_params(url: str, params: dict[str, Any]) -> str:
+    """The URL a GET with ``params`` asks for (what a retry message names)."""
     req = requests.Request("GET", url, params=params).prepare()
     return req.url or url
-
-
-def _query_int(url: Any, name: str) -> int | None:
-    if not isinstance(url, str):
-        return None
-    values = parse_qs(urlsplit(url).query).get(name)
-    return int(values[-1]) if values and values[-1].isdigit() else None
-
-
-def _page_key(url: str) -> str:
-    """Pages are identified by path + sorted query, so a host change cannot hide a loop."""
-    parts = urlsplit(url)
-    query = "&".join(sorted(parts.query.split("&"))) if parts.query else ""
-    return f"{parts.path}?{query}"

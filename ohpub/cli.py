@@ -573,13 +573,14 @@ def list_cmd(
             help="Stop after N records (and fetch no more pages).",
         ),
     ] = None,
-) -> None:
+) -> int:
     """List public data files (default), projects, datatypes or members.
 
     Filters go into the request path and are checked again on every record, because
     the server ignores query filters. json and jsonl keep every field as the server
     sent it and add project_id, datatype_ids and username; records stream as pages
-    arrive.
+    arrive. Exit 1 when the listing stayed incomplete or had malformed records
+    (named on stderr).
 
     Examples:
 
@@ -598,10 +599,23 @@ def list_cmd(
         with _client() as client:
             items = _limited(client.iter_objects(kind.value), limit)
             write_objects(items, kind.value, out_fmt, sys.stdout)
-        return
+        return 0
     flt = _filter(project, user, datatype, tag, name, since, until)
+    from ohpub.api import ListingReport  # h3: the listing's outcome decides the exit code
+
+    report = ListingReport()
     with _client() as client:
-        write_files(_limited(client.iter_files(flt), limit), out_fmt, sys.stdout)
+        write_files(_limited(client.iter_files(flt, report), limit), out_fmt, sys.stdout)
+    if not report.finished:
+        return 0  # --limit stopped the listing: nothing to judge
+    if report.rejected:
+        named = "; ".join(r.message() for r in report.rejected[:3])
+        more = f" (and {len(report.rejected) - 3} more)" if len(report.rejected) > 3 else ""
+        print_error(f"{len(report.rejected)} malformed listing records left out: {named}{more}")
+    if not report.complete:
+        why = report.warnings[-1] if report.warnings else "some files may be missing"
+        print_error(f"listing incomplete: {why}", "the server's listing moved or misbehaved")
+    return EXIT_FAILURE if report.rejected or not report.complete else 0
 
 
 @app.command("mirror")

@@ -7,12 +7,11 @@ with ``planned`` where the real run says ``downloaded``.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ohpub import layout, plan
@@ -67,8 +66,9 @@ def record_of(fs: FileState) -> Any:
         return None
 
 
-class Committer:
-    """Carries out (or, dry, reports) the plan's effects on DEST and the state."""
+class Phase:
+    """What every phase after the listing works with: the options, the state (None in a
+    dry run of a new DEST), the run's listing, the reporter, and whether it is dry."""
 
     def __init__(
         self,
@@ -85,10 +85,14 @@ class Committer:
         self.listed = listed
         self.report = report
         self.dry = dry
-        self.refused = False
-        self._refreshed: list[Finished] = []
 
-    # -- kept files ----------------------------------------------------------------------------
+
+class Committer(Phase):
+    """Carries out (or, dry, reports) the plan's effects on DEST and the state."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._refreshed: list[Finished] = []
 
     def refresh_fingerprint(self, done: Finished) -> None:
         """A re-hash confirmed the bytes: remember the new size and mtime (real run)."""
@@ -168,7 +172,7 @@ class Committer:
             move_within(self.dest, fs.path or "", new)
             fs.path = new
             state.put(fs)
-            self._prune_dirs(old)
+            prune_dirs(self.dest, old)
 
     def _save_refreshed(self) -> None:
         if not self._refreshed or self.state is None:
@@ -271,70 +275,14 @@ class Committer:
                 FileStatus.SKIPPED: StateStatus.PENDING,
             }.get(status, StateStatus.FAILED).value
 
-    # -- removals ------------------------------------------------------------------------------
 
-    def removals(self, summary: MirrorSummary) -> None:
-        """Files a complete listing of this scope no longer has: keep (mark), or --delete."""
-        state = self.state
-        if state is None:
+def prune_dirs(dest: Path, relpath: str) -> None:
+    """Remove directories a move or delete left empty (never DEST or .ohpub)."""
+    parts = relpath.split("/")[:-1]
+    while parts and parts[0] != ".ohpub":
+        if not rmdir_within(dest, "/".join(parts)):  # h4: no symlink followed
             return
-        unlisted = [fid for fid, _, _ in state.iter_paths() if fid not in self.listed.ids]
-        gone: list[FileState] = []
-        for i in range(0, len(unlisted), 500):
-            for fs in state.get_many(unlisted[i : i + 500]).values():
-                rec = record_of(fs)
-                if rec is not None and self.opts.flt.matches(rec):
-                    gone.append(fs)
-        gone.sort(key=lambda fs: fs.id)
-        refusal = plan.shrink_refusal(
-            len(gone), len(self.listed) + len(gone), delete=self.opts.delete
-        )
-        if refusal:
-            self.refused = True
-            summary.warnings.append(refusal)
-        for fs in gone:
-            self._remove(fs, plan.removal_action(delete=self.opts.delete, refused=bool(refusal)))
-
-    def _remove(self, fs: FileState, action: Action) -> None:
-        status = plan.DRY_STATUS[action]
-        if not self.dry and self.state is not None:
-            if action is Action.DELETE:
-                if fs.path:
-                    remove_within(self.dest, fs.path)
-                    self._prune_dirs(fs.path)
-                self.state.delete(fs.id)
-            elif fs.status != StateStatus.REMOVED_UPSTREAM:
-                placed = fs.path and fs.status in plan.PLACED
-                fs.status = (
-                    StateStatus.REMOVED_UPSTREAM if placed else StateStatus.UNAVAILABLE
-                ).value
-                self.state.put(fs)
-        self.report(FileResult(fs.id, fs.path, status, fs.size, fs.sha256))
-
-    def clean_partials(self) -> None:
-        """Partials of files this scope's complete listing no longer has will never finish;
-        partials of other scopes' files resume when those scopes run."""
-        if self.dry or self.state is None:
-            return
-        pdir = partial_dir(self.dest)
-        with contextlib.suppress(OSError):
-            for entry in os.scandir(pdir):
-                stem = entry.name.split(".", 1)[0]
-                if not stem.isdigit() or int(stem) in self.listed.ids:
-                    continue
-                fs = self.state.get(int(stem))
-                rec = record_of(fs) if fs is not None else None
-                in_scope = rec is not None and self.opts.flt.matches(rec)
-                if plan.partial_is_stale(in_scope, listed=False, complete=True):
-                    forget_partial(pdir / stem, root=self.dest)  # h4: no-follow
-
-    def _prune_dirs(self, relpath: str) -> None:
-        """Remove directories a move or delete left empty (never DEST or .ohpub)."""
-        parts = relpath.split("/")[:-1]
-        while parts and parts[0] != ".ohpub":
-            if not rmdir_within(self.dest, "/".join(parts)):  # h4: no symlink followed
-                return
-            parts.pop()
+        parts.pop()
 
 
-__all__ = ["Committer", "FileResult", "record_of", "MOVING_DIR"]
+__all__ = ["Phase", "Committer", "FileResult", "record_of", "prune_dirs", "MOVING_DIR"]

@@ -8,8 +8,11 @@ environment or keeps settings in a module global.
 
 from __future__ import annotations
 
+import os
 import random
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 DEFAULT_BASE_URL = "https://www.openhumans.org"
 MiB = 1024 * 1024
@@ -34,10 +37,13 @@ class RetryPolicy:
     """Seconds one request may spend failing and waiting since its last progress."""
 
     def delay(self, attempt: int, retry_after: float | None = None) -> float:
-        """Seconds to wait before retry number ``attempt`` (0-based)."""
+        """Seconds to wait before retry number ``attempt`` (0-based): the server's
+        ``Retry-After`` when it sent one (the budget bounds it: a wait that would pass the
+        budget is not started), else full jitter up to ``base * 2**attempt``, at most
+        ``cap``."""
         if retry_after is not None:
-            return min(max(retry_after, 0.0), self.cap * 3)
-        return random.uniform(0, min(self.cap, self.base * (2**attempt)))
+            return max(retry_after, 0.0)
+        return random.uniform(0, min(self.cap, self.base * (2 ** min(attempt, 60))))
 
 
 @dataclass(frozen=True)
@@ -65,6 +71,31 @@ class Config:
     def with_(self, **changes: object) -> Config:
         """A copy with some fields changed (``dataclasses.replace``)."""
         return replace(self, **changes)  # type: ignore[arg-type]
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Config:
+        """The defaults as the CLI would have them with no options: ``OHPUB_BASE_URL``,
+        ``OHPUB_TIMEOUT``, ``OHPUB_API_CONCURRENCY``, ``OHPUB_RETRIES`` and
+        ``OHPUB_PAGE_SIZE`` (used by the module-level functions of ``import ohpub``)."""
+        env = os.environ if environ is None else environ
+        base = cls()
+
+        def num(name: str, kind: type[float] | type[int], default: float) -> Any:
+            value = env.get(name)
+            if not value:
+                return default
+            try:
+                return kind(value)
+            except ValueError:
+                raise ValueError(f"invalid {name} {value!r}") from None
+
+        return cls(
+            base_url=env.get("OHPUB_BASE_URL") or base.base_url,
+            timeout=num("OHPUB_TIMEOUT", float, base.timeout),
+            api_concurrency=num("OHPUB_API_CONCURRENCY", int, base.api_concurrency),
+            page_size=num("OHPUB_PAGE_SIZE", int, base.page_size),
+            retry=replace(base.retry, attempts=num("OHPUB_RETRIES", int, base.retry.attempts)),
+        )
 
 
 __all__ = ["Config", "RetryPolicy", "DEFAULT_BASE_URL"]

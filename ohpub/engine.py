@@ -45,9 +45,10 @@ from ohpub import plan
 from ohpub.api import Client, FileFilter, ListingReport
 from ohpub.commit import Committer, FileResult
 from ohpub.errors import NetworkError, OhpubError, StateError, UsageError
-from ohpub.index import INDEX_NAME, write_index
+from ohpub.index_file import INDEX_NAME, write_index
 from ohpub.listed import Listed
 from ohpub.records import Action, DataFile, FileStatus
+from ohpub.removals import Removals
 from ohpub.state import DestLock, FileState, StateDB, ensure_dirs, state_db_path
 from ohpub.work import Cancelled, Finished, Worker, WorkItem, fresh_state
 
@@ -254,6 +255,7 @@ class _Run:
         self.started = time.monotonic()
         self.listed = Listed()
         self.commit = Committer(opts, state, self.listed, self._report, dry=dry)
+        self.removals = Removals(opts, state, self.listed, self._report, dry=dry)
         self.worker = Worker(client, opts, events, dry=dry)
         self._done: queue.SimpleQueue[Future[Finished]] = queue.SimpleQueue()
         self._in_flight = 0
@@ -289,9 +291,10 @@ class _Run:
                     self.worker.dead, hint="finished files are kept; a rerun resumes the rest"
                 )
             self.commit.report_kept()
-            if report.complete:
-                self.commit.removals(self.summary)
-                self.commit.clean_partials()
+            if report.complete and all(r.file_id is not None for r in report.rejected):
+                # (an item without a usable id could be any tracked file: remove nothing)
+                self.removals.run(self.summary)
+                self.removals.clean_partials()
         except KeyboardInterrupt:
             self._cancel(pool)
             raise
@@ -390,10 +393,17 @@ class _Run:
                 self.commit.refresh_fingerprint(done)
                 return
         self._finished.append(done)
-        if self.listed.targets_ready and len(self._finished) >= BATCH:
-            self._commit_finished()
+        if len(self._finished) >= BATCH:
+            if self.listed.targets_ready:
+                self._commit_finished()
+            else:
+                self.listed.stash(self._finished)  # not in memory: a seed run has many
+                self._finished = []
 
     def _commit_finished(self) -> None:
+        """Place what finished: first what waited for the listing, then the rest."""
+        for batch in self.listed.stashed(BATCH):
+            self.commit.place(batch, self.summary)
         batch, self._finished = self._finished, []
         for i in range(0, len(batch), BATCH):
             self.commit.place(batch[i : i + BATCH], self.summary)
@@ -410,13 +420,15 @@ class _Run:
 
     def _report_rejected(self, report: ListingReport) -> None:
         """Listing items that are not valid records: named failures, never silence."""
-        for rej in getattr(report, "rejected_items", ()):
+        for rej in report.rejected:
+            if rej.file_id is not None:
+                self.listed.ids.add(rej.file_id)  # listed (badly): never "removed upstream"
             self._report(FileResult(rej.file_id, None, FileStatus.FAILED, error=rej.message()))
 
     def _finish(self) -> None:
         c = self.summary.counts
         bad = c[FileStatus.FAILED] + (c[FileStatus.UNAVAILABLE] if self.opts.strict else 0)
-        if bad or not self.summary.listing_complete or self.commit.refused:
+        if bad or not self.summary.listing_complete or self.removals.refused:
             self.summary.exit_code = 1
 
 

@@ -54,8 +54,17 @@ class KeyRefusedError(OhpubError):
     """The download key was refused ("not authorized"): it must be re-minted."""
 
 
-class ChecksumError(OhpubError):
-    """The downloaded bytes do not match the length or ETag MD5 the storage promised."""
+class IntegrityError(OhpubError):
+    """Bytes that do not match the length or MD5 the storage promised."""
+
+
+class ChecksumError(IntegrityError):
+    """A downloaded file failed its checksum after the retry; it was not saved."""
+
+
+class IncompleteListingError(OhpubError):
+    """The listing did not return every file the server counts (see the README's
+    listing guarantees); the files that did arrive were all delivered."""
 
 
 class LockedError(OhpubError):

@@ -19,6 +19,7 @@ from typing import Any
 
 from ohpub import layout
 from ohpub.records import Action, DataFile
+from ohpub.work import Finished
 
 _SCHEMA = """
 CREATE TABLE listed (
@@ -36,6 +37,17 @@ CREATE TABLE listed (
     fold      TEXT
 );
 CREATE INDEX listed_dir ON listed (dir);
+CREATE TABLE finished (
+    id          INTEGER PRIMARY KEY,
+    was         TEXT NOT NULL,
+    action      TEXT,
+    size        INTEGER,
+    sha256      TEXT,
+    md5         TEXT,
+    etag        TEXT,
+    transferred INTEGER NOT NULL,
+    error       TEXT
+);
 """
 Row = tuple[DataFile, Action, str | None, int | None, str | None]
 """A listed file, its first action, and the state's path, size and sha256 for it."""
@@ -166,6 +178,45 @@ class Listed:
             for i, a, p, t, s, h in rows:
                 yield Kept(i, Action(a), p, t, s, h)
             last = rows[-1][0]
+
+    def stash(self, done: list[Finished]) -> None:
+        """Finished transfers that cannot be placed yet (paths are fixed only once the
+        listing is complete): kept here, not in memory, on a big first run."""
+        with self._tx():
+            self._conn.executemany(
+                "INSERT OR REPLACE INTO finished VALUES (?,?,?,?,?,?,?,?,?)",
+                [
+                    (
+                        d.id,
+                        d.was.value,
+                        d.action.value if d.action else None,
+                        d.size,
+                        d.sha256,
+                        d.md5,
+                        d.etag,
+                        d.transferred,
+                        d.error,
+                    )
+                    for d in done
+                ],
+            )
+
+    def stashed(self, n: int) -> Iterator[list[Finished]]:
+        """The stashed transfers, ``n`` at a time, each batch removed as it is handed out."""
+        while True:
+            rows = self._conn.execute(
+                "SELECT id, was, action, size, sha256, md5, etag, transferred, error"
+                " FROM finished ORDER BY id LIMIT ?",
+                (n,),
+            ).fetchall()
+            if not rows:
+                return
+            batch = [
+                Finished(i, Action(w), Action(a) if a else None, None, s, None, h, m, e, t, err)
+                for i, w, a, s, h, m, e, t, err in rows
+            ]
+            self._conn.execute("DELETE FROM finished WHERE id <= ?", (rows[-1][0],))
+            yield batch
 
     def __len__(self) -> int:
         return len(self.ids)

@@ -541,8 +541,9 @@ class MirrorView:
             elif self.fmt == "jsonl":
                 write_jsonl(r.as_dict(), self.out)
             log.debug("%s: %s", r.status, r.path or r.id)
-            if r.status == "failed":
-                print_error(f"{r.path or r.id}: {r.error}", stderr=self.fmt != "jsonl")
+            if r.status == "failed":  # without a path (a rejected record) the error names it
+                text = f"{r.path}: {r.error}" if r.path else f"{r.error}"
+                print_error(text, stderr=self.fmt != "jsonl")
 
     def warning(self, message: str) -> None:
         with self._lock:

@@ -26,7 +26,7 @@ from typing import Any
 from ohpub import tree
 from ohpub.errors import EXIT_FAILURE, EXIT_OK, UsageError
 from ohpub.hashing import hash_file
-from ohpub.index import INDEX_NAME
+from ohpub.index_file import INDEX_NAME
 from ohpub.records import StateStatus
 from ohpub.state import (
     OHPUB_DIR,

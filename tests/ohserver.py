@@ -673,6 +673,10 @@ class OHServer:
         """Seconds a pre-signed storage URL stays valid (its ``Expires``)."""
         self.shuffle = shuffle
         """Randomize files within a member and ``datatypes`` order per request (real: True)."""
+        self.same_ties = False
+        """With ``shuffle``: order a member's files the same way for every request whose
+        ``offset + limit`` is the same, as Postgres' top-N sort did on the real server
+        (reference section 6: re-walking the same pages lost the same files every time)."""
         self.faults = Faults()
         self.storage_missing: set[int] = set()
         """File ids whose storage object is gone: storage answers 404 NoSuchKey."""
@@ -1205,7 +1209,8 @@ class OHServer:
             while j < hi and files[j].username == files[i].username:
                 j += 1
             group = files[i:j]
-            self._rng.shuffle(group)
+            rng = random.Random(f"{files[i].username}:{end}") if self.same_ties else self._rng
+            rng.shuffle(group)
             segment.extend(group)
             i = j
         return segment[offset - lo : end - lo]

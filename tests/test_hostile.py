@@ -1,5 +1,5 @@
-"""Hostile input (issue 4): uploader-chosen names, planted symlinks, malformed listing
-records, hostile redirects, and download keys that must never be printed.
+"""Hostile input (issue 4): uploader-chosen names, planted symlinks, hostile redirects,
+and download keys that must never be printed (malformed records: test_hostile_records.py).
 
 Everything runs against the local Open Humans server; the "attacker" is whoever controls
 a basename, a listing record, a redirect, or a symlink inside DEST.
@@ -227,74 +227,7 @@ def test_symlink_at_a_tracked_path_is_reported_by_verify(oh_server: Any, tmp_pat
     assert by_path["bob_smith/102/fitbit-data.json"] == "missing"
 
 
-# -- malformed listing records ---------------------------------------------------------------
-
-BAD_RECORDS: list[tuple[str, Callable[[dict[str, Any]], None]]] = [
-    ("negative id", lambda r: r.update(id=-5)),
-    ("string id", lambda r: r.update(id=str(r["id"]))),
-    ("float id", lambda r: r.update(id=float(r["id"]))),
-    ("bool id", lambda r: r.update(id=True)),
-    ("missing id", lambda r: r.pop("id")),
-    ("null id", lambda r: r.update(id=None)),
-    ("null basename", lambda r: r.update(basename=None)),
-    ("missing basename", lambda r: r.pop("basename")),
-    ("empty basename", lambda r: r.update(basename="")),
-    ("list basename", lambda r: r.update(basename=["a"])),
-    ("null created", lambda r: r.update(created=None)),
-    ("garbage created", lambda r: r.update(created="yesterday")),
-    ("null download_url", lambda r: r.update(download_url=None)),
-    ("missing download_url", lambda r: r.pop("download_url")),
-    ("username with path", lambda r: r["user"].update(username="../../etc")),
-    ("username with slash", lambda r: r["user"].update(username="a/b")),
-    ("empty username", lambda r: r["user"].update(username="")),
-    ("hidden-members username", lambda r: r["user"].update(username="hidden-members")),
-    ("numeric username", lambda r: r["user"].update(username=42)),
-    ("negative user id", lambda r: r["user"].update(id=-3)),
-    ("string user id", lambda r: r["user"].update(id="abc")),
-    ("user is a string", lambda r: r.update(user="alice")),
-    ("record is a list", lambda r: (r.clear(), r.update(__list__=True))),
-]
-
-
-def test_malformed_records_are_rejected_with_a_warning_and_the_rest_go_on(
-    oh_server: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    oh_server.add_project(800, "Odd Records")
-    bad_ids = {}
-    for label, _ in BAD_RECORDS:
-        bad_ids[
-            oh_server.add_file(
-                basename="victim.json", content=label.encode(), project_id=800, username="alice"
-            )
-        ] = label
-    good = [
-        oh_server.add_file(basename=f"good{i}.json", content=b"ok", project_id=800, username="dave")
-        for i in range(3)
-    ]
-    breakers = dict(BAD_RECORDS)
-    real = oh_server._file_json
-
-    def file_json(f: Any, username_param: Any) -> Any:
-        rec = real(f, username_param)
-        label = bad_ids.get(f.id)
-        if label is not None:
-            breakers[label](rec)
-            if rec.pop("__list__", False):
-                return [1, 2, 3]
-        return rec
-
-    monkeypatch.setattr(oh_server, "_file_json", file_json)
-    res = mirror(oh_server, tmp_path, "-p", "800", "-f", "jsonl")
-    assert "Traceback" not in res.stderr
-    warnings = [ln for ln in res.stderr.splitlines() if "warning" in ln and "malformed" in ln]
-    assert len(warnings) == len(BAD_RECORDS), res.stderr
-    recs = {r["id"]: r["status"] for r in jsonl(res.stdout)}
-    assert {i: recs.get(i) for i in good} == dict.fromkeys(good, "downloaded")
-    assert set(recs) == set(good)
-    assert sorted(tree(tmp_path)) == [f"dave/800/good{i}.json" for i in range(3)]
-    assert res.code == 0, res.stderr
-    listed = run_cli(oh_server, ["list", "-p", "800", "-f", "jsonl"])
-    assert listed.code == 0 and sorted(r["id"] for r in jsonl(listed.stdout)) == good
+# -- malformed listing records: tests/test_hostile_records.py -----------------------------
 
 
 # -- hostile redirects -----------------------------------------------------------------------

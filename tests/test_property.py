@@ -1,10 +1,14 @@
 """A convergence property (issue 4), checked by a hypothesis state machine over the local
 Open Humans server.
 
-Random sequences of upstream changes (add, delete, replace with the same basename,
-hide/unhide a membership, stop and restart sharing with the old ids, reorder) are
+Random sequences of upstream changes (add one file or a batch, delete, replace with the
+same basename, hide/unhide a membership, stop and restart sharing with the old ids,
+reorder) are
 interleaved with mirror runs, some of them interrupted in-process (Ctrl-C at a random
 result) or killed with SIGKILL part-way (a subprocess). After every completed run:
+
+Listing pages hold 3 files, so members are longer than a page and their files straddle
+page boundaries in the server's shuffled order (issue 10).
 
 - the tree equals what a fresh mirror of the same listing produces (with ``--delete``
   exactly; without it, plus the files kept as removed-upstream, each with its own bytes);
@@ -66,6 +70,9 @@ PROJECTS = (300, 301)
 NAMES = ("data.json", "Data.json", "notes.txt", "caf\u00e9.txt", "cafe\u0301.txt", "..", "a/b")
 MAX_IDS = 12
 """Ids created per example; keeps --delete below its "listing shrank" safety limit."""
+PAGE = 3
+"""Listing page size: members longer than a page straddle page boundaries (issue 10)."""
+LIST_ENV = {**FAST_RETRY, "OHPUB_PAGE_SIZE": str(PAGE)}
 
 
 class _Interrupt(NullEvents):
@@ -130,6 +137,13 @@ class MirrorMachine(RuleBasedStateMachine):
     def add(self, member: str, project: int, name: str, size: int) -> int:
         return self._add(member, project, name, size)
 
+    @precondition(lambda self: len(self.content) + 4 <= MAX_IDS)
+    @rule(member=st.sampled_from(MEMBERS), project=st.sampled_from(PROJECTS))
+    def add_batch(self, member: str, project: int) -> None:
+        """Four files at once: a member longer than a page (not in the bundle: kept)."""
+        for k in range(4):
+            self._add(member, project, NAMES[k % 3], 100 + k)
+
     @rule(fid=consumes(live))
     def delete(self, fid: int) -> None:
         self.server.delete_file(fid)
@@ -193,7 +207,7 @@ class MirrorMachine(RuleBasedStateMachine):
         res = run_cli(
             self.server,
             ["mirror", str(self.dest), "-f", "jsonl", *(["--delete"] if delete else [])],
-            env=FAST_RETRY,
+            env=LIST_ENV,
         )
         assert res.code == 0, res.stderr
         assert "Traceback" not in res.stderr
@@ -204,7 +218,11 @@ class MirrorMachine(RuleBasedStateMachine):
 
     @rule(after=st.integers(0, 4))
     def interrupted_mirror(self, after: int) -> None:
-        client = Client(self.server.base_url, retry=RetryPolicy(attempts=3, base=0.01, cap=0.02))
+        client = Client(
+            self.server.base_url,
+            retry=RetryPolicy(attempts=3, base=0.01, cap=0.02),
+            page_size=PAGE,
+        )
         try:
             with client:
                 Mirror(
@@ -219,7 +237,7 @@ class MirrorMachine(RuleBasedStateMachine):
     def killed_mirror(self, delay: float) -> None:
         self.killed = True  # one subprocess per example: they cost about a second each
         self.server.faults.bandwidth = 8_000
-        env = {**os.environ, **FAST_RETRY, "OHPUB_BASE_URL": self.server.base_url}
+        env = {**os.environ, **LIST_ENV, "OHPUB_BASE_URL": self.server.base_url}
         proc = subprocess.Popen(
             [sys.executable, "-m", "ohpub", "mirror", str(self.dest)],
             stdout=subprocess.DEVNULL,
@@ -245,7 +263,7 @@ class MirrorMachine(RuleBasedStateMachine):
     ) -> None:
         listed = set(self.server.file_ids(public_only=True))
         fresh_dir = self.tmp / f"fresh{self.runs}"
-        fresh = run_cli(self.server, ["mirror", str(fresh_dir)], env=FAST_RETRY)
+        fresh = run_cli(self.server, ["mirror", str(fresh_dir)], env=LIST_ENV)
         assert fresh.code == 0, fresh.stderr
         want = tree(fresh_dir)
         have = tree(self.dest)
