@@ -90,6 +90,13 @@ class Below:
     def __str__(self) -> str:
         return str(self.path)
 
+    def unlink(self) -> None:
+        """Remove the file (no symlink followed); OSError if it cannot be removed."""
+        try:
+            remove_within(self.root, self.rel)
+        except (DiskError, UsageError) as exc:
+            raise OSError(str(exc)) from exc
+
 
 def forget_partial(part: Path, *, root: Path | None = None) -> None:
     """Remove a partial file's sidecar (and the partial, if it is still there).
