@@ -45,13 +45,8 @@ from ohpub.conventions import (
     warn_unknown_env,
 )
 from ohpub.engine import Mirror, MirrorOptions
-from ohpub.errors import (
-    EXIT_FAILURE,
-    EXIT_INTERRUPTED,
-    EXIT_OK,
-    OhpubError,
-    UsageError,
-)
+from ohpub.errors import OhpubError, UsageError
+from ohpub.exits import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, exit_code_for
 from ohpub.fetch import FetchResult, fetch_files
 from ohpub.http import redact
 from ohpub.output import (
@@ -200,7 +195,7 @@ def _guarded(call: Callable[[], Any]) -> int:
     except OhpubError as exc:
         _log_traceback()
         print_error(redact(exc.message), exc.hint)
-        return exc.exit_code
+        return exit_code_for(exc)
     except _ClickException as exc:
         return usage_error(exc)
     except (KeyboardInterrupt, typer.Abort):
@@ -845,12 +840,12 @@ def mirror_cmd(
     if dry_run and fmt is MirrorFormat.jsonl:
         write_jsonl(totals_record(summary), sys.stdout)
     _mirror_summary(summary, dry_run=dry_run, quiet=state.quiet)
-    return summary.exit_code
+    return EXIT_OK if summary.ok else EXIT_FAILURE
 
 
 def _mirror_summary(summary: Any, *, dry_run: bool, quiet: bool) -> None:
     line = summary_line(summary, dry_run=dry_run)
-    if summary.exit_code and quiet:
+    if not summary.ok and quiet:
         # Errors only, but a failed run must say why (cron mails stderr).
         for w in summary.warnings:
             print_error(w)
@@ -926,7 +921,7 @@ def fetch_cmd(
 
     with _client(state, config) as client:
         try:
-            return fetch_files(
+            results = fetch_files(
                 client,
                 ids,
                 directory=directory,
@@ -939,6 +934,9 @@ def fetch_cmd(
             if output == "-" and getattr(exc, "errno", None) == errno.EPIPE:
                 raise ReaderGone() from None  # '| head -c 10': the reader has had enough
             raise
+    if any(r.usage for r in results):
+        return EXIT_USAGE
+    return EXIT_OK if all(r.ok for r in results) else EXIT_FAILURE
 
 
 @app.command("verify", cls=_Command)
@@ -969,7 +967,7 @@ def verify_cmd(
     """
     report = verify_mirror(dest, on_record=_verify_printer(fmt.value))
     notice(report.summary(), quiet=_state(ctx).quiet)
-    return report.exit_code
+    return EXIT_OK if report.ok else EXIT_FAILURE
 
 
 def _verify_printer(fmt: str) -> Callable[[dict[str, Any]], None]:
@@ -1023,7 +1021,7 @@ def status_cmd(
     st = mirror_status(dest, max_age=age)
     sys.stdout.write(st.render(fmt.value))
     sys.stdout.flush()
-    return st.exit_code
+    return EXIT_FAILURE if st.stale else EXIT_OK
 
 
 class Shell(str, Enum):

@@ -13,7 +13,7 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from ohpub.errors import EXIT_USAGE
+from ohpub.exits import EXIT_USAGE
 from ohpub.output import print_error, print_warning, write_stderr
 
 

@@ -94,7 +94,9 @@ class MirrorSummary:
     elapsed: float = 0.0
     listing_complete: bool = False
     warnings: list[str] = field(default_factory=list)
-    exit_code: int = 0
+    ok: bool = True
+    """Every file in scope present and verified (unavailable ones excepted unless
+    ``strict``), the listing complete, nothing refused: the CLI's exit 0."""
 
     @property
     def files(self) -> int:
@@ -207,7 +209,7 @@ class Mirror:
         outcome = "failed"
         try:
             run.execute()
-            outcome = "ok" if run.summary.exit_code == 0 else "failed"
+            outcome = "ok" if run.summary.ok else "failed"
         except KeyboardInterrupt:
             outcome = "interrupted"
             raise
@@ -443,7 +445,7 @@ class _Run:
         c = self.summary.counts
         bad = c[FileStatus.FAILED] + (c[FileStatus.UNAVAILABLE] if self.opts.strict else 0)
         if bad or not self.summary.listing_complete or self.removals.refused:
-            self.summary.exit_code = 1
+            self.summary.ok = False
 
 
 class _Batches:

@@ -1,23 +1,16 @@
-"""Exception types and the exit codes they map to.
+"""The exceptions of ohpub: what went wrong, in words a user can act on.
 
-Every failure a user can cause or meet is one of these; the CLI prints
-``ohpub: error: <message>`` (plus the hint, when there is one) and exits with
-``exit_code``. Library code raises them and never prints.
+Every failure a user can cause or meet is an ``OhpubError``: a ``message`` and an
+optional ``hint``. They carry meaning, not exit codes: the CLI maps each class to its
+documented exit code (``ohpub.exits``), and a library caller catches the class it
+cares about. Library code raises them and never prints.
 """
 
 from __future__ import annotations
 
-EXIT_OK = 0
-EXIT_FAILURE = 1
-EXIT_USAGE = 2
-EXIT_LOCKED = 3
-EXIT_INTERRUPTED = 130
-
 
 class OhpubError(Exception):
-    """Base class: a failure with a user-facing message and an exit code."""
-
-    exit_code = EXIT_FAILURE
+    """Base class: a failure with a user-facing message (and maybe a hint)."""
 
     def __init__(self, message: str, *, hint: str | None = None) -> None:
         super().__init__(message)
@@ -26,16 +19,11 @@ class OhpubError(Exception):
 
 
 class UsageError(OhpubError):
-    """Bad input from the user: option values, paths, ids."""
+    """Bad input from the caller: option values, paths, arguments."""
 
-    exit_code = EXIT_USAGE
-
-
-class NotFoundError(UsageError):
-    """A project, member, datatype or file id that the server does not know.
-
-    It is a usage error (exit 2): the user named something that is not there.
-    """
+class NotFoundError(OhpubError):
+    """A project, member, datatype or file id that the server does not know (the CLI
+    treats it as a usage error, exit 2: the user named something that is not there)."""
 
 
 class NetworkError(OhpubError):
@@ -70,7 +58,6 @@ class IncompleteListingError(OhpubError):
 class LockedError(OhpubError):
     """Another ohpub run holds the destination's lock."""
 
-    exit_code = EXIT_LOCKED
 
 
 class StateError(OhpubError):

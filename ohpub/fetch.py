@@ -20,7 +20,7 @@ from pathlib import Path
 from ohpub import layout
 from ohpub.api import Client
 from ohpub.download import Downloader
-from ohpub.errors import EXIT_FAILURE, EXIT_OK, NotFoundError, OhpubError, UsageError
+from ohpub.errors import NotFoundError, OhpubError, UsageError
 from ohpub.records import DataFile
 from ohpub.tree import DiskError, forget_partial
 
@@ -33,7 +33,12 @@ class FetchResult:
     bytes: int | None = None
     error: str | None = None
     hint: str | None = None
-    exit_code: int = EXIT_OK
+    usage: bool = False
+    """The failure is the caller's (an unknown id, a directory in the way): exit 2."""
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
 
 
 def _sha256(path: Path) -> str:
@@ -82,14 +87,15 @@ def fetch_files(
     force: bool,
     on_message: Callable[[str], None],
     on_result: Callable[[FetchResult], None],
-) -> int:
-    """Fetch each id; returns the exit code (2 when an id is unknown, 1 on failure)."""
+) -> list[FetchResult]:
+    """Fetch each id; one result per id (``ok``, or an ``error``, ``usage`` when it is the
+    caller's)."""
     downloader = Downloader(client)
     if output == "-":
         f = client.get_file(ids[0])
         d = downloader.to_stream(f, sys.stdout.buffer)
         on_message(f"ohpub: {f.id} ({f.basename}): {d.size} bytes to stdout, verified")
-        return EXIT_OK
+        return [FetchResult(f.id, "-", "downloaded", d.size)]
     records: list[DataFile] = []
     results: list[FetchResult] = []
     for fid in dict.fromkeys(ids):
@@ -97,7 +103,7 @@ def fetch_files(
             records.append(client.get_file(fid))
         except NotFoundError as exc:
             results.append(
-                FetchResult(fid, None, "not-found", error=exc.message, exit_code=exc.exit_code)
+                FetchResult(fid, None, "not-found", error=exc.message, usage=True)
             )
     names = _names(records)
     if output is None:
@@ -110,17 +116,15 @@ def fetch_files(
     for f in records:
         target = Path(output) if output is not None else directory / names[f.id]
         results.append(_fetch_one(downloader, f, target, force))
-    code = EXIT_OK
     for r in results:
         on_result(r)
-        code = max(code, r.exit_code)
-    return code
+    return results
 
 
 def _fetch_one(downloader: Downloader, f: DataFile, target: Path, force: bool) -> FetchResult:
     if target.is_dir():
         return FetchResult(
-            f.id, str(target), "failed", error=f"{target} is a directory", exit_code=2
+            f.id, str(target), "failed", error=f"{target} is a directory", usage=True
         )
     part = target.with_name(part_name(target.name, f.id, _name_max(target.parent)))
     try:
@@ -138,7 +142,6 @@ def _fetch_one(downloader: Downloader, f: DataFile, target: Path, force: bool) -
                     d.size,
                     error=f"{target} exists with different content; not overwritten",
                     hint="use --force to replace it",
-                    exit_code=EXIT_FAILURE,
                 )
         try:
             os.replace(part, target)
@@ -156,5 +159,5 @@ def _fetch_one(downloader: Downloader, f: DataFile, target: Path, force: bool) -
         return FetchResult(f.id, str(target), "resumed" if d.resumed else "downloaded", d.size)
     except OhpubError as exc:
         return FetchResult(
-            f.id, str(target), "failed", error=exc.message, hint=exc.hint, exit_code=EXIT_FAILURE
+            f.id, str(target), "failed", error=exc.message, hint=exc.hint
         )

@@ -248,7 +248,7 @@ class MirrorResult:
     @classmethod
     def of(cls, summary: MirrorSummary, results: list[FileResult]) -> MirrorResult:
         return cls(
-            ok=summary.exit_code == 0,
+            ok=summary.ok,
             files=results,
             counts={str(k): v for k, v in summary.counts.items()},
             bytes_downloaded=summary.bytes_downloaded,
@@ -474,8 +474,7 @@ def verify(dest: PathLike) -> VerifyResult:
     """Re-hash every tracked file of the mirror at ``dest`` against its state."""
     records: list[dict[str, Any]] = []
     report = verify_mod.verify_mirror(Path(os.fspath(dest)), on_record=records.append)
-    ok = not (report.counts["modified"] or report.counts["missing"])
-    return VerifyResult(ok=ok, files=records, counts=dict(report.counts))
+    return VerifyResult(ok=report.ok, files=records, counts=dict(report.counts))
 
 
 @dataclass(frozen=True)

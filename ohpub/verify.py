@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from ohpub import tree
-from ohpub.errors import EXIT_FAILURE, EXIT_OK, UsageError
+from ohpub.errors import UsageError
 from ohpub.hashing import hash_file
 from ohpub.index_file import INDEX_NAME
 from ohpub.records import StateStatus
@@ -79,9 +79,9 @@ class VerifyReport:
     next mirror downloads modified and missing files again; False on read-only use."""
 
     @property
-    def exit_code(self) -> int:
-        bad = self.counts["modified"] + self.counts["missing"]
-        return EXIT_FAILURE if bad else EXIT_OK
+    def ok(self) -> bool:
+        """Every tracked file is present with its bytes (untracked files do not count)."""
+        return not (self.counts["modified"] or self.counts["missing"])
 
     def summary(self) -> str:
         c = self.counts
@@ -179,10 +179,6 @@ class Status:
     running: dict[str, Any] | None = None
     """The run holding DEST's lock right now (``command``, ``pid``), if any."""
     stale_reason: str | None = None
-
-    @property
-    def exit_code(self) -> int:
-        return EXIT_FAILURE if self.stale else EXIT_OK
 
     def as_dict(self) -> dict[str, Any]:
         return {

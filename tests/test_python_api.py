@@ -125,6 +125,12 @@ def test_unknown_file_is_not_found(client: Any) -> None:
     with pytest.raises(ohpub.NotFoundError):
         ohpub.read_bytes(99_999_999, client=client)
     assert issubclass(ohpub.NotFoundError, ohpub.OhpubError)
+    # Not a usage error to a library caller, and no exit codes on any exception.
+    assert not issubclass(ohpub.NotFoundError, ohpub.UsageError)
+    for name in ohpub.__all__:
+        obj = getattr(ohpub, name)
+        if isinstance(obj, type) and issubclass(obj, ohpub.OhpubError):
+            assert not hasattr(obj, "exit_code"), name
 
 
 def test_verify_status_index(oh176: Any, client: Any, tmp_path: Path) -> None:
