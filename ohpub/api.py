@@ -29,7 +29,7 @@ from urllib.parse import urljoin, urlsplit, urlunsplit
 import requests
 
 from ohpub import __version__
-from ohpub.config import DEFAULT_BASE_URL, RetryPolicy
+from ohpub.config import Config, RetryPolicy
 from ohpub.errors import (
     KeyRefusedError,
     NetworkError,
@@ -61,7 +61,6 @@ T = TypeVar("T")
 USER_AGENT = (
     f"ohpub/{__version__} (Open Humans public data mirror; python-requests/{requests.__version__})"
 )
-DEFAULT_PAGE_SIZE = 500
 MAX_PAGE_BYTES = 16 * 1024 * 1024
 """A real page of 500 files is about 350 kB; anything this large is not a listing page."""
 
@@ -71,34 +70,50 @@ class Client:
 
     def __init__(
         self,
-        base_url: str = DEFAULT_BASE_URL,
+        base_url: str | None = None,
         *,
-        timeout: float = 30.0,
-        connect_timeout: float = 10.0,
+        config: Config | None = None,
+        timeout: float | None = None,
+        connect_timeout: float | None = None,
         retry: RetryPolicy | None = None,
-        api_concurrency: int = 4,
-        pool_size: int = 16,
-        page_size: int = DEFAULT_PAGE_SIZE,
+        api_concurrency: int | None = None,
+        pool_size: int | None = None,
+        page_size: int | None = None,
         max_crawls: int = 4,
         on_warning: Callable[[str], None] | None = None,
     ) -> None:
+        """Settings come from ``config`` (the defaults when None); an argument given here
+        overrides its field. The Config is kept as ``self.config`` for the layers that
+        use this client (the transfer reads its range and key settings there)."""
+        given = {
+            "base_url": base_url,
+            "timeout": timeout,
+            "connect_timeout": connect_timeout,
+            "retry": retry,
+            "api_concurrency": api_concurrency,
+            "page_size": page_size,
+        }
+        cfg = (config or Config()).with_(**{k: v for k, v in given.items() if v is not None})
+        self.config = cfg
+        base_url = cfg.base_url
+        pool_size = pool_size or max(16, cfg.jobs + cfg.api_concurrency)
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise UsageError(
                 f"invalid base URL {base_url!r}", hint="use e.g. https://www.openhumans.org"
             )
         self.base_url = base_url.rstrip("/")
-        self.timeout = (connect_timeout, timeout)
-        self.retry = retry or RetryPolicy()
-        self.page_size = max(1, page_size)
+        self.timeout = (min(cfg.connect_timeout, cfg.timeout), cfg.timeout)
+        self.retry = cfg.retry
+        self.page_size = max(1, cfg.page_size)
         self.max_crawls = max(1, max_crawls)
         """Passes over one endpoint while the listing changes under the crawl."""
         self.on_warning = on_warning or (lambda msg: log.warning(msg))
-        self.api_concurrency = max(1, api_concurrency)
+        self.api_concurrency = max(1, cfg.api_concurrency)
         self._api_slots = threading.BoundedSemaphore(self.api_concurrency)
         self.session = requests.Session()
         adapter = requests.adapters.HTTPAdapter(
-            pool_connections=4, pool_maxsize=max(pool_size, api_concurrency), max_retries=0
+            pool_connections=4, pool_maxsize=max(pool_size, self.api_concurrency), max_retries=0
         )
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)

@@ -411,16 +411,7 @@ def _state(ctx: typer.Context) -> CliState:
 def _client(state: CliState, config: Config | None = None) -> Client:
     """A Client built from the Config (the one place options meet the library)."""
     cfg = config or state.config
-    client = Client(
-        cfg.base_url,
-        timeout=cfg.timeout,
-        connect_timeout=cfg.connect_timeout,
-        api_concurrency=cfg.api_concurrency,
-        pool_size=max(8, cfg.jobs + cfg.api_concurrency),
-        page_size=cfg.page_size,
-        retry=cfg.retry,
-        on_warning=lambda m: print_warning(m, quiet=state.quiet),
-    )
+    client = Client(config=cfg, on_warning=lambda m: print_warning(m, quiet=state.quiet))
     if state.verbose:
         client.session.hooks["response"].append(_log_response)
     return client

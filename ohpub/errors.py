@@ -21,6 +21,7 @@ class OhpubError(Exception):
 class UsageError(OhpubError):
     """Bad input from the caller: option values, paths, arguments."""
 
+
 class NotFoundError(OhpubError):
     """A project, member, datatype or file id that the server does not know (the CLI
     treats it as a usage error, exit 2: the user named something that is not there)."""
@@ -57,7 +58,6 @@ class IncompleteListingError(OhpubError):
 
 class LockedError(OhpubError):
     """Another ohpub run holds the destination's lock."""
-
 
 
 class StateError(OhpubError):

@@ -102,9 +102,7 @@ def fetch_files(
         try:
             records.append(client.get_file(fid))
         except NotFoundError as exc:
-            results.append(
-                FetchResult(fid, None, "not-found", error=exc.message, usage=True)
-            )
+            results.append(FetchResult(fid, None, "not-found", error=exc.message, usage=True))
     names = _names(records)
     if output is None:
         try:
@@ -158,6 +156,4 @@ def _fetch_one(downloader: Downloader, f: DataFile, target: Path, force: bool) -
             os.utime(target, (t, t))
         return FetchResult(f.id, str(target), "resumed" if d.resumed else "downloaded", d.size)
     except OhpubError as exc:
-        return FetchResult(
-            f.id, str(target), "failed", error=exc.message, hint=exc.hint
-        )
+        return FetchResult(f.id, str(target), "failed", error=exc.message, hint=exc.hint)

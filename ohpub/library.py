@@ -17,7 +17,7 @@ import io
 import os
 import re
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time, timedelta, timezone
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -26,7 +26,7 @@ import requests
 import urllib3
 
 from ohpub import api
-from ohpub.config import Config, RetryPolicy
+from ohpub.config import Config
 from ohpub.download import Downloader
 from ohpub.engine import FileResult, Mirror, MirrorOptions, MirrorSummary
 from ohpub.errors import (
@@ -70,21 +70,9 @@ class Client(api.Client):
         config: Config | None = None,
     ) -> None:
         cfg = config or Config.from_env()
-        retry = (
-            cfg.retry
-            if retries is None
-            else RetryPolicy(
-                attempts=retries, base=cfg.retry.base, cap=cfg.retry.cap, budget=cfg.retry.budget
-            )
-        )
-        super().__init__(
-            base_url or cfg.base_url,
-            timeout=cfg.timeout if timeout is None else timeout,
-            api_concurrency=cfg.api_concurrency if api_concurrency is None else api_concurrency,
-            page_size=cfg.page_size,
-            retry=retry,
-        )
-        self.config = cfg
+        if retries is not None:
+            cfg = cfg.with_(retry=replace(cfg.retry, attempts=retries))
+        super().__init__(base_url, config=cfg, timeout=timeout, api_concurrency=api_concurrency)
 
 
 @contextlib.contextmanager

@@ -353,7 +353,7 @@ class Downloader:
         config: Config | None = None,
     ) -> None:
         self.client = client
-        self.config = config or Config()
+        self.config = config or client.config
         self.retry = retry or client.retry
         self.key_max_age = self.config.key_max_age if key_max_age is None else key_max_age
         self.refresh = refresh or client.get_file

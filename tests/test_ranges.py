@@ -24,7 +24,7 @@ import pytest
 from ohpub.api import Client
 from ohpub.config import Config, RetryPolicy
 from ohpub.transfer import Downloaded, Downloader
-from tests.helpers import REPO, add_big_file, content_of, storage_gets_of
+from tests.helpers import REPO, add_big_file, content_of, run_cli, storage_gets_of
 from tests.ohserver import SyntheticContent
 
 SIZE = 3_000_000
@@ -245,3 +245,20 @@ def test_a_big_gz_is_stored_as_served_over_ranges(oh_server: Any, tmp_path: Path
     assert (tmp_path / "part").read_bytes() == content_of(oh_server, fid)
     assert d.md5 == oh_server.md5(fid)
     assert len(ranges_of(gets_of(oh_server, fid))) >= 1
+
+
+def test_multi_thread_cutoff_option_reaches_the_transfer(oh_server: Any, tmp_path: Path) -> None:
+    """``--multi-thread-cutoff`` (Config.range_cutoff, built by the CLI and passed down
+    through the client) decides whether a 40 MB file comes in ranges or in one stream."""
+
+    fid = add_big_file(oh_server, 40_000_000)
+    one = run_cli(oh_server, ["mirror", str(tmp_path / "a"), "-p", "600"])
+    assert one.code == 0, one.stderr
+    assert len(storage_gets_of(oh_server, fid)) == 1  # under the 64 MiB default: one stream
+    oh_server.clear_log()
+    res = run_cli(
+        oh_server, ["mirror", str(tmp_path / "b"), "-p", "600", "--multi-thread-cutoff", "1M"]
+    )
+    assert res.code == 0, res.stderr
+    assert len(storage_gets_of(oh_server, fid)) > 1
+    assert (tmp_path / "b/alice/600/big.bin").read_bytes() == content_of(oh_server, fid)
