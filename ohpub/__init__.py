@@ -10,7 +10,8 @@ The Python API (the CLI is a thin shell over it)::
     assert result.ok
 
 Listings: ``files``, ``projects``, ``datatypes``, ``members``. Mirrors: ``mirror``,
-``verify``, ``status``, ``index``. Single files: ``fetch``, ``read_bytes``, ``open``.
+``verify``, ``status``, ``index``. Single files: ``fetch``, ``fetch_many``, ``stream``,
+``read_bytes``, ``open``.
 A reusable connection: ``Client``. Failures are ``OhpubError`` subclasses.
 """
 
@@ -29,6 +30,7 @@ from ohpub.errors import (  # noqa: E402 - after __version__, which the modules 
     UnavailableError,
     UsageError,
 )
+from ohpub.fetching import FetchResult  # noqa: E402
 from ohpub.library import (  # noqa: E402
     Client,
     MirrorEvent,
@@ -37,6 +39,7 @@ from ohpub.library import (  # noqa: E402
     VerifyResult,
     datatypes,
     fetch,
+    fetch_many,
     files,
     index,
     members,
@@ -45,6 +48,7 @@ from ohpub.library import (  # noqa: E402
     projects,
     read_bytes,
     status,
+    stream,
     verify,
 )
 from ohpub.records import DataFile, FileStatus  # noqa: E402
@@ -57,6 +61,8 @@ __all__ = [
     "members",
     "mirror",
     "fetch",
+    "fetch_many",
+    "stream",
     "read_bytes",
     "open",
     "verify",
@@ -65,6 +71,7 @@ __all__ = [
     "Client",
     "DataFile",
     "FileResult",
+    "FetchResult",
     "FileStatus",
     "MirrorEvent",
     "MirrorResult",

@@ -16,15 +16,14 @@ from __future__ import annotations
 import contextlib
 import errno
 import importlib.resources
+import json
 import logging
-import re
 import shlex
 import signal
 import sys
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, time, timedelta, timezone
 from enum import Enum
 from itertools import islice
 from pathlib import Path
@@ -33,8 +32,9 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 import typer
 from typer.core import TyperCommand, TyperGroup
 
+import ohpub
 from ohpub import __version__
-from ohpub.api import Client, FileFilter
+from ohpub.api import Client
 from ohpub.config import Config, RetryPolicy
 from ohpub.conventions import (
     arg_name,
@@ -44,10 +44,9 @@ from ohpub.conventions import (
     usage_error,
     warn_unknown_env,
 )
-from ohpub.engine import Mirror, MirrorOptions
-from ohpub.errors import OhpubError, UsageError
+from ohpub.errors import IncompleteListingError, OhpubError, UsageError
 from ohpub.exits import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, exit_code_for
-from ohpub.fetch import FetchResult, fetch_files
+from ohpub.fetching import FetchResult
 from ohpub.http import redact
 from ohpub.output import (
     FORMATS,
@@ -65,8 +64,8 @@ from ohpub.output import (
     write_objects,
     write_stderr,
 )
+from ohpub.records import DataFile
 from ohpub.units import human_bytes, parse_duration, parse_seconds, parse_size
-from ohpub.verify import mirror_status, verify_mirror
 
 if TYPE_CHECKING:
     import requests
@@ -434,44 +433,6 @@ def _log_response(resp: requests.Response, *args: Any, **kwargs: Any) -> None:
 # -- option parsing helpers ---------------------------------------------------------------
 
 
-def parse_date(value: str, *, end: bool = False) -> datetime:
-    """DATE (YYYY-MM-DD, UTC day) or an ISO 8601 timestamp; --until DATE includes that day."""
-    text = value.strip()
-    try:
-        if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
-            day = datetime.combine(datetime.fromisoformat(text).date(), time(), timezone.utc)
-            return day + timedelta(days=1) if end else day
-        dt = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("Z") else text)
-    except ValueError:
-        raise UsageError(
-            f"invalid date {value!r}", hint="use YYYY-MM-DD or an ISO 8601 timestamp"
-        ) from None
-    return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
-
-
-def _filter(
-    project: list[int] | None,
-    user: list[str] | None,
-    datatype: list[int] | None,
-    tag: list[str] | None,
-    name: list[str] | None,
-    since: str | None,
-    until: str | None,
-) -> FileFilter:
-    for u in user or []:
-        if not re.fullmatch(r"[A-Za-z_0-9]+", u):
-            raise UsageError(f"invalid username {u!r}", hint="usernames are letters, digits, _")
-    return FileFilter(
-        projects=tuple(dict.fromkeys(project or [])),
-        users=tuple(dict.fromkeys(user or [])),
-        datatypes=tuple(dict.fromkeys(datatype or [])),
-        tags=tuple(tag or []),
-        names=tuple(name or []),
-        since=parse_date(since) if since else None,
-        until=parse_date(until, end=True) if until else None,
-    )
-
-
 # Filters (list and mirror). The env var of a repeatable filter takes space-separated values.
 ProjectOpt = Annotated[
     list[int] | None,
@@ -670,26 +631,38 @@ def list_cmd(
             raise UsageError(
                 f"{', '.join(given)}: file filters do not apply to 'list {kind.value}'"
             )
+        objects = {"projects": ohpub.projects, "datatypes": ohpub.datatypes}
         with _client(_state(ctx)) as client:
-            items = _limited(client.iter_objects(kind.value), limit)
-            write_objects(items, kind.value, out_fmt, sys.stdout)
-        return 0
-    flt = _filter(project, user, datatype, tag, name, since, until)
-    from ohpub.api import ListingReport  # h3: the listing's outcome decides the exit code
-
-    report = ListingReport()
+            items = objects.get(kind.value, ohpub.members)(client=client)
+            write_objects(_limited(items, limit), kind.value, out_fmt, sys.stdout)
+        return EXIT_OK
+    failed: list[IncompleteListingError] = []
     with _client(_state(ctx)) as client:
-        write_files(_limited(client.iter_files(flt, report), limit), out_fmt, sys.stdout)
-    if not report.finished:
-        return 0  # --limit stopped the listing: nothing to judge
-    if report.rejected:
-        named = "; ".join(r.message() for r in report.rejected[:3])
-        more = f" (and {len(report.rejected) - 3} more)" if len(report.rejected) > 3 else ""
-        print_error(f"{len(report.rejected)} malformed listing records left out: {named}{more}")
-    if not report.complete:
-        why = report.warnings[-1] if report.warnings else "some files may be missing"
-        print_error(f"listing incomplete: {why}", "the server's listing moved or misbehaved")
-    return EXIT_FAILURE if report.rejected or not report.complete else 0
+        files = ohpub.files(
+            project=project,
+            user=user,
+            datatype=datatype,
+            tag=tag,
+            name=name,
+            since=since,
+            until=until,
+            limit=limit,
+            client=client,
+        )
+        write_files(_until_incomplete(files, failed), out_fmt, sys.stdout)
+    for exc in failed:  # after the records, so json output stays one valid array
+        print_error(exc.message, exc.hint)
+    return EXIT_FAILURE if failed else EXIT_OK
+
+
+def _until_incomplete(
+    files: Iterator[DataFile], failed: list[IncompleteListingError]
+) -> Iterator[DataFile]:
+    """The files; an incomplete listing (raised at its end) is kept for after the output."""
+    try:
+        yield from files
+    except IncompleteListingError as exc:
+        failed.append(exc)
 
 
 @app.command("mirror", cls=_Command)
@@ -800,17 +773,6 @@ def mirror_cmd(
       17 3 * * * ohpub -q --log-file ~/spotify.log mirror ~/spotify -p 176
     """
     state = _state(ctx)
-    flt = _filter(project, user, datatype, tag, name, since, until)
-    opts = MirrorOptions(
-        dest=dest,
-        flt=flt,
-        jobs=jobs,
-        dry_run=dry_run,
-        delete=delete,
-        max_size=parse_size(max_size) if max_size else None,
-        strict=strict,
-        checksum=checksum,
-    )
     config = state.config.with_(jobs=jobs, range_cutoff=_cutoff(cutoff, state.config))
     unfiltered = not any((project, user, datatype, tag, name, since, until))
     view = MirrorView(
@@ -822,16 +784,34 @@ def mirror_cmd(
     )
     with _client(state, config) as client:
         try:
-            summary = Mirror(client, opts, view).run()
+            result = ohpub.mirror(
+                dest,
+                project=project,
+                user=user,
+                datatype=datatype,
+                tag=tag,
+                name=name,
+                since=since,
+                until=until,
+                jobs=jobs,
+                dry_run=dry_run,
+                delete=delete,
+                max_size=max_size,
+                strict=strict,
+                checksum=checksum,
+                progress=view.on_event,
+                client=client,
+                keep_results=False,
+            )
         except KeyboardInterrupt:
             view.close()
             raise Interrupted(view.counts.interrupted_text()) from None
         finally:
             view.close()
     if dry_run and fmt is MirrorFormat.jsonl:
-        write_jsonl(totals_record(summary), sys.stdout)
-    _mirror_summary(summary, dry_run=dry_run, quiet=state.quiet)
-    return EXIT_OK if summary.ok else EXIT_FAILURE
+        write_jsonl(totals_record(result), sys.stdout)
+    _mirror_summary(result, dry_run=dry_run, quiet=state.quiet)
+    return EXIT_OK if result.ok else EXIT_FAILURE
 
 
 def _mirror_summary(summary: Any, *, dry_run: bool, quiet: bool) -> None:
@@ -911,23 +891,25 @@ def fetch_cmd(
             notice(f"ohpub: {r.target}: {r.status} ({r.bytes} bytes)", quiet=state.quiet)
 
     with _client(state, config) as client:
-        try:
-            results = fetch_files(
-                client,
-                ids,
-                directory=directory,
-                output=output,
-                force=force,
-                on_message=lambda m: notice(m, quiet=state.quiet),
-                on_result=show,
-            )
-        except OhpubError as exc:
-            if output == "-" and getattr(exc, "errno", None) == errno.EPIPE:
-                raise ReaderGone() from None  # '| head -c 10': the reader has had enough
-            raise
+        if output == "-":
+            return _fetch_to_stdout(ids[0], client, quiet=state.quiet)
+        results = ohpub.fetch_many(
+            ids, directory, output=output, force=force, on_result=show, client=client
+        )
     if any(r.usage for r in results):
         return EXIT_USAGE
     return EXIT_OK if all(r.ok for r in results) else EXIT_FAILURE
+
+
+def _fetch_to_stdout(file_id: int, client: Client, *, quiet: bool) -> int:
+    try:
+        size = ohpub.stream(file_id, sys.stdout.buffer, client=client)
+    except OhpubError as exc:
+        if getattr(exc, "errno", None) == errno.EPIPE:
+            raise ReaderGone() from None  # '| head -c 10': the reader has had enough
+        raise
+    notice(f"ohpub: {file_id}: {size} bytes to stdout, verified", quiet=quiet)
+    return EXIT_OK
 
 
 @app.command("verify", cls=_Command)
@@ -956,7 +938,7 @@ def verify_cmd(
       ohpub verify ~/spotify
       ohpub verify ~/spotify -f jsonl | jq -c 'select(.status != "ok")'
     """
-    report = verify_mirror(dest, on_record=_verify_printer(fmt.value))
+    report = ohpub.verify(dest, on_record=_verify_printer(fmt.value), keep_records=False)
     notice(report.summary(), quiet=_state(ctx).quiet)
     return EXIT_OK if report.ok else EXIT_FAILURE
 
@@ -1008,9 +990,9 @@ def status_cmd(
       ohpub status ~/spotify --max-age 26h || echo "mirror is stale"
       ohpub status ~/spotify -f json | jq .last_complete_run.ended_at
     """
-    age = parse_duration(max_age) if max_age else None
-    st = mirror_status(dest, max_age=age)
-    sys.stdout.write(st.render(fmt.value))
+    st = ohpub.status(dest, max_age=parse_duration(max_age) if max_age else None)
+    text = json.dumps(st.to_dict(), indent=2) + "\n" if fmt is StatusFormat.json else st.text
+    sys.stdout.write(text)
     sys.stdout.flush()
     return EXIT_FAILURE if st.stale else EXIT_OK
 

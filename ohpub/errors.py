@@ -8,6 +8,8 @@ cares about. Library code raises them and never prints.
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class OhpubError(Exception):
     """Base class: a failure with a user-facing message (and maybe a hint)."""
@@ -52,8 +54,22 @@ class ChecksumError(IntegrityError):
 
 
 class IncompleteListingError(OhpubError):
-    """The listing did not return every file the server counts (see the README's
-    listing guarantees); the files that did arrive were all delivered."""
+    """The listing did not return every file in scope (see the README's listing
+    guarantees), or some of its records were malformed; every good file that arrived was
+    delivered. ``complete`` says whether the walk itself was whole; ``rejected`` holds
+    the malformed records (``records.Rejected``: ``file_id``, ``where``, ``reason``)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        hint: str | None = None,
+        complete: bool = False,
+        rejected: list[Any] | None = None,
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.complete = complete
+        self.rejected = list(rejected or [])
 
 
 class LockedError(OhpubError):

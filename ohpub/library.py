@@ -12,7 +12,6 @@ from __future__ import annotations
 import builtins
 import contextlib
 import hashlib
-import importlib
 import io
 import os
 import re
@@ -26,6 +25,8 @@ import requests
 import urllib3
 
 from ohpub import api
+from ohpub import checking as verify_mod
+from ohpub import fetching as fetch_mod
 from ohpub.config import Config
 from ohpub.download import Downloader
 from ohpub.engine import FileResult, Mirror, MirrorOptions, MirrorSummary
@@ -37,15 +38,11 @@ from ohpub.errors import (
     UnavailableError,
     UsageError,
 )
+from ohpub.fetching import FetchResult
 from ohpub.http import describe_exception
 from ohpub.index_file import read_index
 from ohpub.records import DataFile, FileStatus
-from ohpub.units import parse_size
-
-# Modules whose names the API's functions take (fetch, verify): bound here under other
-# names, before ohpub/__init__ binds the functions.
-fetch_mod = importlib.import_module("ohpub.fetch")
-verify_mod = importlib.import_module("ohpub.verify")
+from ohpub.units import parse_duration, parse_size
 
 PathLike = str | os.PathLike[str]
 IdFilter = int | Iterable[int] | None
@@ -115,9 +112,24 @@ def files(
                 return
             yield f
         if not report.complete or report.rejected:
-            raise IncompleteListingError(
-                "; ".join(report.warnings) or "the listing did not return every file"
-            )
+            raise _incomplete(report)
+
+
+def _incomplete(report: api.ListingReport) -> IncompleteListingError:
+    parts = []
+    if report.rejected:
+        named = "; ".join(r.message() for r in report.rejected[:3])
+        more = f" (and {len(report.rejected) - 3} more)" if len(report.rejected) > 3 else ""
+        parts.append(f"{len(report.rejected)} malformed listing records left out: {named}{more}")
+    if not report.complete:
+        why = report.warnings[-1] if report.warnings else "some files may be missing"
+        parts.append(f"listing incomplete: {why}")
+    return IncompleteListingError(
+        "; ".join(parts),
+        hint=None if report.complete else "the server's listing moved or misbehaved",
+        complete=report.complete,
+        rejected=report.rejected,
+    )
 
 
 def projects(*, client: api.Client | None = None) -> Iterator[dict[str, Any]]:
@@ -233,6 +245,11 @@ class MirrorResult:
     listing_complete: bool
     warnings: list[str] = field(default_factory=list)
 
+    @property
+    def total(self) -> int:
+        """Files in scope (deleted ones are no longer files of the mirror)."""
+        return sum(n for s, n in self.counts.items() if s != FileStatus.DELETED.value)
+
     @classmethod
     def of(cls, summary: MirrorSummary, results: list[FileResult]) -> MirrorResult:
         return cls(
@@ -304,6 +321,7 @@ def mirror(
     checksum: bool = False,
     progress: Callable[[MirrorEvent], None] | None = None,
     client: api.Client | None = None,
+    keep_results: bool = True,
 ) -> MirrorResult:
     """Mirror the matching public files into ``dest/<username>/<project id>/<name>``.
 
@@ -311,7 +329,9 @@ def mirror(
     reports every file ``unchanged``. ``max_size`` takes bytes or a size like ``"500M"``.
     Raises ``LockedError`` when another run holds ``dest``, ``UsageError`` for a bad
     ``dest``, ``NetworkError``/``ServerError`` when the listing fails; failures of single
-    files are in the result (``ok`` is then False).
+    files are in the result (``ok`` is then False). With ``keep_results=False`` the result's
+    ``files`` stays empty (``progress`` still sees every ``result``): a nightly mirror of
+    100,000 files need not hold them.
     """
     limit = parse_size(max_size) if isinstance(max_size, str) else max_size
     opts = MirrorOptions(
@@ -324,7 +344,7 @@ def mirror(
         strict=strict,
         checksum=checksum,
     )
-    return run_mirror(opts, progress=progress, client=client)
+    return run_mirror(opts, progress=progress, client=client, keep_results=keep_results)
 
 
 def run_mirror(
@@ -366,6 +386,38 @@ def fetch(
     if r.error:
         raise OhpubError(r.error, hint=r.hint)
     return target
+
+
+def fetch_many(
+    ids: Iterable[int],
+    directory: PathLike = ".",
+    *,
+    output: PathLike | None = None,
+    force: bool = False,
+    on_result: Callable[[FetchResult], None] | None = None,
+    client: api.Client | None = None,
+) -> builtins.list[FetchResult]:
+    """``ohpub fetch ID...``: each file into ``directory`` under distinct safe names (or
+    the one file to ``output``); one ``FetchResult`` per id, failures included (``ok``,
+    ``error``, ``usage`` when the id is unknown or a directory is in the way)."""
+    with _using(client) as c:
+        return fetch_mod.fetch_files(
+            c,
+            builtins.list(ids),
+            directory=Path(os.fspath(directory)),
+            output=None if output is None else os.fspath(output),
+            force=force,
+            on_message=lambda _m: None,
+            on_result=on_result or (lambda _r: None),
+        )
+
+
+def stream(file_id: int, out: BinaryIO, *, client: api.Client | None = None) -> int:
+    """Write the stored bytes of one file to the binary stream ``out`` (say stdout), with
+    retries (a restart skips what was already written); verified at the end, when
+    ``IntegrityError`` means the bytes already written are wrong. Returns the size."""
+    with _using(client) as c:
+        return Downloader(c).to_stream(c.get_file(file_id), out).size
 
 
 def read_bytes(file_id: int, *, client: api.Client | None = None) -> bytes:
@@ -457,11 +509,33 @@ class VerifyResult:
     files: list[dict[str, Any]]
     counts: dict[str, int]
 
+    def summary(self) -> str:
+        """``verified 31 files: 31 ok, 0 modified, 0 missing, 1 untracked``."""
+        c = {k: self.counts.get(k, 0) for k in ("ok", "modified", "missing", "untracked")}
+        return (
+            f"verified {c['ok'] + c['modified'] + c['missing']} files: {c['ok']} ok, "
+            f"{c['modified']} modified, {c['missing']} missing, {c['untracked']} untracked"
+        )
 
-def verify(dest: PathLike) -> VerifyResult:
-    """Re-hash every tracked file of the mirror at ``dest`` against its state."""
-    records: list[dict[str, Any]] = []
-    report = verify_mod.verify_mirror(Path(os.fspath(dest)), on_record=records.append)
+
+def verify(
+    dest: PathLike,
+    *,
+    on_record: Callable[[dict[str, Any]], None] | None = None,
+    keep_records: bool = True,
+) -> VerifyResult:
+    """Re-hash every tracked file of the mirror at ``dest`` against its state (and list
+    untracked files). ``on_record`` sees each record as it is made; with
+    ``keep_records=False`` the result's ``files`` stays empty."""
+    records: builtins.list[dict[str, Any]] = []
+
+    def emit(rec: dict[str, Any]) -> None:
+        if keep_records:
+            records.append(rec)
+        if on_record is not None:
+            on_record(rec)
+
+    report = verify_mod.verify_mirror(Path(os.fspath(dest)), on_record=emit)
     return VerifyResult(ok=report.ok, files=records, counts=dict(report.counts))
 
 
@@ -474,27 +548,42 @@ class MirrorStatus:
     by_status: dict[str, int]
     by_project: dict[str, dict[str, int]]
     by_member: dict[str, dict[str, int]]
+    running: dict[str, Any] | None
+    """The run holding DEST's lock now (``command``, ``pid``), if any."""
     last_run: dict[str, Any] | None
     last_complete_run: dict[str, Any] | None
+    stale: bool
+    """With ``max_age``: the mirror is not fresh (the README says exactly what fresh is)."""
+    stale_reason: str | None
     fields: dict[str, Any] = field(default_factory=dict, repr=False)
     """Every field of the JSON record (including any not named above)."""
+    text: str = field(default="", repr=False)
+    """The text ``ohpub status`` prints."""
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.fields)
 
 
-def status(dest: PathLike) -> MirrorStatus:
-    """What the mirror at ``dest`` holds and how its runs went (reads only)."""
-    d = verify_mod.mirror_status(Path(os.fspath(dest)), max_age=None).as_dict()
+def status(dest: PathLike, *, max_age: float | str | None = None) -> MirrorStatus:
+    """What the mirror at ``dest`` holds and how its runs went (reads only; works on a
+    mirror you cannot write). ``max_age`` (seconds, or a duration such as ``"26h"``)
+    also judges whether it is fresh (``stale``)."""
+    age = parse_duration(max_age) if isinstance(max_age, str) else max_age
+    st = verify_mod.mirror_status(Path(os.fspath(dest)), max_age=age)
+    d = st.as_dict()
     return MirrorStatus(
         files=d["files"],
         bytes=d["bytes"],
         by_status=d["by_status"],
         by_project=d["by_project"],
         by_member=d["by_member"],
+        running=d.get("running"),
         last_run=d["last_run"],
         last_complete_run=d["last_complete_run"],
+        stale=bool(d.get("stale")),
+        stale_reason=d.get("stale_reason"),
         fields=d,
+        text=st.render("text"),
     )
 
 
@@ -519,6 +608,8 @@ __all__ = [
     "MirrorEvent",
     "MirrorResult",
     "fetch",
+    "fetch_many",
+    "stream",
     "read_bytes",
     "open",
     "verify",

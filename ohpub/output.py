@@ -31,9 +31,10 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from ohpub.engine import FileResult, MirrorSummary
+from ohpub.engine import FileResult
 from ohpub.errors import UsageError
 from ohpub.http import redact
+from ohpub.library import MirrorEvent, MirrorResult
 from ohpub.records import DataFile
 from ohpub.screen import SCREEN, LiveLines, rate_window
 from ohpub.units import clock, human_bytes
@@ -410,11 +411,11 @@ def write_jsonl(rec: dict[str, Any], out: TextIO) -> None:
 # -- summaries ------------------------------------------------------------------------------------
 
 
-def summary_line(s: MirrorSummary, *, dry_run: bool = False) -> str:
+def summary_line(s: MirrorResult, *, dry_run: bool = False) -> str:
     """``31 files: 29 downloaded (4.1 MB), 2 unchanged, 0 failed in 3.2 s``; for a dry run
     ``dry run: 31 files: 29 to download (4.1 MB), 1 to rename, 0 to remove, 1 unchanged``."""
     c = s.counts
-    files = s.files
+    files = s.total
     if dry_run:
         parts = [
             f"{c['planned']} to download ({human_bytes(s.bytes_planned)})",
@@ -441,7 +442,7 @@ def summary_line(s: MirrorSummary, *, dry_run: bool = False) -> str:
     return f"{files} files: " + ", ".join(parts) + f" in {s.elapsed:.1f} s"
 
 
-def totals_record(s: MirrorSummary) -> dict[str, Any]:
+def totals_record(s: MirrorResult) -> dict[str, Any]:
     """The last jsonl record of ``mirror --dry-run``: the plan's totals.
 
     ``{"status": "totals", "files": 31, "download": {"files": 29, "bytes": 1480000},
@@ -452,7 +453,7 @@ def totals_record(s: MirrorSummary) -> dict[str, Any]:
     c = s.counts
     return {
         "status": "totals",
-        "files": s.files,
+        "files": s.total,
         "download": {"files": c["planned"], "bytes": s.bytes_planned},
         "rename": c["renamed"],
         "remove": c["deleted"],
@@ -603,6 +604,19 @@ class MirrorView:
             self._live.start()
 
     # -- events from the engine -----------------------------------------------------------
+
+    def on_event(self, e: MirrorEvent) -> None:
+        """The ``progress`` callback of ``ohpub.mirror``: each event to its method."""
+        if e.kind == "result" and e.result is not None:
+            self.result(e.result)
+        elif e.kind in ("started", "finished") and e.file is not None:
+            (self.started if e.kind == "started" else self.finished)(e.file)
+        elif e.kind == "warning":
+            self.warning(e.message or "")
+        elif e.kind == "bytes":
+            self.progress(e.count)
+        elif e.kind in ("listed", "expected", "listing_done", "sized"):
+            getattr(self, e.kind)(e.count)
 
     def listed(self, n: int) -> None:
         c = self.counts
