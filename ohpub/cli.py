@@ -236,122 +236,135 @@ def _version(value: bool) -> None:
         raise typer.Exit(0)
 
 
+_MainBaseUrlOpt = Annotated[
+    str,
+    typer.Option(
+        "--base-url",
+        envvar="OHPUB_BASE_URL",
+        metavar="URL",
+        help="Open Humans server to talk to.",
+    ),
+]
+_MainVerboseOpt = Annotated[
+    bool,
+    typer.Option(
+        "--verbose",
+        "-v",
+        envvar="OHPUB_VERBOSE",
+        help="Also log every HTTP request and every file's result (keys redacted).",
+    ),
+]
+_MainQuietOpt = Annotated[
+    bool,
+    typer.Option(
+        "--quiet",
+        "-q",
+        envvar="OHPUB_QUIET",
+        help="Print errors only: no bars, warnings, retries or summary (the log file gets all).",
+    ),
+]
+_MainLogFileOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--log-file",
+        envvar="OHPUB_LOG_FILE",
+        metavar="PATH",
+        dir_okay=False,
+        help="Append a plain-text log to PATH (timestamps; no colour, no bars).",
+    ),
+]
+_MainTimeoutOpt = Annotated[
+    float,
+    typer.Option(
+        envvar="OHPUB_TIMEOUT",
+        min=0.1,
+        metavar="SECONDS",
+        help="Longest wait for any one answer: to connect (at most "
+        f"{DEFAULTS.connect_timeout:g} s) and for each read of a response. A request "
+        "that times out is retried (--retries, within --retry-budget).",
+    ),
+]
+_MainApiConcurrencyOpt = Annotated[
+    int,
+    typer.Option(
+        envvar="OHPUB_API_CONCURRENCY",
+        min=1,
+        max=32,
+        metavar="N",
+        help="Requests in flight to Open Humans itself (listing, keys).",
+    ),
+]
+_MainPageSizeOpt = Annotated[
+    int,
+    typer.Option(
+        envvar="OHPUB_PAGE_SIZE", min=1, hidden=True, metavar="N", help="Listing page size."
+    ),
+]
+_MainRetriesOpt = Annotated[
+    int,
+    typer.Option(
+        envvar="OHPUB_RETRIES",
+        min=1,
+        max=50,
+        metavar="N",
+        help="Attempts per request without progress before giving up.",
+    ),
+]
+_MainRetryBudgetOpt = Annotated[
+    str | None,
+    typer.Option(
+        envvar="OHPUB_RETRY_BUDGET",
+        metavar="SECONDS",
+        help="Longest time one request may spend failing and waiting to retry since "
+        f"it last made progress (default {DEFAULTS.retry.budget:g}; 90, 90s, 2m).",
+        show_default=False,
+    ),
+]
+_MainRetryBaseOpt = Annotated[
+    str | None,
+    typer.Option(
+        envvar="OHPUB_RETRY_BASE",
+        metavar="SECONDS",
+        hidden=True,
+        help=f"First backoff before jitter (default {DEFAULTS.retry.base:g}); doubles.",
+    ),
+]
+_MainRetryCapOpt = Annotated[
+    str | None,
+    typer.Option(
+        envvar="OHPUB_RETRY_CAP",
+        metavar="SECONDS",
+        hidden=True,
+        help=f"Longest single backoff (default {DEFAULTS.retry.cap:g}).",
+    ),
+]
+_MainVersionOpt = Annotated[
+    bool,
+    typer.Option(
+        "--version",
+        "-V",
+        callback=_version,
+        is_eager=True,
+        help="Print the version and exit.",
+    ),
+]
+
+
 @app.callback()
 def _main(
     ctx: typer.Context,
-    base_url: Annotated[
-        str,
-        typer.Option(
-            "--base-url",
-            envvar="OHPUB_BASE_URL",
-            metavar="URL",
-            help="Open Humans server to talk to.",
-        ),
-    ] = DEFAULTS.base_url,
-    verbose: Annotated[
-        bool,
-        typer.Option(
-            "--verbose",
-            "-v",
-            envvar="OHPUB_VERBOSE",
-            help="Also log every HTTP request and every file's result (keys redacted).",
-        ),
-    ] = False,
-    quiet: Annotated[
-        bool,
-        typer.Option(
-            "--quiet",
-            "-q",
-            envvar="OHPUB_QUIET",
-            help="Print errors only: no bars, warnings, retries or summary (the log file "
-            "gets all).",
-        ),
-    ] = False,
-    log_file: Annotated[
-        Path | None,
-        typer.Option(
-            "--log-file",
-            envvar="OHPUB_LOG_FILE",
-            metavar="PATH",
-            dir_okay=False,
-            help="Append a plain-text log to PATH (timestamps; no colour, no bars).",
-        ),
-    ] = None,
-    timeout: Annotated[
-        float,
-        typer.Option(
-            envvar="OHPUB_TIMEOUT",
-            min=0.1,
-            metavar="SECONDS",
-            help="Longest wait for any one answer: to connect (at most "
-            f"{DEFAULTS.connect_timeout:g} s) and for each read of a response. A request "
-            "that times out is retried (--retries, within --retry-budget).",
-        ),
-    ] = DEFAULTS.timeout,
-    api_concurrency: Annotated[
-        int,
-        typer.Option(
-            envvar="OHPUB_API_CONCURRENCY",
-            min=1,
-            max=32,
-            metavar="N",
-            help="Requests in flight to Open Humans itself (listing, keys).",
-        ),
-    ] = DEFAULTS.api_concurrency,
-    page_size: Annotated[
-        int,
-        typer.Option(
-            envvar="OHPUB_PAGE_SIZE", min=1, hidden=True, metavar="N", help="Listing page size."
-        ),
-    ] = DEFAULTS.page_size,
-    retries: Annotated[
-        int,
-        typer.Option(
-            envvar="OHPUB_RETRIES",
-            min=1,
-            max=50,
-            metavar="N",
-            help="Attempts per request without progress before giving up.",
-        ),
-    ] = DEFAULTS.retry.attempts,
-    retry_budget: Annotated[
-        str | None,
-        typer.Option(
-            envvar="OHPUB_RETRY_BUDGET",
-            metavar="SECONDS",
-            help="Longest time one request may spend failing and waiting to retry since "
-            f"it last made progress (default {DEFAULTS.retry.budget:g}; 90, 90s, 2m).",
-            show_default=False,
-        ),
-    ] = None,
-    retry_base: Annotated[
-        str | None,
-        typer.Option(
-            envvar="OHPUB_RETRY_BASE",
-            metavar="SECONDS",
-            hidden=True,
-            help=f"First backoff before jitter (default {DEFAULTS.retry.base:g}); doubles.",
-        ),
-    ] = None,
-    retry_cap: Annotated[
-        str | None,
-        typer.Option(
-            envvar="OHPUB_RETRY_CAP",
-            metavar="SECONDS",
-            hidden=True,
-            help=f"Longest single backoff (default {DEFAULTS.retry.cap:g}).",
-        ),
-    ] = None,
-    version: Annotated[
-        bool,
-        typer.Option(
-            "--version",
-            "-V",
-            callback=_version,
-            is_eager=True,
-            help="Print the version and exit.",
-        ),
-    ] = False,
+    base_url: _MainBaseUrlOpt = DEFAULTS.base_url,
+    verbose: _MainVerboseOpt = False,
+    quiet: _MainQuietOpt = False,
+    log_file: _MainLogFileOpt = None,
+    timeout: _MainTimeoutOpt = DEFAULTS.timeout,
+    api_concurrency: _MainApiConcurrencyOpt = DEFAULTS.api_concurrency,
+    page_size: _MainPageSizeOpt = DEFAULTS.page_size,
+    retries: _MainRetriesOpt = DEFAULTS.retry.attempts,
+    retry_budget: _MainRetryBudgetOpt = None,
+    retry_base: _MainRetryBaseOpt = None,
+    retry_cap: _MainRetryCapOpt = None,
+    version: _MainVersionOpt = False,
 ) -> None:
     """Download and mirror the public data files of Open Humans.
 
@@ -568,17 +581,42 @@ def _source(ctx: typer.Context, name: str) -> str:
     return str(getattr(ctx.get_parameter_source(name), "name", ""))
 
 
+_ListKindOpt = Annotated[
+    Kind,
+    typer.Argument(
+        metavar="KIND",
+        help="What to list: files (default), projects, datatypes or members.",
+        show_default=False,
+    ),
+]
+_ListFmtOpt = Annotated[
+    ListFormat | None,
+    typer.Option(
+        "--format",
+        "-f",
+        envvar="OHPUB_LIST_FORMAT",
+        metavar="[table|json|jsonl|csv]",
+        help="Output format (default: table on a terminal, jsonl otherwise).",
+        show_default=False,
+    ),
+]
+_ListLimitOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--limit",
+        "-n",
+        min=0,
+        envvar="OHPUB_LIMIT",
+        metavar="N",
+        help="Stop after N records (and fetch no more pages).",
+    ),
+]
+
+
 @app.command("list", cls=_Command)
 def list_cmd(
     ctx: typer.Context,
-    kind: Annotated[
-        Kind,
-        typer.Argument(
-            metavar="KIND",
-            help="What to list: files (default), projects, datatypes or members.",
-            show_default=False,
-        ),
-    ] = Kind.files,
+    kind: _ListKindOpt = Kind.files,
     project: ProjectOpt = None,
     user: UserOpt = None,
     datatype: DatatypeOpt = None,
@@ -586,28 +624,8 @@ def list_cmd(
     name: NameOpt = None,
     since: SinceOpt = None,
     until: UntilOpt = None,
-    fmt: Annotated[
-        ListFormat | None,
-        typer.Option(
-            "--format",
-            "-f",
-            envvar="OHPUB_LIST_FORMAT",
-            metavar="[table|json|jsonl|csv]",
-            help="Output format (default: table on a terminal, jsonl otherwise).",
-            show_default=False,
-        ),
-    ] = None,
-    limit: Annotated[
-        int | None,
-        typer.Option(
-            "--limit",
-            "-n",
-            min=0,
-            envvar="OHPUB_LIMIT",
-            metavar="N",
-            help="Stop after N records (and fetch no more pages).",
-        ),
-    ] = None,
+    fmt: _ListFmtOpt = None,
+    limit: _ListLimitOpt = None,
 ) -> int:
     """List public data files (default), projects, datatypes or members.
 
@@ -665,18 +683,92 @@ def _until_incomplete(
         failed.append(exc)
 
 
+_MirrorDestOpt = Annotated[
+    Path,
+    typer.Argument(
+        envvar="OHPUB_DEST",
+        metavar="DEST",
+        show_default=False,
+        help="Directory to mirror into (created if missing; its parent must exist).",
+    ),
+]
+_MirrorJobsOpt = Annotated[
+    int,
+    typer.Option(
+        "--jobs",
+        "-j",
+        envvar="OHPUB_JOBS",
+        min=1,
+        max=64,
+        metavar="N",
+        help="Parallel storage transfers.",
+    ),
+]
+_MirrorDryRunOpt = Annotated[
+    bool,
+    typer.Option(
+        "--dry-run",
+        "-n",
+        envvar="OHPUB_DRY_RUN",
+        help="Show the plan (to download: count and bytes; to rename; to remove; "
+        "unchanged) and change nothing.",
+    ),
+]
+_MirrorDeleteOpt = Annotated[
+    bool,
+    typer.Option(
+        "--delete/--no-delete",
+        envvar="OHPUB_DELETE",
+        show_default=False,
+        help="Delete local files that a complete listing no longer has (default: keep "
+        "them, marked removed-upstream).",
+    ),
+]
+_MirrorMaxSizeOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--max-size",
+        envvar="OHPUB_MAX_SIZE",
+        metavar="SIZE",
+        help="Skip files larger than SIZE: 500M = 500 MiB, 2G, 500MB = 500*10^6 bytes.",
+    ),
+]
+_MirrorStrictOpt = Annotated[
+    bool,
+    typer.Option(
+        "--strict/--no-strict",
+        envvar="OHPUB_STRICT",
+        show_default=False,
+        help="Files Open Humans reports unavailable fail the run (exit 1).",
+    ),
+]
+_MirrorChecksumOpt = Annotated[
+    bool,
+    typer.Option(
+        "--checksum/--no-checksum",
+        envvar="OHPUB_CHECKSUM",
+        show_default=False,
+        help="Re-hash every placed file first (not only those whose size or mtime "
+        "changed) and download again any whose bytes differ.",
+    ),
+]
+_MirrorFmtOpt = Annotated[
+    MirrorFormat,
+    typer.Option(
+        "--format",
+        "-f",
+        envvar="OHPUB_MIRROR_FORMAT",
+        metavar="[text|jsonl]",
+        help="text: a summary line; jsonl: also one record per file on stdout (with "
+        "--dry-run, a totals record last).",
+    ),
+]
+
+
 @app.command("mirror", cls=_Command)
 def mirror_cmd(
     ctx: typer.Context,
-    dest: Annotated[
-        Path,
-        typer.Argument(
-            envvar="OHPUB_DEST",
-            metavar="DEST",
-            show_default=False,
-            help="Directory to mirror into (created if missing; its parent must exist).",
-        ),
-    ],
+    dest: _MirrorDestOpt,
     project: ProjectOpt = None,
     user: UserOpt = None,
     datatype: DatatypeOpt = None,
@@ -684,77 +776,13 @@ def mirror_cmd(
     name: NameOpt = None,
     since: SinceOpt = None,
     until: UntilOpt = None,
-    jobs: Annotated[
-        int,
-        typer.Option(
-            "--jobs",
-            "-j",
-            envvar="OHPUB_JOBS",
-            min=1,
-            max=64,
-            metavar="N",
-            help="Parallel storage transfers.",
-        ),
-    ] = DEFAULTS.jobs,
-    dry_run: Annotated[
-        bool,
-        typer.Option(
-            "--dry-run",
-            "-n",
-            envvar="OHPUB_DRY_RUN",
-            help="Show the plan (to download: count and bytes; to rename; to remove; "
-            "unchanged) and change nothing.",
-        ),
-    ] = False,
-    delete: Annotated[
-        bool,
-        typer.Option(
-            "--delete/--no-delete",
-            envvar="OHPUB_DELETE",
-            show_default=False,
-            help="Delete local files that a complete listing no longer has (default: keep "
-            "them, marked removed-upstream).",
-        ),
-    ] = False,
-    max_size: Annotated[
-        str | None,
-        typer.Option(
-            "--max-size",
-            envvar="OHPUB_MAX_SIZE",
-            metavar="SIZE",
-            help="Skip files larger than SIZE: 500M = 500 MiB, 2G, 500MB = 500*10^6 bytes.",
-        ),
-    ] = None,
-    strict: Annotated[
-        bool,
-        typer.Option(
-            "--strict/--no-strict",
-            envvar="OHPUB_STRICT",
-            show_default=False,
-            help="Files Open Humans reports unavailable fail the run (exit 1).",
-        ),
-    ] = False,
-    checksum: Annotated[
-        bool,
-        typer.Option(
-            "--checksum/--no-checksum",
-            envvar="OHPUB_CHECKSUM",
-            show_default=False,
-            help="Re-hash every placed file first (not only those whose size or mtime "
-            "changed) and download again any whose bytes differ.",
-        ),
-    ] = False,
-    fmt: Annotated[
-        MirrorFormat,
-        typer.Option(
-            "--format",
-            "-f",
-            envvar="OHPUB_MIRROR_FORMAT",
-            metavar="[text|jsonl]",
-            help="text: a summary line; jsonl: also one record per file on stdout (with "
-            "--dry-run, a totals record last).",
-        ),
-    ] = MirrorFormat.text,
+    jobs: _MirrorJobsOpt = DEFAULTS.jobs,
+    dry_run: _MirrorDryRunOpt = False,
+    delete: _MirrorDeleteOpt = False,
+    max_size: _MirrorMaxSizeOpt = None,
+    strict: _MirrorStrictOpt = False,
+    checksum: _MirrorChecksumOpt = False,
+    fmt: _MirrorFmtOpt = MirrorFormat.text,
     cutoff: CutoffOpt = None,
 ) -> int:
     """Mirror public files into DEST/<username>/<project id>/<name>, resumably.
@@ -829,43 +857,49 @@ def _cutoff(value: str | None, config: Config) -> int:
     return parse_size(value) if value else config.range_cutoff
 
 
+_FetchIdsOpt = Annotated[
+    list[int],
+    typer.Argument(min=1, metavar="ID", show_default=False, help="File ids to download."),
+]
+_FetchDirectoryOpt = Annotated[
+    Path,
+    typer.Option(
+        "--dir",
+        "-d",
+        envvar="OHPUB_DIR",
+        metavar="DIR",
+        file_okay=False,
+        help="Directory to write <basename> into (created if missing).",
+    ),
+]
+_FetchOutputOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--output",
+        "-o",
+        envvar="OHPUB_OUTPUT",
+        metavar="PATH",
+        help="Write the one file to PATH; '-' streams it to stdout.",
+    ),
+]
+_FetchForceOpt = Annotated[
+    bool,
+    typer.Option(
+        "--force/--no-force",
+        envvar="OHPUB_FORCE",
+        show_default=False,
+        help="Overwrite an existing file with other content at the target.",
+    ),
+]
+
+
 @app.command("fetch", cls=_Command)
 def fetch_cmd(
     ctx: typer.Context,
-    ids: Annotated[
-        list[int],
-        typer.Argument(min=1, metavar="ID", show_default=False, help="File ids to download."),
-    ],
-    directory: Annotated[
-        Path,
-        typer.Option(
-            "--dir",
-            "-d",
-            envvar="OHPUB_DIR",
-            metavar="DIR",
-            file_okay=False,
-            help="Directory to write <basename> into (created if missing).",
-        ),
-    ] = Path("."),
-    output: Annotated[
-        str | None,
-        typer.Option(
-            "--output",
-            "-o",
-            envvar="OHPUB_OUTPUT",
-            metavar="PATH",
-            help="Write the one file to PATH; '-' streams it to stdout.",
-        ),
-    ] = None,
-    force: Annotated[
-        bool,
-        typer.Option(
-            "--force/--no-force",
-            envvar="OHPUB_FORCE",
-            show_default=False,
-            help="Overwrite an existing file with other content at the target.",
-        ),
-    ] = False,
+    ids: _FetchIdsOpt,
+    directory: _FetchDirectoryOpt = Path("."),
+    output: _FetchOutputOpt = None,
+    force: _FetchForceOpt = False,
     cutoff: CutoffOpt = None,
 ) -> int:
     """Download single files by id (resumable and verified, like mirror).
@@ -912,20 +946,23 @@ def _fetch_to_stdout(file_id: int, client: Client, *, quiet: bool) -> int:
     return EXIT_OK
 
 
+_VerifyFmtOpt = Annotated[
+    MirrorFormat,
+    typer.Option(
+        "--format",
+        "-f",
+        envvar="OHPUB_VERIFY_FORMAT",
+        metavar="[text|jsonl]",
+        help="text: problems and a summary; jsonl: one record per file.",
+    ),
+]
+
+
 @app.command("verify", cls=_Command)
 def verify_cmd(
     ctx: typer.Context,
     dest: DestArg,
-    fmt: Annotated[
-        MirrorFormat,
-        typer.Option(
-            "--format",
-            "-f",
-            envvar="OHPUB_VERIFY_FORMAT",
-            metavar="[text|jsonl]",
-            help="text: problems and a summary; jsonl: one record per file.",
-        ),
-    ] = MirrorFormat.text,
+    fmt: _VerifyFmtOpt = MirrorFormat.text,
 ) -> int:
     """Re-hash every tracked file against the state; list untracked files too.
 
@@ -953,29 +990,33 @@ def _verify_printer(fmt: str) -> Callable[[dict[str, Any]], None]:
     return emit
 
 
+_StatusMaxAgeOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--max-age",
+        envvar="OHPUB_MAX_AGE",
+        metavar="DURATION",
+        help="Exit 1 when the last complete run ended longer ago than DURATION "
+        "(with a unit: 90m, 26h, 2d), or never did.",
+    ),
+]
+_StatusFmtOpt = Annotated[
+    StatusFormat,
+    typer.Option(
+        "--format",
+        "-f",
+        envvar="OHPUB_STATUS_FORMAT",
+        metavar="[text|json]",
+        help="text for people, json for scripts.",
+    ),
+]
+
+
 @app.command("status", cls=_Command)
 def status_cmd(
     dest: DestArg,
-    max_age: Annotated[
-        str | None,
-        typer.Option(
-            "--max-age",
-            envvar="OHPUB_MAX_AGE",
-            metavar="DURATION",
-            help="Exit 1 when the last complete run ended longer ago than DURATION "
-            "(with a unit: 90m, 26h, 2d), or never did.",
-        ),
-    ] = None,
-    fmt: Annotated[
-        StatusFormat,
-        typer.Option(
-            "--format",
-            "-f",
-            envvar="OHPUB_STATUS_FORMAT",
-            metavar="[text|json]",
-            help="text for people, json for scripts.",
-        ),
-    ] = StatusFormat.text,
+    max_age: _StatusMaxAgeOpt = None,
+    fmt: _StatusFmtOpt = StatusFormat.text,
 ) -> int:
     """What a mirror holds and how its last runs ended (for monitoring).
 
