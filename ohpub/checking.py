@@ -132,24 +132,37 @@ def verify_mirror(dest: Path, on_record: Callable[[dict[str, Any]], None]) -> Ve
     with DestLock(dest, command="verify", read_only_ok=True) as lock:
         writable = lock.exclusive and _can_write(dest)
         with open_mirror(dest, readonly=not writable) as state:
-            files = {fs.id: fs for fs in state.all()}
-            placed = [fs for fs in files.values() if fs.path and fs.status in _CHECKED]
-            tracked = {fs.path for fs in files.values() if fs.path}
-            recs = []
+            tracked: set[str] = set()
             with ThreadPoolExecutor(max_workers=4) as pool:
-                for rec in pool.map(lambda fs: _check(dest, fs), placed):
-                    report.counts[rec["status"]] += 1
-                    report.bytes += rec["bytes"] or 0
-                    recs.append(rec)
-                    on_record(rec)
-            if writable:
-                _record(state, files, recs)
-                report.recorded = True
+                for batch in _batches(state.iter_all(), 1000):
+                    tracked.update(fs.path for fs in batch if fs.path)
+                    placed = {fs.id: fs for fs in batch if fs.path and fs.status in _CHECKED}
+                    recs = list(pool.map(lambda fs: _check(dest, fs), placed.values()))
+                    for rec in recs:
+                        report.counts[rec["status"]] += 1
+                        report.bytes += rec["bytes"] or 0
+                        on_record(rec)
+                    if writable:
+                        _record(state, placed, recs)
+            report.recorded = writable
         for rel in _walk(dest):
             if rel not in tracked:
                 report.counts["untracked"] += 1
                 on_record({"id": None, "path": rel, "status": "untracked"})
     return report
+
+
+def _batches(items: Iterator[FileState], n: int) -> Iterator[list[FileState]]:
+    """Records a batch at a time: a mirror of 100,000 files is verified without holding
+    100,000 records (only the set of tracked paths, for the untracked check)."""
+    batch: list[FileState] = []
+    for fs in items:
+        batch.append(fs)
+        if len(batch) >= n:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 def _walk(dest: Path) -> Iterator[str]:
@@ -281,29 +294,17 @@ def mirror_status(dest: Path, *, max_age: float | None) -> Status:
     with open_mirror(dest, readonly=True) as state:
         holder = lock_holder(dest)
         mirroring = holder is not None and holder.command in ("mirror", None)
-        files = state.all()
+        by_status, by_project, by_member = state.tally(_PLACED)
         last = state.last_run()
         complete = state.last_run(complete_only=True)
-        placed = [fs for fs in files if fs.path and fs.status in _PLACED]
-        by_status = dict(Counter(fs.status for fs in files))
         reason = None
         if max_age is not None:
             flagged = sum(by_status.get(s, 0) for s in _FLAGGED)
             reason = _staleness(state, last, mirroring, flagged, max_age)
-    by_project: dict[str, dict[str, int]] = {}
-    by_member: dict[str, dict[str, int]] = {}
-    for fs in placed:
-        for groups, key in (
-            (by_project, str(fs.project_id)),
-            (by_member, fs.username or "(hidden)"),
-        ):
-            g = groups.setdefault(key, {"files": 0, "bytes": 0})
-            g["files"] += 1
-            g["bytes"] += fs.size or 0
     last_running = mirroring and last is not None and last.ended is None
     return Status(
-        files=len(placed),
-        bytes=sum(fs.size or 0 for fs in placed),
+        files=sum(g["files"] for g in by_project.values()),
+        bytes=sum(g["bytes"] for g in by_project.values()),
         by_status=by_status,
         by_project=by_project,
         by_member=by_member,

@@ -686,6 +686,31 @@ class StateDB:
                 yield int(fid), path, str(status)
             last = rows[-1][0]
 
+    def tally(
+        self, placed: Iterable[str]
+    ) -> tuple[dict[str, int], dict[str, dict[str, int]], dict[str, dict[str, int]]]:
+        """Counts for ``status``, computed by SQLite: records by status, and the files and
+        bytes placed (``placed`` statuses, with a path) by project and by member."""
+        placed = tuple(placed)
+        marks = ",".join("?" for _ in placed)
+        where = f"path IS NOT NULL AND status IN ({marks})"
+        with self._read("counting file records") as conn:
+            by_status = dict(conn.execute("SELECT status, count(*) FROM files GROUP BY status"))
+            groups = []
+            for column, none in (("project_id", "None"), ("username", "(hidden)")):
+                rows = conn.execute(
+                    f"SELECT {column}, count(*), coalesce(sum(size), 0) FROM files"
+                    f" WHERE {where} GROUP BY {column}",
+                    list(placed),
+                ).fetchall()
+                groups.append(
+                    {
+                        str(k) if k is not None else none: {"files": n, "bytes": b}
+                        for k, n, b in rows
+                    }
+                )
+        return {str(k): int(v) for k, v in by_status.items()}, groups[0], groups[1]
+
     def all(self) -> list[FileState]:
         """Every record, ordered by file id (stable output for status and verify)."""
         with self._read("reading file records") as conn:
@@ -706,19 +731,6 @@ class StateDB:
             for row in rows:
                 yield self._row_to_file(row)
             last = rows[-1][0]
-
-    def by_path(self) -> dict[str, int]:
-        """Relative path -> file id for every placed file.
-
-        Keeping paths unique is the caller's job (the schema does not enforce it, so
-        swapping two paths needs no careful statement order); should two records
-        ever claim one path, the higher id wins here, deterministically.
-        """
-        with self._read("reading file paths") as conn:
-            rows = conn.execute(
-                "SELECT path, id FROM files WHERE path IS NOT NULL ORDER BY id"
-            ).fetchall()
-        return {str(p): int(i) for p, i in rows}
 
     def put(self, fs: FileState) -> None:
         """Insert or replace one record, committed (and fsynced) before returning, so
@@ -775,16 +787,9 @@ class StateDB:
         outcome: str,
         counts: dict[str, int],
         complete: bool,
-        *,
-        scope_counts: Mapping[str, int] | None = None,
     ) -> None:
-        """Record how a run ended.
-
-        ``complete`` means the run saw its whole scope (every listing page), so its
-        counts can serve as a baseline. ``scope_counts`` are stored as the baselines
-        for scope_last_count in the same transaction, and only when ``complete``:
-        a partial listing must never become the yardstick for the next one.
-        """
+        """Record how a run ended; ``complete`` means the run saw its whole scope (every
+        listing page). (The ``scope_counts`` table of schema 1 is no longer written.)"""
         now = time.time()
         with self._write("recording the end of a run") as conn:
             cur = conn.execute(
@@ -793,12 +798,6 @@ class StateDB:
             )
             if cur.rowcount != 1:
                 raise ValueError(f"no run with id {run_id}")
-            if complete and scope_counts:
-                conn.executemany(
-                    "INSERT OR REPLACE INTO scope_counts (scope_key, count, updated) "
-                    "VALUES (?, ?, ?)",
-                    [(k, int(n), now) for k, n in scope_counts.items()],
-                )
 
     def last_run(self, *, complete_only: bool = False, before: int | None = None) -> RunInfo | None:
         """The most recently begun run (finished or not), or the latest complete one;
@@ -832,30 +831,6 @@ class StateDB:
                 hint="if the file is damaged, " + _MOVE_AWAY_HINT,
             ) from exc
 
-    # -- listing baselines ---------------------------------------------------
-
-    def set_scope_count(self, scope_key: str, n: int) -> None:
-        """Remember that the last complete listing of ``scope_key`` had ``n`` files.
-
-        Only call this after a complete listing; see end_run(scope_counts=...).
-        """
-        with self._write("saving a listing count") as conn:
-            conn.execute(
-                "INSERT OR REPLACE INTO scope_counts (scope_key, count, updated) VALUES (?, ?, ?)",
-                (scope_key, int(n), time.time()),
-            )
-
-    def scope_last_count(self, scope_key: str) -> int | None:
-        """How many files the last complete listing of ``scope_key`` had, if known.
-
-        A listing that shrinks sharply is more likely a server hiccup than mass
-        deletion; the caller compares against this before marking files removed.
-        """
-        with self._read("reading a listing count") as conn:
-            row = conn.execute(
-                "SELECT count FROM scope_counts WHERE scope_key = ?", (scope_key,)
-            ).fetchone()
-        return None if row is None else int(row[0])
 
 
 def _hint_for(exc: BaseException) -> str:
