@@ -219,7 +219,8 @@ class MirrorEvent:
 
     ``kind`` is ``listed`` (``count`` files listed so far), ``expected`` (the listing's own
     count), ``listing_done`` (the listing ended with ``count`` files), ``started`` and
-    ``finished`` (a transfer of ``file``), ``bytes`` (``count`` more bytes arrived; negative
+    ``finished`` (a transfer of ``file``), ``sized`` (a transfer learned its file's size,
+    ``count``), ``bytes`` (``count`` more bytes arrived; negative
     when a transfer restarts), ``result`` (``result`` is one file's record) or ``warning``
     (``message``).
     """
@@ -287,6 +288,9 @@ class _Events:
 
     def started(self, f: DataFile) -> None:
         self._emit(MirrorEvent("started", file=f))
+
+    def sized(self, nbytes: int) -> None:
+        self._emit(MirrorEvent("sized", count=nbytes))
 
     def progress(self, nbytes: int) -> None:
         self._emit(MirrorEvent("bytes", count=nbytes))

@@ -644,9 +644,6 @@ class MirrorView:
         with self._lock:
             self.counts.bytes_announced += nbytes
 
-    def queued(self, n: int) -> None:
-        pass
-
     def started(self, f: DataFile) -> None:
         with self._lock:
             c = self.counts
@@ -714,10 +711,12 @@ class MirrorView:
             c = self.counts
             first = self._files_line(c, now, width)
             rate = rate_window(self._rates, now, c.bytes_done)
-            second = f"bytes: {human_bytes(c.bytes_done)}"
-            if c.bytes_announced:
-                second += f" of {human_bytes(c.bytes_announced)} announced"
-            second += f", {human_bytes(rate)}/s, {c.in_flight} in flight"
+            done = human_bytes(c.bytes_done)
+            of = f" of {human_bytes(c.bytes_announced)}" if c.bytes_announced else ""
+            tail = f", {human_bytes(rate)}/s, {c.in_flight} in flight"
+            second = f"bytes: {done}{of}{' announced' if of else ''}{tail}"
+            if len(second) >= width:  # a narrow terminal: the same facts, fewer words
+                second = f"bytes: {done}{of}{tail}"
         return [first, second]
 
     @staticmethod

@@ -832,7 +832,6 @@ class StateDB:
             ) from exc
 
 
-
 def _hint_for(exc: BaseException) -> str:
     """What to do about a SQLite failure. Moving the database away loses the record of
     which files ohpub placed, so it is suggested only for a damaged file: never for a

@@ -183,6 +183,8 @@ class Job:
     transferred: int = 0
     resumed: bool = False
     checksum_retries: int = 0
+    on_total: Callable[[int], None] | None = None
+    """Told the object's size once, when storage first announces it (progress displays)."""
 
     @property
     def f(self) -> DataFile:
@@ -288,6 +290,9 @@ class Sequential:
         job.total = answer.total
         if job.max_size is not None and job.total is not None and job.total > job.max_size:
             raise TooLargeError(job.f.id, job.total, job.max_size)
+        if job.on_total is not None and job.total is not None:
+            announce, job.on_total = job.on_total, None
+            announce(job.total)
         if answer.etag and answer.etag != job.etag:
             job.etag = answer.etag
             if job.meta_path is not None and (job.total is None or job.total > SMALL_OBJECT):
@@ -389,6 +394,7 @@ class Downloader:
         *,
         max_size: int | None = None,
         root: Path | None = None,
+        on_total: Callable[[int], None] | None = None,
     ) -> Downloaded:
         """Download into ``part`` (resuming what is there), verified and fsynced.
 
@@ -410,6 +416,7 @@ class Downloader:
                 size = 0
             sink = FileSink(fd, 0)
             job = Job(self.source(f), sink, etag, meta_path, progress, max_size)
+            job.on_total = on_total
             try:
                 result = resume_ranged(self, job, sink, meta, size)
                 if result is None and "chunk" in meta:

@@ -220,8 +220,13 @@ class Worker:
 
         self.events.started(f)
         try:
-            d = self.downloader.to_part(  # h4: opened below DEST, no symlink followed
-                f, part, progress, max_size=self.max_size, root=self.dest
+            d = self.downloader.to_part(  # opened below DEST, no symlink followed
+                f,
+                part,
+                progress,
+                max_size=self.max_size,
+                root=self.dest,
+                on_total=self.events.sized,
             )
         except UnavailableError as exc:
             return Finished(f.id, item.action, Action.UNAVAILABLE, error=exc.message)

@@ -139,8 +139,12 @@ def test_bars_while_mirroring_then_a_clean_summary(
     assert re.match(r"files: +\d+/31 +\d+% ", files), files
     assert re.search(r"\[\d\d:\d\d, ETA (\d\d:\d\d|-)\]$", files), files
     assert re.search(r"\|█+ *\|", files), files
-    # Bytes done with the rate, and the transfers really in flight (-j 2: at most 2).
-    assert re.fullmatch(r"bytes: [\d.]+ [kM]?B, [\d.]+ [kM]?B/s, [0-2] in flight", byte_line)
+    # Bytes done of those announced (each transfer's size, once storage tells it), with
+    # the rate, and the transfers really in flight (-j 2: at most 2).
+    assert re.fullmatch(
+        r"bytes: [\d.]+ [kM]?B of [\d.]+ [kM]?B( announced)?, [\d.]+ [kM]?B/s, [0-2] in flight",
+        byte_line,
+    ), byte_line
     code = term.finish()
     assert code == 0, term.lines()
     # No bar line ever reached the last column (it would wrap and tear the bars).
