@@ -50,13 +50,12 @@ downloader, the checker and ``plan`` output all agree on it.
 from __future__ import annotations
 
 import hashlib
-import re
 import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
-from ohpub.records import DataFile
+from ohpub.records import DataFile, is_username
 
 HIDDEN_DIR: str = "hidden-members"
 """Directory for hidden memberships; the ``-`` makes it a name no username can take."""
@@ -67,7 +66,6 @@ NO_PROJECT_DIR: str = "no-project"
 MAX_COMPONENT_BYTES = 255
 """The common file-name limit (ext4, APFS, NTFS counts UTF-16 units but 255 bytes fits)."""
 
-_USERNAME_RE = re.compile(r"^[A-Za-z_0-9]+$")
 _HASH_CHARS = 10
 _MAX_SUFFIX_CHARS = 16
 _COMPRESSION_SUFFIXES = frozenset({".gz", ".bz2", ".xz", ".zst", ".lz4", ".z"})
@@ -103,7 +101,7 @@ class Entry:
             raise ValueError(f"file {self.id}: basename is not a string")
         if self.created.tzinfo is None or self.created.utcoffset() is None:
             raise ValueError(f"file {self.id}: created must be timezone-aware")
-        if self.username is not None and not _USERNAME_RE.match(self.username):
+        if self.username is not None and not is_username(self.username):
             raise ValueError(f"file {self.id}: bad username {self.username!r}")
         if self.project_id is not None and (
             isinstance(self.project_id, bool)

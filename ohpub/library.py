@@ -41,7 +41,7 @@ from ohpub.errors import (
 from ohpub.fetching import FetchResult
 from ohpub.http import describe_exception
 from ohpub.index_file import read_index
-from ohpub.records import DataFile, FileStatus
+from ohpub.records import DataFile, FileStatus, is_username
 from ohpub.units import parse_duration, parse_size
 
 PathLike = str | os.PathLike[str]
@@ -164,7 +164,7 @@ def make_filter(
     """The listing filter of the arguments above, checked (``UsageError`` when bad)."""
     users = _texts(user)
     for u in users:
-        if not re.fullmatch(r"[A-Za-z_0-9]+", u):
+        if not is_username(u):
             raise UsageError(f"invalid username {u!r}", hint="usernames are letters, digits, _")
     return api.FileFilter(
         projects=_ids(project, "project"),

@@ -17,6 +17,12 @@ from typing import Any
 _USERNAME_RE = re.compile(r"^[A-Za-z_0-9]+$")
 
 
+def is_username(value: object) -> bool:
+    """The one username rule: Open Humans usernames are ASCII letters, digits and ``_``
+    (so a username can never escape or alias a directory of the mirror)."""
+    return isinstance(value, str) and _USERNAME_RE.match(value) is not None
+
+
 class FileStatus(str, Enum):
     """What happened to one file in a run: the ``status`` of a jsonl record of ``mirror``.
 
@@ -239,7 +245,7 @@ def _parse_user(value: Any) -> User:
     username = value.get("username")
     if username is None:
         return User(None, None, None)
-    if not isinstance(username, str) or not _USERNAME_RE.match(username):
+    if not is_username(username):
         raise RecordError(f"bad username {_short(username)}")
     uid = value.get("id")
     if isinstance(uid, str):

@@ -23,7 +23,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, NamedTuple, NoReturn
+from typing import Any, NamedTuple, NoReturn, TypeVar
 
 from . import tree
 from .errors import LockedError, StateError, UsageError
@@ -477,20 +477,13 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
-class StateDB:
-    """The state database of one mirror: a single SQLite connection, the single writer.
+_C = TypeVar("_C", bound="_Connection")
 
-    WAL mode so that read-only commands (status) can read while a sync writes.
-    ``synchronous=FULL``: every put is fsynced before it returns. A put follows a
-    finished download, so one fsync is cheap next to the network round trip, and it
-    keeps the promise "the database never forgets a file it placed" across power
-    loss, not just across a killed process (NORMAL could roll the last commits back,
-    leaving files at their paths that the database does not know as ours).
 
-    The connection is shared by worker threads (``check_same_thread=False``) and
-    every use is serialised by one lock; transactions are explicit (autocommit
-    connection + BEGIN IMMEDIATE) so nothing stays open between calls.
-    """
+class _Connection:
+    """One checked SQLite connection to a state database, and how it is used: every use
+    serialised by one lock, SQLite failures turned into StateError, one IMMEDIATE
+    transaction per write (``StateDB`` is the public face)."""
 
     def __init__(self, conn: sqlite3.Connection, path: Path, *, readonly: bool = False) -> None:
         """Use StateDB.open; this only wraps an already checked connection."""
@@ -502,60 +495,12 @@ class StateDB:
         """File records written or deleted through this handle (``last_seen`` aside): a run
         that changed none need not rewrite the index."""
 
-    # -- opening -----------------------------------------------------------
-
-    @classmethod
-    def open(cls, dest: Path, *, create: bool = True, readonly: bool = False) -> StateDB:
-        """Open (and with ``create``, initialise) ``DEST/.ohpub/state.sqlite3``.
-
-        Refuses with StateError anything that is not our database: garbage bytes,
-        another application's SQLite file, a schema newer than this ohpub. It never
-        starts over on such a file, because the database is the only record of
-        which files in DEST ohpub put there. SQLite follows symlinks by itself, so
-        the database and its side files must be regular files (or absent) below a
-        real ``.ohpub``; a symlink there is refused (UsageError).
-
-        ``readonly`` (status, verify without write access) opens with ``mode=ro`` and
-        writes nothing: not the schema, not the WAL switch; see _connect_readonly.
-        """
-        path = state_db_path(dest)
-        check_ohpub_dir(dest)
-        for name in _SQLITE_FILES:
-            tree.require_regular_or_absent(dest, f"{OHPUB_DIR}/{name}")
-        if create and not readonly:
-            ensure_dirs(dest)
-        elif not path.exists():
-            raise StateError(
-                f"{dest} is not an ohpub mirror (no {OHPUB_DIR}/{STATE_DB_NAME})",
-                hint="check the DEST path, or run a sync into it first",
-            )
-        if path.exists() and not os.access(path, os.R_OK):
-            raise StateError(
-                f"cannot read the state database {path}: permission denied",
-                hint=_PERMISSION_HINT,
-            )
-        if readonly:
-            return cls(_connect_readonly(path), path, readonly=True)
-        uri = path.absolute().as_uri() + ("?mode=rwc" if create else "?mode=rw")
-        try:
-            conn = sqlite3.connect(
-                uri, uri=True, check_same_thread=False, isolation_level=None, timeout=10.0
-            )
-        except sqlite3.Error as exc:
-            raise StateError(f"cannot open {path}: {exc}", hint=_hint_for(exc)) from exc
-        try:
-            _check_and_init(conn, path, create=create)
-        except BaseException:
-            conn.close()
-            raise
-        return cls(conn, path)
-
     def close(self) -> None:
         """Close the connection; SQLite checkpoints the WAL into the main file."""
         with self._lock:
             self._conn.close()
 
-    def __enter__(self) -> StateDB:
+    def __enter__(self: _C) -> _C:
         return self
 
     def __exit__(
@@ -639,6 +584,141 @@ class StateDB:
             fs.downloaded_at,
             fs.status,
         )
+
+
+class _RunLog(_Connection):
+    """The history of runs (``runs`` table): how ``status`` knows how the last ones ended."""
+
+    # -- runs --------------------------------------------------------------
+
+    def begin_run(self, command: str, scope: dict[str, Any]) -> int:
+        """Record the start of a run and return its id.
+
+        Recorded at the start, not the end, so a run that dies leaves a trace
+        (``ended`` stays None) that the next status can report.
+        """
+        with self._write("recording a run") as conn:
+            cur = conn.execute(
+                "INSERT INTO runs (command, scope, started) VALUES (?, ?, ?)",
+                (command, _dumps(scope), time.time()),
+            )
+            run_id = cur.lastrowid
+        assert run_id is not None
+        return run_id
+
+    def end_run(
+        self,
+        run_id: int,
+        outcome: str,
+        counts: dict[str, int],
+        complete: bool,
+    ) -> None:
+        """Record how a run ended; ``complete`` means the run saw its whole scope (every
+        listing page). (The ``scope_counts`` table of schema 1 is no longer written.)"""
+        now = time.time()
+        with self._write("recording the end of a run") as conn:
+            cur = conn.execute(
+                "UPDATE runs SET ended = ?, outcome = ?, counts = ?, complete = ? WHERE id = ?",
+                (now, outcome, _dumps(counts), int(complete), run_id),
+            )
+            if cur.rowcount != 1:
+                raise ValueError(f"no run with id {run_id}")
+
+    def last_run(self, *, complete_only: bool = False, before: int | None = None) -> RunInfo | None:
+        """The most recently begun run (finished or not), or the latest complete one;
+        with ``before``, the latest one older than run ``before`` (status skips a run
+        that is still going this way)."""
+        conds = (("complete = 1", complete_only), ("id < ?", before is not None))
+        where = [w for w, on in conds if on]
+        sql = (
+            "SELECT id, command, scope, started, ended, outcome, counts, complete FROM runs"
+            + (" WHERE " + " AND ".join(where) if where else "")
+            + " ORDER BY id DESC LIMIT 1"
+        )
+        with self._read("reading runs") as conn:
+            row = conn.execute(sql, () if before is None else (before,)).fetchone()
+        if row is None:
+            return None
+        try:
+            return RunInfo(
+                id=row[0],
+                command=row[1],
+                scope=json.loads(row[2]),
+                started=row[3],
+                ended=row[4],
+                outcome=row[5],
+                counts=json.loads(row[6]),
+                complete=bool(row[7]),
+            )
+        except ValueError as exc:
+            raise StateError(
+                f"state database {self.path}: unreadable record for run {row[0]}: {exc}",
+                hint="if the file is damaged, " + _MOVE_AWAY_HINT,
+            ) from exc
+
+
+class StateDB(_RunLog):
+    """The state database of one mirror: a single SQLite connection, the single writer.
+
+    WAL mode so that read-only commands (status) can read while a sync writes.
+    ``synchronous=FULL``: every put is fsynced before it returns. A put follows a
+    finished download, so one fsync is cheap next to the network round trip, and it
+    keeps the promise "the database never forgets a file it placed" across power
+    loss, not just across a killed process (NORMAL could roll the last commits back,
+    leaving files at their paths that the database does not know as ours).
+
+    The connection is shared by worker threads (``check_same_thread=False``) and
+    every use is serialised by one lock; transactions are explicit (autocommit
+    connection + BEGIN IMMEDIATE) so nothing stays open between calls.
+    """
+
+    # -- opening -----------------------------------------------------------
+
+    @classmethod
+    def open(cls, dest: Path, *, create: bool = True, readonly: bool = False) -> StateDB:
+        """Open (and with ``create``, initialise) ``DEST/.ohpub/state.sqlite3``.
+
+        Refuses with StateError anything that is not our database: garbage bytes,
+        another application's SQLite file, a schema newer than this ohpub. It never
+        starts over on such a file, because the database is the only record of
+        which files in DEST ohpub put there. SQLite follows symlinks by itself, so
+        the database and its side files must be regular files (or absent) below a
+        real ``.ohpub``; a symlink there is refused (UsageError).
+
+        ``readonly`` (status, verify without write access) opens with ``mode=ro`` and
+        writes nothing: not the schema, not the WAL switch; see _connect_readonly.
+        """
+        path = state_db_path(dest)
+        check_ohpub_dir(dest)
+        for name in _SQLITE_FILES:
+            tree.require_regular_or_absent(dest, f"{OHPUB_DIR}/{name}")
+        if create and not readonly:
+            ensure_dirs(dest)
+        elif not path.exists():
+            raise StateError(
+                f"{dest} is not an ohpub mirror (no {OHPUB_DIR}/{STATE_DB_NAME})",
+                hint="check the DEST path, or run a sync into it first",
+            )
+        if path.exists() and not os.access(path, os.R_OK):
+            raise StateError(
+                f"cannot read the state database {path}: permission denied",
+                hint=_PERMISSION_HINT,
+            )
+        if readonly:
+            return cls(_connect_readonly(path), path, readonly=True)
+        uri = path.absolute().as_uri() + ("?mode=rwc" if create else "?mode=rw")
+        try:
+            conn = sqlite3.connect(
+                uri, uri=True, check_same_thread=False, isolation_level=None, timeout=10.0
+            )
+        except sqlite3.Error as exc:
+            raise StateError(f"cannot open {path}: {exc}", hint=_hint_for(exc)) from exc
+        try:
+            _check_and_init(conn, path, create=create)
+        except BaseException:
+            conn.close()
+            raise
+        return cls(conn, path)
 
     # -- files -------------------------------------------------------------
 
@@ -763,73 +843,6 @@ class StateDB:
         self.changes += 1
         with self._write("deleting a file record") as conn:
             conn.execute("DELETE FROM files WHERE id = ?", (file_id,))
-
-    # -- runs --------------------------------------------------------------
-
-    def begin_run(self, command: str, scope: dict[str, Any]) -> int:
-        """Record the start of a run and return its id.
-
-        Recorded at the start, not the end, so a run that dies leaves a trace
-        (``ended`` stays None) that the next status can report.
-        """
-        with self._write("recording a run") as conn:
-            cur = conn.execute(
-                "INSERT INTO runs (command, scope, started) VALUES (?, ?, ?)",
-                (command, _dumps(scope), time.time()),
-            )
-            run_id = cur.lastrowid
-        assert run_id is not None
-        return run_id
-
-    def end_run(
-        self,
-        run_id: int,
-        outcome: str,
-        counts: dict[str, int],
-        complete: bool,
-    ) -> None:
-        """Record how a run ended; ``complete`` means the run saw its whole scope (every
-        listing page). (The ``scope_counts`` table of schema 1 is no longer written.)"""
-        now = time.time()
-        with self._write("recording the end of a run") as conn:
-            cur = conn.execute(
-                "UPDATE runs SET ended = ?, outcome = ?, counts = ?, complete = ? WHERE id = ?",
-                (now, outcome, _dumps(counts), int(complete), run_id),
-            )
-            if cur.rowcount != 1:
-                raise ValueError(f"no run with id {run_id}")
-
-    def last_run(self, *, complete_only: bool = False, before: int | None = None) -> RunInfo | None:
-        """The most recently begun run (finished or not), or the latest complete one;
-        with ``before``, the latest one older than run ``before`` (status skips a run
-        that is still going this way)."""
-        conds = (("complete = 1", complete_only), ("id < ?", before is not None))
-        where = [w for w, on in conds if on]
-        sql = (
-            "SELECT id, command, scope, started, ended, outcome, counts, complete FROM runs"
-            + (" WHERE " + " AND ".join(where) if where else "")
-            + " ORDER BY id DESC LIMIT 1"
-        )
-        with self._read("reading runs") as conn:
-            row = conn.execute(sql, () if before is None else (before,)).fetchone()
-        if row is None:
-            return None
-        try:
-            return RunInfo(
-                id=row[0],
-                command=row[1],
-                scope=json.loads(row[2]),
-                started=row[3],
-                ended=row[4],
-                outcome=row[5],
-                counts=json.loads(row[6]),
-                complete=bool(row[7]),
-            )
-        except ValueError as exc:
-            raise StateError(
-                f"state database {self.path}: unreadable record for run {row[0]}: {exc}",
-                hint="if the file is damaged, " + _MOVE_AWAY_HINT,
-            ) from exc
 
 
 def _hint_for(exc: BaseException) -> str:
