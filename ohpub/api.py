@@ -231,29 +231,6 @@ class Client:
             raise ServerError(f"unexpected listing page from {redact(url)}: not a page object")
         return page
 
-    def check_scope(self, kind: str, value: str) -> Callable[[], None]:
-        """A hook for a path endpoint's 500: is the id simply unknown?"""
-
-        def check() -> None:
-            detail = {
-                "project": f"/api/public/project/{value}/",
-                "member": f"/api/public/member/{value}/",
-                "datatype": f"/api/public/datatype/{value}/",
-            }.get(kind)
-            if detail is None:
-                return
-            try:
-                self.get_json(self.url(detail))
-            except NotFoundError:
-                raise NotFoundError(
-                    f"{kind} {value} not found",
-                    hint=f"'ohpub list {kind}s' shows the public {kind}s",
-                ) from None
-            except OhpubError:
-                return
-
-        return check
-
     def iter_files(
         self, flt: FileFilter | None = None, report: ListingReport | None = None
     ) -> Iterator[DataFile]:

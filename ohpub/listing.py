@@ -48,7 +48,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
-from ohpub.errors import OhpubError, ServerError
+from ohpub.errors import NotFoundError, OhpubError, ServerError
 from ohpub.http import redact
 from ohpub.records import DataFile, RecordError, Rejected, parse_datafile
 
@@ -522,13 +522,38 @@ def _stable_key(item: Any) -> str:
     return json.dumps(item, sort_keys=True, default=str)
 
 
+def check_scope(client: Client, kind: str, value: str) -> Callable[[], None]:
+    """A hook for a path endpoint's 500 (the server's answer to an unknown id): asks the
+    JSON detail endpoint whether the id is simply unknown, and then says so."""
+
+    def check() -> None:
+        detail = {
+            "project": f"/api/public/project/{value}/",
+            "member": f"/api/public/member/{value}/",
+            "datatype": f"/api/public/datatype/{value}/",
+        }.get(kind)
+        if detail is None:
+            return
+        try:
+            client.get_json(client.url(detail))
+        except NotFoundError:
+            raise NotFoundError(
+                f"{kind} {value} not found",
+                hint=f"'ohpub list {kind}s' shows the public {kind}s",
+            ) from None
+        except OhpubError:
+            return
+
+    return check
+
+
 def crawl_files(client: Client, flt: FileFilter, report: ListingReport) -> Iterator[DataFile]:
     """Every public file in scope, exactly once, streamed as pages arrive (Client.iter_files)."""
     seen: set[int] = set()
     rejected_keys: set[Any] = set()
     complete = True
     for path, kind, value in flt.scope_paths():
-        check = client.check_scope(kind, value) if kind != "all" else None
+        check = check_scope(client, kind, value) if kind != "all" else None
         crawl = EndpointCrawl(client, path, kind, value, check, flt, report, seen, rejected_keys)
         yield from crawl.run()
         complete = complete and crawl.complete
