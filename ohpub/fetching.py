@@ -19,9 +19,9 @@ from pathlib import Path
 
 from ohpub import layout
 from ohpub.api import Client
-from ohpub.download import Downloader
 from ohpub.errors import NotFoundError, OhpubError, UsageError
 from ohpub.records import DataFile
+from ohpub.transfer import Downloader
 from ohpub.tree import DiskError, forget_partial
 
 

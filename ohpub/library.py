@@ -28,7 +28,6 @@ from ohpub import api
 from ohpub import checking as verify_mod
 from ohpub import fetching as fetch_mod
 from ohpub.config import Config
-from ohpub.download import Downloader
 from ohpub.engine import FileResult, Mirror, MirrorOptions, MirrorSummary
 from ohpub.errors import (
     IncompleteListingError,
@@ -42,6 +41,7 @@ from ohpub.fetching import FetchResult
 from ohpub.http import describe_exception
 from ohpub.index_file import read_index
 from ohpub.records import DataFile, FileStatus, is_username
+from ohpub.transfer import Downloader
 from ohpub.units import parse_duration, parse_size
 
 PathLike = str | os.PathLike[str]

@@ -20,11 +20,11 @@ from typing import TYPE_CHECKING, Any
 
 from ohpub import plan
 from ohpub.api import Client
-from ohpub.download import Downloader, TooLargeError
 from ohpub.errors import NetworkError, OhpubError, ServerError, UnavailableError
 from ohpub.hashing import hash_file
 from ohpub.records import Action, DataFile, StateStatus
 from ohpub.state import FileState, StateDB, StoredRow, partial_dir, stat_fingerprint
+from ohpub.transfer import Downloader, TooLargeError
 from ohpub.tree import utime_within
 
 if TYPE_CHECKING:

@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from ohpub.api import Client
-from ohpub.download import Downloader
 from ohpub.state import DestLock
+from ohpub.transfer import Downloader
 from tests.helpers import add_big_file, content_of, jsonl, run_cli, start_mirror, tree
 
 REPO = Path(__file__).resolve().parent.parent
