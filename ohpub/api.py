@@ -44,7 +44,17 @@ from ohpub.errors import (
     UnavailableError,
     UsageError,
 )
-from ohpub.http import describe_exception, parse_retry_after, redact
+from ohpub.http import (
+    RETRY_STATUSES,
+    TRANSPORT_ERRORS,
+    Failure,
+    Retrier,
+    describe_exception,
+    failure_of,
+    gave_up_note,
+    parse_retry_after,
+    redact,
+)
 from ohpub.records import DataFile, RecordError, parse_datafile
 
 log = logging.getLogger("ohpub")
@@ -56,7 +66,6 @@ USER_AGENT = (
 DEFAULT_PAGE_SIZE = 500
 MAX_PAGE_BYTES = 16 * 1024 * 1024
 """A real page of 500 files is about 350 kB; anything this large is not a listing page."""
-RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 
 
 @dataclass
@@ -200,17 +209,22 @@ class Client:
         """GET a URL on Open Humans itself, within the API concurrency limit, with retries.
 
         ``reader`` consumes the response while the concurrency slot is held, so the body
-        transfer counts against the limit too. Answers other than 429/5xx go to ``reader``
-        to interpret. ``on_first_500`` runs once on the first 500 (outside the slot), so an
-        HTML 500 for an unknown id can become "not found" without waiting through retries.
+        transfer counts against the limit too. Answers in ``http.RETRY_STATUSES`` are
+        retried through the one retry engine (``http.Retrier``); every other answer goes to
+        ``reader`` to interpret. ``on_first_500`` runs once on the first 500 (outside the
+        slot), so an HTML 500 for an unknown id can become "not found" without waiting
+        through retries.
         """
-        policy = self.retry
-        start = time.monotonic()
-        attempt = 0
+
+        def give_up(failure: Failure, attempts: int) -> OhpubError:
+            cls = NetworkError if failure.status is None else ServerError
+            return cls(
+                f"{failure.reason} from {redact(url)} ({gave_up_note(failure, attempts)})",
+                hint=_hint_for(self.base_url, failure.status is None),
+            )
+
+        retry = Retrier(self.retry, url, give_up)
         while True:
-            error = ""
-            retry_after: float | None = None
-            status: int | None = None
             with self._api_slots:
                 try:
                     resp = self.session.get(
@@ -222,28 +236,21 @@ class Client:
                     )
                 except requests.exceptions.InvalidURL as exc:
                     raise UsageError(f"invalid URL {redact(url)}: {exc}") from exc
-                except requests.exceptions.RequestException as exc:
-                    error = describe_exception(exc)
+                except TRANSPORT_ERRORS as exc:
+                    failure = failure_of(exc, url)
                 else:
                     with resp:
-                        status = resp.status_code
-                        if status not in RETRY_STATUSES:
+                        if resp.status_code not in RETRY_STATUSES:
                             return reader(resp)
-                        error = f"HTTP {status}{_html_title(resp)}"
-                        retry_after = parse_retry_after(resp.headers.get("Retry-After"))
-            if status == 500 and on_first_500 is not None:
+                        failure = Failure(
+                            f"HTTP {resp.status_code}{_html_title(resp)}",
+                            retry_after=parse_retry_after(resp.headers.get("Retry-After")),
+                            status=resp.status_code,
+                        )
+            if failure.status == 500 and on_first_500 is not None:
                 hook, on_first_500 = on_first_500, None
                 hook()
-            attempt += 1
-            delay = policy.delay(attempt - 1, retry_after)
-            if attempt >= policy.attempts or time.monotonic() - start + delay > policy.budget:
-                cls = NetworkError if status is None else ServerError
-                raise cls(
-                    f"{error} from {redact(url)} (gave up after {attempt} attempts)",
-                    hint=_hint_for(self.base_url, status is None),
-                )
-            log.debug("retrying %s in %.1fs after %s", redact(url), delay, error)
-            time.sleep(delay)
+            retry.wait(failure, _with_params(url, params) if params else url)
 
     def get_json(
         self,

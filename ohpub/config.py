@@ -34,10 +34,13 @@ class RetryPolicy:
     """Seconds one request may spend failing and waiting since its last progress."""
 
     def delay(self, attempt: int, retry_after: float | None = None) -> float:
-        """Seconds to wait before retry number ``attempt`` (0-based)."""
+        """Seconds to wait before retry number ``attempt`` (0-based): the server's
+        ``Retry-After`` when it sent one (the budget bounds it: a wait that would pass the
+        budget is not started), else full jitter up to ``base * 2**attempt``, at most
+        ``cap``."""
         if retry_after is not None:
-            return min(max(retry_after, 0.0), self.cap * 3)
-        return random.uniform(0, min(self.cap, self.base * (2**attempt)))
+            return max(retry_after, 0.0)
+        return random.uniform(0, min(self.cap, self.base * (2 ** min(attempt, 60))))
 
 
 @dataclass(frozen=True)

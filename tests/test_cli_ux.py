@@ -313,7 +313,7 @@ def test_log_file_gets_errors_and_verbose_requests(oh_server: Any, tmp_path: Pat
     lines = _log_lines(log)
     assert any(" ERROR bob_smith/128/taxonomy-summary.tsv: " in line for line in lines)
     assert any(" DEBUG GET " in line and "-> 302" in line for line in lines)
-    assert any(" DEBUG retrying " in line or " DEBUG file " in line for line in lines)
+    assert any(" WARNING GET " in line and "; retry 1 of 1 in " in line for line in lines)
     assert lines[-1].endswith(" INFO exit 1")
     _assert_redacted(log.read_text())
 
