@@ -810,36 +810,43 @@ def mirror_cmd(
         out=sys.stdout,
         announce_all=str(dest) if unfiltered and not dry_run else None,
     )
-    with _client(state, config) as client:
-        try:
-            result = ohpub.mirror(
-                dest,
-                project=project,
-                user=user,
-                datatype=datatype,
-                tag=tag,
-                name=name,
-                since=since,
-                until=until,
-                jobs=jobs,
-                dry_run=dry_run,
-                delete=delete,
-                max_size=max_size,
-                strict=strict,
-                checksum=checksum,
-                progress=view.on_event,
-                client=client,
-                keep_results=False,
-            )
-        except KeyboardInterrupt:
-            view.close()
-            raise Interrupted(view.counts.interrupted_text()) from None
-        finally:
-            view.close()
+    with _client(state, config) as client, _watching(view):
+        result = ohpub.mirror(
+            dest,
+            project=project,
+            user=user,
+            datatype=datatype,
+            tag=tag,
+            name=name,
+            since=since,
+            until=until,
+            jobs=jobs,
+            dry_run=dry_run,
+            delete=delete,
+            max_size=max_size,
+            strict=strict,
+            checksum=checksum,
+            progress=view.on_event,
+            client=client,
+            keep_results=False,
+        )
     if dry_run and fmt is MirrorFormat.jsonl:
         write_jsonl(totals_record(result), sys.stdout)
     _mirror_summary(result, dry_run=dry_run, quiet=state.quiet)
     return EXIT_OK if result.ok else EXIT_FAILURE
+
+
+@contextlib.contextmanager
+def _watching(view: MirrorView) -> Iterator[None]:
+    """The view closes (its lines erased) however the mirror ends; after Ctrl-C the last
+    line says what was done."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        view.close()
+        raise Interrupted(view.counts.interrupted_text()) from None
+    finally:
+        view.close()
 
 
 def _mirror_summary(summary: Any, *, dry_run: bool, quiet: bool) -> None:

@@ -15,6 +15,7 @@ import stat
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ohpub.errors import OhpubError, UsageError
 
@@ -140,15 +141,23 @@ def move_within(root: Path, old: str, new: str) -> None:
 
 def remove_within(root: Path, relpath: str) -> bool:
     """Delete one placed file (not following symlinks); False if it was not there."""
+    return _unlink_within(root, relpath, os.unlink, FileNotFoundError)
+
+
+def _unlink_within(
+    root: Path, relpath: str, remove: Any, missing: type[OSError] | tuple[type[OSError], ...]
+) -> bool:
+    """``remove(name, dir_fd=...)`` of the last component below root, walking the folders
+    with no symlink followed; False when a folder is missing or refused, or ``missing``."""
     parts = relpath.split("/")
     try:
         dfd = open_dir_nofollow(root, parts[:-1], create=False)
     except (DiskError, UsageError):
         return False
     try:
-        os.unlink(parts[-1], dir_fd=dfd)
+        remove(parts[-1], dir_fd=dfd)
         return True
-    except FileNotFoundError:
+    except missing:
         return False
     finally:
         os.close(dfd)
@@ -287,18 +296,8 @@ def require_regular_or_absent(root: Path, relpath: str) -> None:
 def rmdir_within(root: Path, relpath: str) -> bool:
     """Remove one empty directory below root (no symlink followed); False if it could not
     be removed (not empty, not there, a symlink in the way)."""
-    parts = _parts(relpath)
-    try:
-        dirfd = open_dir_nofollow(root, parts[:-1], create=False)
-    except (DiskError, UsageError):
-        return False
-    try:
-        os.rmdir(parts[-1], dir_fd=dirfd)
-        return True
-    except OSError:
-        return False
-    finally:
-        os.close(dirfd)
+    _parts(relpath)  # refuses unsafe components
+    return _unlink_within(root, relpath, os.rmdir, OSError)
 
 
 def utime_within(root: Path, relpath: str, times: tuple[float, float]) -> None:
