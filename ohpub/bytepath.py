@@ -31,11 +31,15 @@ import requests
 BUFFER = 1024 * 1024
 """One read: large enough that per-call costs vanish, small enough to stay in cache."""
 WRITEBACK_EVERY = 8 * 1024 * 1024
-THREADED_DIGESTS = False
-"""Hash inline by default. Measured on the 2-core CI machine (2026-12-02, 1 MiB buffers,
-write to tmpfs + sha256 + md5): inline 96-125 MiB/s against 82-106 MiB/s with md5 and
-sha256 on a helper thread, under load; the thread competes with the socket reads and a
-local server for the two cores, and with 1 MiB buffers the hand-off saves nothing."""
+THREADED_DIGESTS = True
+"""md5 on a helper thread, sha256 inline: the two hashes run on two cores (hashlib releases
+the GIL on large buffers) and md5, the slower one (645 MiB/s here against sha256's 1,652),
+no longer adds to the reading thread's time. Measured on this 2-core machine (2026-12-02,
+one uncapped 400 MiB ``ohpub fetch`` over loopback HTTP, one stream, end to end, quiet
+machine): inline 128-245 MiB/s (median 228), both hashes on the helper 211-283 (250), md5
+alone on the helper 188-312 (291). Under heavy load (load average 8-14) inline did better
+(96-125 against 82-106 MiB/s for both on the helper); a user's machine is not the loaded
+CI box, so the split wins."""
 
 
 def read_into(resp: requests.Response, view: memoryview) -> int:
@@ -123,9 +127,10 @@ def finish_body(resp: requests.Response) -> None:
 class Digests:
     """sha256 and md5 of one byte sequence, fed in order through ``buffer``/``consume``.
 
-    ``buffer()`` lends a buffer to fill; ``consume(n)`` hashes its first ``n`` bytes (inline,
-    or queued to the helper thread, which then returns the buffer to the ring). hashlib
-    releases the GIL on large buffers, so a helper thread can hash beside the reads.
+    ``buffer()`` lends a buffer to fill; ``consume(n)`` hashes its first ``n`` bytes: sha256
+    at once, md5 on the helper thread, which then returns the buffer to the ring (inline
+    both when not ``threaded``). hashlib releases the GIL on large buffers, so the helper
+    hashes beside the reads.
     """
 
     RING = 4
@@ -163,6 +168,7 @@ class Digests:
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="ohpub-hash", daemon=True)
             self._thread.start()
+        self.sha256.update(memoryview(buf)[start:n])  # here; md5 on the helper, in order
         with self._idle:
             self._pending += 1
         self._work.put((buf, start, n))
@@ -175,7 +181,7 @@ class Digests:
     def _run(self) -> None:
         while (item := self._work.get()) is not None:
             buf, start, n = item
-            self._hash(buf, start, n)
+            self.md5.update(memoryview(buf)[start:n])
             self._free.put(buf)
             with self._idle:
                 self._pending -= 1

@@ -376,7 +376,12 @@ def test_a_count_of_a_billion_makes_mirror_exit_1_with_the_files_placed(tmp_path
         res = mirror(server, tmp_path / "m", "-q")
         assert res.code == 1
         assert "incomplete" in res.stderr
-        assert_mirrored(server, tmp_path / "m", ids)
+        # What the listing brought is placed, each file with its bytes; with a server that
+        # reshuffles on every request and a listing known to be incomplete, a file cut by
+        # a page boundary may be missing (the run says so and exits 1), never wrong.
+        got = [r["id"] for r in jsonl(res.stdout) if r["status"] == "downloaded"]
+        assert len(got) >= len(ids) - 2 and set(got) <= set(ids)
+        assert_mirrored(server, tmp_path / "m", got)
         assert len(api_requests(server)) <= 40
 
 
