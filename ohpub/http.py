@@ -12,20 +12,25 @@
 
 from __future__ import annotations
 
+import contextvars
 import http.client
 import logging
 import re
 import ssl
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 import requests
 import urllib3
 
 from ohpub.config import RetryPolicy
+
+T = TypeVar("T")
 
 retry_log = logging.getLogger("ohpub.retry")
 
@@ -255,7 +260,11 @@ class Retrier:
         self.since = time.monotonic()
 
     def wait(self, failure: Failure, url: str | None = None) -> None:
-        """Back off before the next attempt, or raise when this was the last one."""
+        """Back off before the next attempt, or raise when this was the last one (or when
+        nobody waits for the answer any more: see ``abandoned``)."""
+        stop = _ABANDONED.get()
+        if stop is not None and stop.is_set():
+            raise self.give_up(failure, self.failures + 1)
         self.failures += 1
         attempts = self.policy.attempts
         if failure.limit is not None:
@@ -274,6 +283,26 @@ class Retrier:
             _seconds(delay),
         )
         self._sleep(delay)
+
+
+_ABANDONED: contextvars.ContextVar[threading.Event | None] = contextvars.ContextVar(
+    "ohpub_abandoned", default=None
+)
+
+
+def abandonable(stop: threading.Event, call: Callable[[], T]) -> Callable[[], T]:
+    """``call`` run so that every retry inside it gives up at once (no wait, no retry
+    line) after ``stop`` is set: a prefetched listing page whose consumer has gone (say
+    ``--limit``) must not keep retrying against a server for minutes."""
+
+    def run() -> T:
+        token = _ABANDONED.set(stop)
+        try:
+            return call()
+        finally:
+            _ABANDONED.reset(token)
+
+    return run
 
 
 def _seconds(delay: float) -> str:

@@ -39,6 +39,7 @@ from __future__ import annotations
 import fnmatch
 import json
 import logging
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Generator, Iterable, Iterator
@@ -49,7 +50,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 from ohpub.errors import NotFoundError, OhpubError, ServerError
-from ohpub.http import redact
+from ohpub.http import abandonable, redact
 from ohpub.records import DataFile, RecordError, Rejected, parse_datafile
 
 if TYPE_CHECKING:
@@ -225,18 +226,20 @@ def prefetch(calls: Iterable[Callable[[], T]], width: int) -> Iterator[T]:
     it = iter(calls)
     pool = ThreadPoolExecutor(max_workers=max(1, width), thread_name_prefix="ohpub-list")
     ahead: deque[Future[T]] = deque()
+    stop = threading.Event()  # set when the consumer goes: running calls stop retrying
     try:
         for call in it:
-            ahead.append(pool.submit(call))
+            ahead.append(pool.submit(abandonable(stop, call)))
             if len(ahead) >= width:
                 break
         while ahead:
             result = ahead.popleft().result()
             nxt = next(it, None)
             if nxt is not None:
-                ahead.append(pool.submit(nxt))
+                ahead.append(pool.submit(abandonable(stop, nxt)))
             yield result
     finally:
+        stop.set()
         for fut in ahead:
             fut.cancel()
         pool.shutdown(wait=False, cancel_futures=True)

@@ -256,3 +256,22 @@ def test_errors_are_ohpub_errors(oh_server: Any) -> None:
     client = Client(oh_server.base_url, retry=RetryPolicy(attempts=2, base=0.01))
     with client, pytest.raises(OhpubError, match=r"file 5: storage answered 503 \(gave up after 2"):
         Downloader(client).probe_size(client.get_file(5))
+
+
+def test_prefetched_pages_stop_retrying_when_the_listing_is_abandoned(oh176: Any) -> None:
+    """``ohpub.files(limit=...)`` stops early: the pages fetched ahead that failed must not
+    keep retrying against the server in the background (they did, for the whole budget)."""
+    import time as _time
+
+    import ohpub
+    from ohpub.config import Config, RetryPolicy
+
+    oh176.faults.script("api", path_regex=r"offset=[1-9]\d", statuses=[503] * 40)
+    cfg = Config(page_size=5, retry=RetryPolicy(attempts=8, base=0.3, cap=0.3, budget=30))
+    with ohpub.Client(oh176.base_url, config=cfg) as client:
+        got = list(ohpub.files(project=176, limit=7, client=client))  # pages 1 and 2
+        assert len(got) == 7
+        _time.sleep(0.8)  # let what was in flight when the consumer left finish
+        seen = len([e for e in oh176.log if e.path.endswith("/datafiles/")])
+        _time.sleep(2.0)  # 0.2.0's prefetches kept retrying every 0-0.3 s here
+        assert len([e for e in oh176.log if e.path.endswith("/datafiles/")]) == seen
