@@ -15,7 +15,7 @@ Listings: ``files``, ``projects``, ``datatypes``, ``members``. Mirrors: ``mirror
 A reusable connection: ``Client``. Failures are ``OhpubError`` subclasses.
 """
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 from ohpub.commit import FileResult  # noqa: E402
 from ohpub.errors import (  # noqa: E402 - after __version__, which the modules read
