@@ -803,13 +803,7 @@ def mirror_cmd(
     state = _state(ctx)
     config = state.config.with_(jobs=jobs, range_cutoff=_cutoff(cutoff, state.config))
     unfiltered = not any((project, user, datatype, tag, name, since, until))
-    view = MirrorView(
-        fmt=fmt.value,
-        quiet=state.quiet,
-        bars=sys.stderr.isatty() and not dry_run,
-        out=sys.stdout,
-        announce_all=str(dest) if unfiltered and not dry_run else None,
-    )
+    view = _mirror_view(state, fmt, dest, dry_run=dry_run, unfiltered=unfiltered)
     with _client(state, config) as client, _watching(view):
         result = ohpub.mirror(
             dest,
@@ -834,6 +828,20 @@ def mirror_cmd(
         write_jsonl(totals_record(result), sys.stdout)
     _mirror_summary(result, dry_run=dry_run, quiet=state.quiet)
     return EXIT_OK if result.ok else EXIT_FAILURE
+
+
+def _mirror_view(
+    state: CliState, fmt: MirrorFormat, dest: Path, *, dry_run: bool, unfiltered: bool
+) -> MirrorView:
+    """Records on stdout (jsonl), live lines on a terminal (not for a dry run), and, with
+    no filter, a first line saying that everything public is coming."""
+    return MirrorView(
+        fmt=fmt.value,
+        quiet=state.quiet,
+        bars=sys.stderr.isatty() and not dry_run,
+        out=sys.stdout,
+        announce_all=str(dest) if unfiltered and not dry_run else None,
+    )
 
 
 @contextlib.contextmanager

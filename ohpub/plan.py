@@ -105,10 +105,10 @@ def shrink_refusal(gone: int, in_scope: int, *, delete: bool) -> str | None:
     return None
 
 
-def transfer_action(size: int | None, max_size: int | None, *, available: bool) -> Action | None:
-    """What storage's answer turns a download into: SKIP, UNAVAILABLE, or None (go on)."""
-    if not available:
-        return Action.UNAVAILABLE
+def transfer_action(size: int | None, max_size: int | None) -> Action | None:
+    """What the size storage announced turns a download into: SKIP (over ``--max-size``,
+    the same rule the transfer applies when it raises TooLargeError), or None (go on).
+    A storage that refuses the object makes it UNAVAILABLE in both runs."""
     if max_size is not None and size is not None and size > max_size:
         return Action.SKIP
     return None

@@ -911,22 +911,7 @@ def _check_and_init(
                     f"{path} holds no ohpub state (empty database)",
                     hint="run a sync into this DEST first, or check the path",
                 )
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                # Re-read under the write lock: another process may have initialised it.
-                app_id, version, n_objects = _header(conn)
-                if app_id == 0 and version == 0 and n_objects == 0:
-                    for statement in _SCHEMA.split(";"):
-                        if statement.strip():
-                            conn.execute(statement)
-                    conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
-                    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-                    app_id, version = APPLICATION_ID, SCHEMA_VERSION
-                conn.execute("COMMIT")
-            except BaseException:
-                with suppress(sqlite3.Error):
-                    conn.execute("ROLLBACK")
-                raise
+            app_id, version = _initialise(conn)
         if app_id != APPLICATION_ID:
             fail(
                 f"{path} is not an ohpub state database "
@@ -953,6 +938,27 @@ def _check_and_init(
         if _hint_for(exc) == _PERMISSION_HINT:
             fail(f"cannot use the state database {path}: {exc}", exc)
         fail(f"{path} is not a usable ohpub state database: {exc}", exc)
+
+
+def _initialise(conn: sqlite3.Connection) -> tuple[int, int]:
+    """Create the schema in an empty database; ``(application_id, user_version)`` after.
+    The header is read again under the write lock: another process may have done it."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        app_id, version, n_objects = _header(conn)
+        if app_id == 0 and version == 0 and n_objects == 0:
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            app_id, version = APPLICATION_ID, SCHEMA_VERSION
+        conn.execute("COMMIT")
+    except BaseException:
+        with suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
+        raise
+    return app_id, version
 
 
 def _header(conn: sqlite3.Connection) -> tuple[int, int, int]:

@@ -206,7 +206,7 @@ class Worker:
             size = self.downloader.probe_size(item.f)
         except OhpubError as exc:
             return Finished(item.f.id, item.action, Action.UNAVAILABLE, error=exc.message)
-        late = plan.transfer_action(size, self.max_size, available=True)
+        late = plan.transfer_action(size, self.max_size)
         return Finished(item.f.id, item.action, late or item.action, size=size)
 
     def _transfer(self, item: WorkItem) -> Finished:
