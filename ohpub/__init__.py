@@ -15,23 +15,7 @@ Listings: ``files``, ``projects``, ``datatypes``, ``members``. Mirrors: ``mirror
 A reusable connection: ``Client``. Failures are ``OhpubError`` subclasses.
 """
 
-__version__ = "0.3.0"
-
-from ohpub.commit import FileResult  # noqa: E402
-from ohpub.errors import (  # noqa: E402 - after __version__, which the modules read
-    IncompleteListingError,
-    IntegrityError,
-    LockedError,
-    NetworkError,
-    NotFoundError,
-    OhpubError,
-    ServerError,
-    StateError,
-    UnavailableError,
-    UsageError,
-)
-from ohpub.fetching import FetchResult  # noqa: E402
-from ohpub.library import (  # noqa: E402
+from ohpub.library import (
     Client,
     MirrorEvent,
     MirrorResult,
@@ -51,7 +35,22 @@ from ohpub.library import (  # noqa: E402
     stream,
     verify,
 )
-from ohpub.records import DataFile, FileStatus  # noqa: E402
+from ohpub.mirror.types import FileResult
+from ohpub.model.errors import (
+    IncompleteListingError,
+    IntegrityError,
+    LockedError,
+    NetworkError,
+    NotFoundError,
+    OhpubError,
+    ServerError,
+    StateError,
+    UnavailableError,
+    UsageError,
+)
+from ohpub.model.records import DataFile, FileStatus
+from ohpub.model.version import __version__
+from ohpub.ops.fetch import FetchResult
 
 __all__ = [
     "__version__",

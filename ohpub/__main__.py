@@ -1,5 +1,5 @@
 """`python -m ohpub` runs the same entry point as the `ohpub` console script."""
 
-from ohpub.cli import main
+from ohpub.cli.main import main
 
 main()

@@ -17,19 +17,17 @@ import os
 import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
-from datetime import date, datetime, time, timedelta, timezone
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import requests
 import urllib3
 
-from ohpub import api
-from ohpub import checking as verify_mod
-from ohpub import fetching as fetch_mod
-from ohpub.config import Config
-from ohpub.engine import FileResult, Mirror, MirrorOptions, MirrorSummary
-from ohpub.errors import (
+from ohpub.local.index import read_index
+from ohpub.mirror.run import Mirror
+from ohpub.mirror.types import FileResult, MirrorOptions, MirrorSummary
+from ohpub.model.config import Config
+from ohpub.model.errors import (
     IncompleteListingError,
     IntegrityError,
     NetworkError,
@@ -37,20 +35,22 @@ from ohpub.errors import (
     UnavailableError,
     UsageError,
 )
-from ohpub.fetching import FetchResult
-from ohpub.http import describe_exception
-from ohpub.index_file import read_index
-from ohpub.records import DataFile, FileStatus, is_username
-from ohpub.transfer import Downloader
-from ohpub.units import parse_duration, parse_size
+from ohpub.model.filters import DateLike, IdFilter, TextFilter, make_filter, to_datetime
+from ohpub.model.records import DataFile, FileStatus
+from ohpub.model.units import parse_duration, parse_size
+from ohpub.ops import fetch as fetch_mod
+from ohpub.ops import status as status_mod
+from ohpub.ops import verify as verify_mod
+from ohpub.ops.fetch import FetchResult
+from ohpub.remote.client import ApiClient
+from ohpub.remote.http import describe_exception
+from ohpub.remote.listing import ListingReport
+from ohpub.transfer.downloader import Downloader
 
 PathLike = str | os.PathLike[str]
-IdFilter = int | Iterable[int] | None
-TextFilter = str | Iterable[str] | None
-DateLike = datetime | date | str | None
 
 
-class Client(api.Client):
+class Client(ApiClient):
     """A reusable connection to Open Humans (one HTTP session); also a context manager.
 
     Unset arguments come from ``config``, or else from the ``OHPUB_*`` environment
@@ -73,7 +73,7 @@ class Client(api.Client):
 
 
 @contextlib.contextmanager
-def _using(client: api.Client | None) -> Iterator[api.Client]:
+def _using(client: ApiClient | None) -> Iterator[ApiClient]:
     """The caller's client, or a default one closed afterwards."""
     if client is not None:
         yield client
@@ -95,7 +95,7 @@ def files(
     since: DateLike = None,
     until: DateLike = None,
     limit: int | None = None,
-    client: api.Client | None = None,
+    client: ApiClient | None = None,
 ) -> Iterator[DataFile]:
     """Every matching public data file, once, streamed as the listing arrives.
 
@@ -106,7 +106,7 @@ def files(
     """
     flt = make_filter(project, user, datatype, tag, name, since, until)
     with _using(client) as c:
-        report = api.ListingReport()
+        report = ListingReport()
         for n, f in enumerate(c.iter_files(flt, report)):
             if limit is not None and n >= limit:
                 return
@@ -115,7 +115,7 @@ def files(
             raise _incomplete(report)
 
 
-def _incomplete(report: api.ListingReport) -> IncompleteListingError:
+def _incomplete(report: ListingReport) -> IncompleteListingError:
     parts = []
     if report.rejected:
         named = "; ".join(r.message() for r in report.rejected[:3])
@@ -132,82 +132,24 @@ def _incomplete(report: api.ListingReport) -> IncompleteListingError:
     )
 
 
-def projects(*, client: api.Client | None = None) -> Iterator[dict[str, Any]]:
+def projects(*, client: ApiClient | None = None) -> Iterator[dict[str, Any]]:
     """The approved projects, as the server describes them (``ohpub list projects``)."""
     return _objects("projects", client)
 
 
-def datatypes(*, client: api.Client | None = None) -> Iterator[dict[str, Any]]:
+def datatypes(*, client: ApiClient | None = None) -> Iterator[dict[str, Any]]:
     """The datatypes (``ohpub list datatypes``)."""
     return _objects("datatypes", client)
 
 
-def members(*, client: api.Client | None = None) -> Iterator[dict[str, Any]]:
+def members(*, client: ApiClient | None = None) -> Iterator[dict[str, Any]]:
     """The public members (``ohpub list members``)."""
     return _objects("members", client)
 
 
-def _objects(kind: str, client: api.Client | None) -> Iterator[dict[str, Any]]:
+def _objects(kind: str, client: ApiClient | None) -> Iterator[dict[str, Any]]:
     with _using(client) as c:
         yield from c.iter_objects(kind)
-
-
-def make_filter(
-    project: IdFilter = None,
-    user: TextFilter = None,
-    datatype: IdFilter = None,
-    tag: TextFilter = None,
-    name: TextFilter = None,
-    since: DateLike = None,
-    until: DateLike = None,
-) -> api.FileFilter:
-    """The listing filter of the arguments above, checked (``UsageError`` when bad)."""
-    users = _texts(user)
-    for u in users:
-        if not is_username(u):
-            raise UsageError(f"invalid username {u!r}", hint="usernames are letters, digits, _")
-    return api.FileFilter(
-        projects=_ids(project, "project"),
-        users=users,
-        datatypes=_ids(datatype, "datatype"),
-        tags=_texts(tag),
-        names=_texts(name),
-        since=to_datetime(since) if since is not None else None,
-        until=to_datetime(until, end=True) if until is not None else None,
-    )
-
-
-def _ids(value: IdFilter, what: str) -> tuple[int, ...]:
-    items = [value] if isinstance(value, int) else list(value or ())
-    for i in items:
-        if isinstance(i, bool) or not isinstance(i, int) or i < 1:
-            raise UsageError(f"invalid {what} id {i!r}", hint="ids are positive integers")
-    return tuple(dict.fromkeys(items))
-
-
-def _texts(value: TextFilter) -> tuple[str, ...]:
-    items = [value] if isinstance(value, str) else list(value or ())
-    return tuple(dict.fromkeys(str(v) for v in items))
-
-
-def to_datetime(value: datetime | date | str, *, end: bool = False) -> datetime:
-    """An aware UTC datetime: a date (or ``YYYY-MM-DD``) is its day's start, or with
-    ``end`` the next day's start (so ``until`` includes the day); an ISO timestamp as is."""
-    if isinstance(value, str):
-        text = value.strip()
-        try:
-            if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
-                value = date.fromisoformat(text)
-            else:
-                value = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("Z") else text)
-        except ValueError:
-            raise UsageError(
-                f"invalid date {text!r}", hint="use YYYY-MM-DD or an ISO 8601 timestamp"
-            ) from None
-    if not isinstance(value, datetime):
-        day = datetime.combine(value, time(), timezone.utc)
-        return day + timedelta(days=1) if end else day
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
 
 
 # -- mirror -----------------------------------------------------------------------------------
@@ -324,7 +266,7 @@ def mirror(
     strict: bool = False,
     checksum: bool = False,
     progress: Callable[[MirrorEvent], None] | None = None,
-    client: api.Client | None = None,
+    client: ApiClient | None = None,
     keep_results: bool = True,
 ) -> MirrorResult:
     """Mirror the matching public files into ``dest/<username>/<project id>/<name>``.
@@ -355,7 +297,7 @@ def run_mirror(
     opts: MirrorOptions,
     *,
     progress: Callable[[MirrorEvent], None] | None = None,
-    client: api.Client | None = None,
+    client: ApiClient | None = None,
     keep_results: bool = True,
 ) -> MirrorResult:
     """``mirror`` with options already built (the CLI's way in; it keeps no per-file list)."""
@@ -369,7 +311,7 @@ def run_mirror(
 
 
 def fetch(
-    file_id: int, dest: PathLike = ".", *, force: bool = False, client: api.Client | None = None
+    file_id: int, dest: PathLike = ".", *, force: bool = False, client: ApiClient | None = None
 ) -> Path:
     """Download one file, verified, and return its path.
 
@@ -399,7 +341,7 @@ def fetch_many(
     output: PathLike | None = None,
     force: bool = False,
     on_result: Callable[[FetchResult], None] | None = None,
-    client: api.Client | None = None,
+    client: ApiClient | None = None,
 ) -> builtins.list[FetchResult]:
     """``ohpub fetch ID...``: each file into ``directory`` under distinct safe names (or
     the one file to ``output``); one ``FetchResult`` per id, failures included (``ok``,
@@ -416,7 +358,7 @@ def fetch_many(
         )
 
 
-def stream(file_id: int, out: BinaryIO, *, client: api.Client | None = None) -> int:
+def stream(file_id: int, out: BinaryIO, *, client: ApiClient | None = None) -> int:
     """Write the stored bytes of one file to the binary stream ``out`` (say stdout), with
     retries (a restart skips what was already written); verified at the end, when
     ``IntegrityError`` means the bytes already written are wrong. Returns the size."""
@@ -424,7 +366,7 @@ def stream(file_id: int, out: BinaryIO, *, client: api.Client | None = None) -> 
         return Downloader(c).to_stream(c.get_file(file_id), out).size
 
 
-def read_bytes(file_id: int, *, client: api.Client | None = None) -> bytes:
+def read_bytes(file_id: int, *, client: ApiClient | None = None) -> bytes:
     """The stored bytes of one file (verified), in memory."""
     buf = io.BytesIO()
     with _using(client) as c:
@@ -433,7 +375,7 @@ def read_bytes(file_id: int, *, client: api.Client | None = None) -> bytes:
 
 
 @contextlib.contextmanager
-def open(file_id: int, *, client: api.Client | None = None) -> Iterator[BinaryIO]:  # noqa: A001
+def open(file_id: int, *, client: ApiClient | None = None) -> Iterator[BinaryIO]:  # noqa: A001
     """A readable binary stream of one file's stored bytes (not decompressed).
 
     The length and (for single-part uploads) the MD5 are checked as the stream ends:
@@ -573,7 +515,7 @@ def status(dest: PathLike, *, max_age: float | str | None = None) -> MirrorStatu
     mirror you cannot write). ``max_age`` (seconds, or a duration such as ``"26h"``)
     also judges whether it is fresh (``stale``)."""
     age = parse_duration(max_age) if isinstance(max_age, str) else max_age
-    st = verify_mod.mirror_status(Path(os.fspath(dest)), max_age=age)
+    st = status_mod.mirror_status(Path(os.fspath(dest)), max_age=age)
     d = st.as_dict()
     return MirrorStatus(
         files=d["files"],

@@ -1,13 +1,13 @@
-"""Generate the bash, zsh and fish completion scripts in ohpub/completions/ from the CLI.
+"""Generate the bash, zsh and fish completion scripts in completions/ from the CLI.
 
-    python scripts/gen_completions.py            # rewrite ohpub/completions/
-    python scripts/gen_completions.py --check    # exit 1 if ohpub/completions/ is stale
+    python scripts/gen_completions.py            # rewrite completions/
+    python scripts/gen_completions.py --check    # exit 1 if completions/ is stale
     python scripts/gen_completions.py --out DIR  # write into DIR instead
 
 The scripts are static (no Python runs at <Tab>): they list the commands, every option
 of every command (with the values it takes: choices, files or directories) and the
 positional arguments, all read from the click command tree that typer builds for
-``ohpub.cli.app``. The output depends on nothing but that tree, so it is deterministic,
+``ohpub.cli.main``. The output depends on nothing but that tree, so it is deterministic,
 and tests/test_cli_ux.py fails when the checked-in scripts no longer match it.
 """
 
@@ -27,7 +27,7 @@ import typer.main
 REPO = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from ohpub.cli import app  # noqa: E402
+from ohpub.cli.main import app  # noqa: E402
 
 PROG = "ohpub"
 FILES = {"bash": "ohpub.bash", "zsh": "_ohpub", "fish": "ohpub.fish"}
@@ -408,7 +408,7 @@ def generate() -> dict[str, str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=pathlib.Path, default=REPO / "ohpub" / "completions")
+    parser.add_argument("--out", type=pathlib.Path, default=REPO / "completions")
     parser.add_argument("--check", action="store_true", help="exit 1 if --out is out of date")
     args = parser.parse_args(argv)
     stale = []

@@ -12,7 +12,7 @@ from typing import Any
 
 from typer.testing import CliRunner
 
-from ohpub.cli import app
+from ohpub.cli.main import app
 
 
 @dataclass

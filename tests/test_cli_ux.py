@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 import typer.main
 
-from ohpub import __version__
-from ohpub.cli import app
+from ohpub.cli.main import app
+from ohpub.model.version import __version__
 from tests.helpers import FAST_RETRY, content_of, jsonl, run_cli, tree
 
 REPO = Path(__file__).resolve().parent.parent
@@ -487,7 +487,7 @@ def test_version_is_printed_and_in_the_changelog() -> None:
 
 # -- completion scripts -------------------------------------------------------------------------
 
-COMPLETIONS = REPO / "ohpub" / "completions"
+COMPLETIONS = REPO / "completions"
 GENERATOR = REPO / "scripts" / "gen_completions.py"
 
 
@@ -504,7 +504,7 @@ def test_completion_scripts_are_up_to_date(tmp_path: Path) -> None:
     for name, text in outs[0].items():
         checked_in = (COMPLETIONS / name).read_text() if (COMPLETIONS / name).exists() else ""
         assert checked_in == text, (
-            f"ohpub/completions/{name} is out of date: run python scripts/gen_completions.py"
+            f"completions/{name} is out of date: run python scripts/gen_completions.py"
         )
 
 
@@ -745,9 +745,10 @@ def test_completion_scripts_ship_in_the_wheel(tmp_path: Path) -> None:
     if res.returncode != 0:
         pytest.skip(f"cannot build a wheel here: {res.stderr[-300:]}")
     (wheel,) = tmp_path.glob("ohpub-*.whl")
-    names = set(zipfile.ZipFile(wheel).namelist())
-    for name in ("_ohpub", "ohpub.bash", "ohpub.fish"):
-        assert f"ohpub/completions/{name}" in names
+    with zipfile.ZipFile(wheel) as zf:
+        for name in ("_ohpub", "ohpub.bash", "ohpub.fish"):
+            shipped = zf.read(f"ohpub/cli/completions/{name}").decode()
+            assert shipped == (COMPLETIONS / name).read_text(), f"the wheel's {name} differs"
 
 
 def test_mirror_without_a_filter_says_what_it_is_about_to_mirror(
@@ -762,7 +763,7 @@ def test_mirror_without_a_filter_says_what_it_is_about_to_mirror(
     res = run_cli(oh_server, ["mirror", str(tmp_path / "p"), "-p", "102"])
     assert "no filter given" not in res.stderr
     # Once the listing's own count is known (Events.expected), the line gives it.
-    from ohpub.output import MirrorView
+    from ohpub.cli.progress import MirrorView
 
     with _captured_stderr() as err:
         view = MirrorView(fmt="text", quiet=False, bars=False, out=sys.stdout, announce_all="D")
@@ -790,7 +791,7 @@ def test_retry_records_show_on_stderr_unless_quiet_and_always_in_the_log(
 ) -> None:
     import logging
 
-    from ohpub.output import configure_logging
+    from ohpub.cli.render import configure_logging
 
     for quiet in (False, True):
         log = tmp_path / f"{quiet}.log"
@@ -818,9 +819,9 @@ def test_timeout_and_retry_options_say_what_they_bound(oh_server: Any) -> None:
 
 
 def test_interrupted_line_counts_what_was_done() -> None:
-    from ohpub.engine import FileResult
-    from ohpub.output import MirrorView
-    from ohpub.records import FileStatus
+    from ohpub.cli.progress import MirrorView
+    from ohpub.mirror.types import FileResult
+    from ohpub.model.records import FileStatus
 
     view = MirrorView(fmt="text", quiet=True, bars=False, out=sys.stdout)
     view.listed(31)

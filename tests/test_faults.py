@@ -15,10 +15,11 @@ from typing import Any
 
 import pytest
 
-from ohpub.api import Client
-from ohpub.config import RetryPolicy
-from ohpub.engine import Mirror, MirrorOptions, NullEvents
-from ohpub.records import DataFile
+from ohpub.mirror.run import Mirror
+from ohpub.mirror.types import MirrorOptions, NullEvents
+from ohpub.model.config import RetryPolicy
+from ohpub.model.records import DataFile
+from ohpub.remote.client import ApiClient as Client
 from tests.helpers import (
     FAST_RETRY,
     add_big_file,
@@ -287,7 +288,7 @@ def _lib_mirror(server: Any, dest: Path, events: Any, **opts: Any) -> Any:
 
 
 def test_key_expired_between_listing_and_download(oh_server: Any, tmp_path: Path) -> None:
-    from ohpub.api import FileFilter
+    from ohpub.model.filters import FileFilter
 
     hook = _Hook(lambda f: oh_server.advance(3700))  # every listed key is now 61 min old
     summary = _lib_mirror(oh_server, tmp_path, hook, flt=FileFilter(projects=(102,)), jobs=1)
@@ -299,7 +300,7 @@ def test_key_expired_between_listing_and_download(oh_server: Any, tmp_path: Path
 
 
 def test_storage_url_expired_mid_download(oh_server: Any, tmp_path: Path) -> None:
-    from ohpub.api import FileFilter
+    from ohpub.model.filters import FileFilter
 
     fid = add_big_file(oh_server, BIG)
     oh_server.faults.reset_after[fid] = (1_000_000, 1)
@@ -341,7 +342,7 @@ def test_corrupted_bytes_are_not_committed_and_the_file_is_named(
 def test_unavailable_file_others_complete_and_strict_fails(
     oh_server: Any, tmp_path: Path, how: str
 ) -> None:
-    from ohpub.api import FileFilter
+    from ohpub.model.filters import FileFilter
 
     def run(strict: bool) -> Any:
         if how == "storage-404":

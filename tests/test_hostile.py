@@ -340,7 +340,7 @@ def test_list_table_and_csv_show_no_full_keys(oh_server: Any) -> None:
 
 
 def test_keys_are_redacted_even_percent_encoded(oh_server: Any, tmp_path: Path) -> None:
-    from ohpub.http import redact
+    from ohpub.remote.http import redact
 
     key = "2fb27e2d-1234-4abc-9def-0123456789ab"
     for text in (

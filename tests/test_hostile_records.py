@@ -26,7 +26,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from ohpub.records import DataFile, RecordError, parse_datafile
+from ohpub.model.records import DataFile, RecordError, parse_datafile
 from tests.helpers import FAST_RETRY, jsonl, run_cli, tree
 from tests.ohserver import OHServer
 
@@ -384,8 +384,8 @@ SAMPLE = {
 def test_parse_datafile_gives_a_file_or_a_record_error_never_another_exception(
     changes: dict[str, Any],
 ) -> None:
-    from ohpub.layout import Entry
-    from ohpub.state import FileState
+    from ohpub.local.state import FileState
+    from ohpub.model.layout import Entry
 
     rec = _record(SAMPLE, changes)
     try:

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ohpub.layout import (
+from ohpub.model.layout import (
     HIDDEN_DIR,
     NO_PROJECT_DIR,
     Entry,
@@ -21,7 +21,7 @@ from ohpub.layout import (
     plan_paths,
     sanitize_component,
 )
-from ohpub.records import parse_datafile
+from ohpub.model.records import parse_datafile
 
 SAMPLE = Path("/work/shared/reference/samples/project-176-datafiles.json")
 T0 = datetime(2022, 11, 15, 12, 0, tzinfo=timezone.utc)

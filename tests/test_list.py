@@ -13,9 +13,11 @@ from typing import Any
 
 import pytest
 
-from ohpub.api import Client, FileFilter, ListingReport
-from ohpub.config import RetryPolicy
-from ohpub.errors import NotFoundError, ServerError
+from ohpub.model.config import RetryPolicy
+from ohpub.model.errors import NotFoundError, ServerError
+from ohpub.model.filters import FileFilter
+from ohpub.remote.client import ApiClient as Client
+from ohpub.remote.listing import ListingReport
 from tests.helpers import jsonl, run_cli
 
 REPO = Path(__file__).resolve().parent.parent

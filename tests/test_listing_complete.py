@@ -23,8 +23,9 @@ from typing import Any
 import pytest
 import requests
 
-from ohpub.api import Client, FileFilter, ListingReport
-from ohpub.listing import SegmentTracker
+from ohpub.model.filters import FileFilter
+from ohpub.remote.client import ApiClient as Client
+from ohpub.remote.listing import ListingReport, SegmentTracker
 from tests.helpers import FAST_RETRY, jsonl, run_cli, tree
 from tests.ohserver import BytesContent, OHServer
 

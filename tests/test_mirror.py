@@ -11,9 +11,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from ohpub.api import Client
-from ohpub.state import DestLock
-from ohpub.transfer import Downloader
+from ohpub.local.lock import DestLock
+from ohpub.remote.client import ApiClient as Client
+from ohpub.transfer.downloader import Downloader
 from tests.helpers import add_big_file, content_of, jsonl, run_cli, start_mirror, tree
 
 REPO = Path(__file__).resolve().parent.parent

@@ -96,7 +96,7 @@ def _run(
 def serve(path: str) -> None:
     """The fork server: import ohpub once, then for each connection fork a runner with the
     pipes it was sent as stdout and stderr, and answer with the runner's exit code."""
-    import ohpub.cli
+    import ohpub.cli.main
 
     # Warm up: the first invocation builds the command tree (the costly part after imports).
     with (
@@ -104,7 +104,7 @@ def serve(path: str) -> None:
         contextlib.redirect_stdout(null),
         contextlib.suppress(SystemExit),
     ):
-        ohpub.cli.main(["mirror", "--help"])
+        ohpub.cli.main.main(["mirror", "--help"])
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(path + ".new")
     listener.listen(16)
@@ -129,7 +129,7 @@ def serve(path: str) -> None:
                 os.environ.update(env)
                 code = 1
                 try:
-                    ohpub.cli.main(args)
+                    ohpub.cli.main.main(args)
                 except SystemExit as exc:
                     code = exc.code if isinstance(exc.code, int) else 1
                 finally:

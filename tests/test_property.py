@@ -52,11 +52,13 @@ from hypothesis.stateful import (
     rule,
 )
 
-from ohpub.api import Client, FileFilter
-from ohpub.config import RetryPolicy
-from ohpub.engine import FileResult, Mirror, MirrorOptions, NullEvents
-from ohpub.errors import StateError
-from ohpub.state import StateDB, state_db_path
+from ohpub.local.state import StateDB, state_db_path
+from ohpub.mirror.run import Mirror
+from ohpub.mirror.types import FileResult, MirrorOptions, NullEvents
+from ohpub.model.config import RetryPolicy
+from ohpub.model.errors import StateError
+from ohpub.model.filters import FileFilter
+from ohpub.remote.client import ApiClient as Client
 from tests.helpers import FAST_RETRY, jsonl, run_cli, tree
 from tests.ohserver import OHServer
 

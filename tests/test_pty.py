@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from ohpub.output import human_bytes
+from ohpub.cli.render import human_bytes
 from tests.ohserver import OHServer
 
 REPO = Path(__file__).resolve().parent.parent

@@ -21,9 +21,10 @@ from typing import Any
 
 import pytest
 
-from ohpub.api import Client
-from ohpub.config import Config, RetryPolicy
-from ohpub.transfer import Downloaded, Downloader
+from ohpub.model.config import Config, RetryPolicy
+from ohpub.remote.client import ApiClient as Client
+from ohpub.transfer.downloader import Downloader
+from ohpub.transfer.job import Downloaded
 from tests.helpers import REPO, add_big_file, content_of, run_cli, storage_gets_of
 from tests.ohserver import SyntheticContent
 
@@ -183,9 +184,9 @@ def test_kill_9_in_the_middle_of_ranges_then_resume(oh_server: Any, tmp_path: Pa
     script = (
         "import sys\n"
         "from pathlib import Path\n"
-        "from ohpub.api import Client\n"
-        "from ohpub.config import Config\n"
-        "from ohpub.transfer import Downloader\n"
+        "from ohpub.remote.client import ApiClient as Client\n"
+        "from ohpub.model.config import Config\n"
+        "from ohpub.transfer.downloader import Downloader\n"
         f"cfg = Config(range_cutoff=1048576, range_size={CHUNK}, jobs=4)\n"
         "c = Client(sys.argv[1])\n"
         "Downloader(c, storage_slots=4, config=cfg).to_part(c.get_file(int(sys.argv[2])),"

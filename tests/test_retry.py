@@ -13,11 +13,11 @@ from urllib.parse import quote
 
 import pytest
 
-from ohpub.api import Client
-from ohpub.config import RetryPolicy
-from ohpub.errors import NetworkError, OhpubError
-from ohpub.http import Failure, Retrier, parse_content_range, redact
-from ohpub.transfer import Downloader
+from ohpub.model.config import RetryPolicy
+from ohpub.model.errors import NetworkError, OhpubError
+from ohpub.remote.client import ApiClient as Client
+from ohpub.remote.http import Failure, Retrier, parse_content_range, redact
+from ohpub.transfer.downloader import Downloader
 from tests.helpers import add_big_file, content_of, run_cli, storage_gets_of
 
 
@@ -53,7 +53,7 @@ def test_each_retry_is_one_warning_line_naming_url_reason_and_count(
     policy = RetryPolicy(attempts=4, base=0.01, cap=0.02)
     caplog.set_level(logging.DEBUG, logger="ohpub")
     with Client(oh_server.base_url, retry=policy) as client:
-        from ohpub.api import FileFilter
+        from ohpub.model.filters import FileFilter
 
         files = list(client.iter_files(FileFilter(projects=(128,))))
         f = next(x for x in files if "taxonomy" in x.basename)
@@ -264,7 +264,7 @@ def test_prefetched_pages_stop_retrying_when_the_listing_is_abandoned(oh176: Any
     import time as _time
 
     import ohpub
-    from ohpub.config import Config, RetryPolicy
+    from ohpub.model.config import Config, RetryPolicy
 
     oh176.faults.script("api", path_regex=r"offset=[1-9]\d", statuses=[503] * 40)
     cfg = Config(page_size=5, retry=RetryPolicy(attempts=8, base=0.3, cap=0.3, budget=30))

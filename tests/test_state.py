@@ -15,22 +15,20 @@ from pathlib import Path
 
 import pytest
 
-from ohpub.errors import LockedError, StateError, UsageError
-from ohpub.records import parse_datafile
-from ohpub.state import (
+from ohpub.local.lock import DestLock, LockHolder, lock_holder
+from ohpub.local.state import (
     APPLICATION_ID,
     SCHEMA_VERSION,
-    DestLock,
     FileState,
-    LockHolder,
     StateDB,
     ensure_dirs,
-    lock_holder,
     ohpub_dir,
     partial_dir,
     stat_fingerprint,
     state_db_path,
 )
+from ohpub.model.errors import LockedError, StateError, UsageError
+from ohpub.model.records import parse_datafile
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -330,7 +328,7 @@ _HOLDER = textwrap.dedent(
     """
     import sys, time
     from pathlib import Path
-    from ohpub.state import DestLock
+    from ohpub.local.lock import DestLock
     lock = DestLock(Path(sys.argv[1]))
     lock.acquire()
     print("locked", flush=True)

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from ohpub.state import DestLock
+from ohpub.local.lock import DestLock
 from tests.helpers import FAST_RETRY, add_big_file, run_cli, start_mirror
 from tests.test_readonly import as_nobody
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import pyte
 import pytest
 
-from ohpub.output import human_bytes
+from ohpub.cli.render import human_bytes
 from tests.ohserver import OHServer
 
 REPO = Path(__file__).resolve().parent.parent
@@ -211,10 +211,10 @@ def test_dumb_terminal_gets_plain_status_lines_now_and_then(
 ) -> None:
     import io
 
-    from ohpub.engine import FileResult
-    from ohpub.output import MirrorView
-    from ohpub.records import FileStatus
-    from ohpub.screen import LiveLines
+    from ohpub.cli.progress import MirrorView
+    from ohpub.cli.screen import LiveLines
+    from ohpub.mirror.types import FileResult
+    from ohpub.model.records import FileStatus
 
     class Tty(io.StringIO):
         def isatty(self) -> bool:
@@ -243,7 +243,7 @@ def test_dumb_terminal_gets_plain_status_lines_now_and_then(
 def test_listing_line_gives_the_listings_own_count_once_known() -> None:
     import io
 
-    from ohpub.output import MirrorView
+    from ohpub.cli.progress import MirrorView
 
     view = MirrorView(fmt="text", quiet=True, bars=False, out=io.StringIO())
     view.listed(12)

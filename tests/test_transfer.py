@@ -10,9 +10,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ohpub.api import Client, FileFilter
-from ohpub.config import RetryPolicy
-from ohpub.transfer import Downloader
+from ohpub.model.config import RetryPolicy
+from ohpub.model.filters import FileFilter
+from ohpub.remote.client import ApiClient as Client
+from ohpub.transfer.downloader import Downloader
 from tests.helpers import add_big_file, content_of, storage_gets_of
 
 FAST = RetryPolicy(attempts=4, base=0.01, cap=0.05)

@@ -1,0 +1,389 @@
+"""The data commands, each a few lines over ``import ohpub``: ``list``, ``mirror``,
+``fetch``, ``verify``, ``status``. Importing this module registers them on the app."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import logging
+import sys
+from collections.abc import Callable, Iterator
+from itertools import islice
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import typer
+
+import ohpub
+from ohpub.cli.exits import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
+from ohpub.cli.progress import MirrorView
+from ohpub.cli.render import (
+    notice,
+    print_error,
+    summary_line,
+    totals_record,
+    write_files,
+    write_jsonl,
+    write_objects,
+)
+from ohpub.model.config import Config
+from ohpub.model.errors import IncompleteListingError, OhpubError, UsageError
+from ohpub.model.records import DataFile
+from ohpub.model.units import parse_duration, parse_size
+from ohpub.ops.fetch import FetchResult
+from ohpub.remote.client import ApiClient as Client
+
+if TYPE_CHECKING:
+    pass
+
+from ohpub.cli.app import (
+    DEFAULTS,
+    CliState,
+    Interrupted,
+    ReaderGone,
+    _client,
+    _Command,
+    _state,
+    app,
+)
+from ohpub.cli.options import (
+    _FILTERS,
+    CutoffOpt,
+    DatatypeOpt,
+    DestArg,
+    Kind,
+    ListFormat,
+    MirrorFormat,
+    NameOpt,
+    ProjectOpt,
+    SinceOpt,
+    StatusFormat,
+    TagOpt,
+    UntilOpt,
+    UserOpt,
+    _FetchDirectoryOpt,
+    _FetchForceOpt,
+    _FetchIdsOpt,
+    _FetchOutputOpt,
+    _ListFmtOpt,
+    _ListKindOpt,
+    _ListLimitOpt,
+    _MirrorChecksumOpt,
+    _MirrorDeleteOpt,
+    _MirrorDestOpt,
+    _MirrorDryRunOpt,
+    _MirrorFmtOpt,
+    _MirrorJobsOpt,
+    _MirrorMaxSizeOpt,
+    _MirrorStrictOpt,
+    _StatusFmtOpt,
+    _StatusMaxAgeOpt,
+    _VerifyFmtOpt,
+)
+
+log = logging.getLogger("ohpub")
+T = TypeVar("T")
+
+
+def _default_format(fmt: ListFormat | None) -> str:
+    if fmt is not None:
+        return fmt.value
+    return "table" if sys.stdout.isatty() else "jsonl"
+
+
+def _limited(items: Iterator[T], limit: int | None) -> Iterator[T]:
+    return islice(items, limit) if limit is not None else items
+
+
+def _source(ctx: typer.Context, name: str) -> str:
+    """Where a parameter's value came from: COMMANDLINE, ENVIRONMENT, DEFAULT, ..."""
+    return str(getattr(ctx.get_parameter_source(name), "name", ""))
+
+
+@app.command("list", cls=_Command)
+def list_cmd(
+    ctx: typer.Context,
+    kind: _ListKindOpt = Kind.files,
+    project: ProjectOpt = None,
+    user: UserOpt = None,
+    datatype: DatatypeOpt = None,
+    tag: TagOpt = None,
+    name: NameOpt = None,
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    fmt: _ListFmtOpt = None,
+    limit: _ListLimitOpt = None,
+) -> int:
+    """List public data files (default), projects, datatypes or members.
+
+    Filters go into the request path and are checked again on every record, because
+    the server ignores query filters. json and jsonl keep every field as the server
+    sent it and add project_id, datatype_ids and username; records stream as pages
+    arrive. Exit 1 when the listing stayed incomplete or had malformed records
+    (named on stderr).
+
+    Examples:
+
+    \b
+      ohpub list --project 176
+      ohpub list -p 176 -f jsonl | jq -r '[.id, .basename] | @tsv'
+      ohpub list --tag spotify -f jsonl | jq -r .download_url
+    """
+    out_fmt = _default_format(fmt)
+    if kind is not Kind.files:
+        given = [f"--{n}" for n in _FILTERS if _source(ctx, n) == "COMMANDLINE"]
+        if given:
+            raise UsageError(
+                f"{', '.join(given)}: file filters do not apply to 'list {kind.value}'"
+            )
+        objects = {"projects": ohpub.projects, "datatypes": ohpub.datatypes}
+        with _client(_state(ctx)) as client:
+            items = objects.get(kind.value, ohpub.members)(client=client)
+            write_objects(_limited(items, limit), kind.value, out_fmt, sys.stdout)
+        return EXIT_OK
+    failed: list[IncompleteListingError] = []
+    with _client(_state(ctx)) as client:
+        files = ohpub.files(
+            project=project,
+            user=user,
+            datatype=datatype,
+            tag=tag,
+            name=name,
+            since=since,
+            until=until,
+            limit=limit,
+            client=client,
+        )
+        write_files(_until_incomplete(files, failed), out_fmt, sys.stdout)
+    for exc in failed:  # after the records, so json output stays one valid array
+        print_error(exc.message, exc.hint)
+    return EXIT_FAILURE if failed else EXIT_OK
+
+
+def _until_incomplete(
+    files: Iterator[DataFile], failed: list[IncompleteListingError]
+) -> Iterator[DataFile]:
+    """The files; an incomplete listing (raised at its end) is kept for after the output."""
+    try:
+        yield from files
+    except IncompleteListingError as exc:
+        failed.append(exc)
+
+
+@app.command("mirror", cls=_Command)
+def mirror_cmd(
+    ctx: typer.Context,
+    dest: _MirrorDestOpt,
+    project: ProjectOpt = None,
+    user: UserOpt = None,
+    datatype: DatatypeOpt = None,
+    tag: TagOpt = None,
+    name: NameOpt = None,
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    jobs: _MirrorJobsOpt = DEFAULTS.jobs,
+    dry_run: _MirrorDryRunOpt = False,
+    delete: _MirrorDeleteOpt = False,
+    max_size: _MirrorMaxSizeOpt = None,
+    strict: _MirrorStrictOpt = False,
+    checksum: _MirrorChecksumOpt = False,
+    fmt: _MirrorFmtOpt = MirrorFormat.text,
+    cutoff: CutoffOpt = None,
+) -> int:
+    """Mirror public files into DEST/<username>/<project id>/<name>, resumably.
+
+    Files already present and unchanged cost no download; interrupted downloads
+    resume; a file appears at its final path only when complete and verified.
+    Exit 0 when every file in scope is present and verified, 1 otherwise, 3 when
+    another run holds DEST (so overlapping cron runs are safe).
+
+    Examples:
+
+    \b
+      ohpub mirror ~/spotify --project 176
+      ohpub mirror ~/spotify -p 176 --dry-run -f jsonl | tail -n 1
+      # a crontab line: every night at 3:17, errors only, a log file
+      17 3 * * * ohpub -q --log-file ~/spotify.log mirror ~/spotify -p 176
+    """
+    state = _state(ctx)
+    config = state.config.with_(jobs=jobs, range_cutoff=_cutoff(cutoff, state.config))
+    unfiltered = not any((project, user, datatype, tag, name, since, until))
+    view = _mirror_view(state, fmt, dest, dry_run=dry_run, unfiltered=unfiltered)
+    with _client(state, config) as client, _watching(view):
+        result = ohpub.mirror(
+            dest,
+            project=project,
+            user=user,
+            datatype=datatype,
+            tag=tag,
+            name=name,
+            since=since,
+            until=until,
+            jobs=jobs,
+            dry_run=dry_run,
+            delete=delete,
+            max_size=max_size,
+            strict=strict,
+            checksum=checksum,
+            progress=view.on_event,
+            client=client,
+            keep_results=False,
+        )
+    if dry_run and fmt is MirrorFormat.jsonl:
+        write_jsonl(totals_record(result), sys.stdout)
+    _mirror_summary(result, dry_run=dry_run, quiet=state.quiet)
+    return EXIT_OK if result.ok else EXIT_FAILURE
+
+
+def _mirror_view(
+    state: CliState, fmt: MirrorFormat, dest: Path, *, dry_run: bool, unfiltered: bool
+) -> MirrorView:
+    """Records on stdout (jsonl), live lines on a terminal (not for a dry run), and, with
+    no filter, a first line saying that everything public is coming."""
+    return MirrorView(
+        fmt=fmt.value,
+        quiet=state.quiet,
+        bars=sys.stderr.isatty() and not dry_run,
+        out=sys.stdout,
+        announce_all=str(dest) if unfiltered and not dry_run else None,
+    )
+
+
+@contextlib.contextmanager
+def _watching(view: MirrorView) -> Iterator[None]:
+    """The view closes (its lines erased) however the mirror ends; after Ctrl-C the last
+    line says what was done."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        view.close()
+        raise Interrupted(view.counts.interrupted_text()) from None
+    finally:
+        view.close()
+
+
+def _mirror_summary(summary: Any, *, dry_run: bool, quiet: bool) -> None:
+    line = summary_line(summary, dry_run=dry_run)
+    if not summary.ok and quiet:
+        # Errors only, but a failed run must say why (cron mails stderr).
+        for w in summary.warnings:
+            print_error(w)
+        print_error(f"mirror incomplete: {line}")
+    else:
+        notice(line, quiet=quiet)
+
+
+def _cutoff(value: str | None, config: Config) -> int:
+    return parse_size(value) if value else config.range_cutoff
+
+
+@app.command("fetch", cls=_Command)
+def fetch_cmd(
+    ctx: typer.Context,
+    ids: _FetchIdsOpt,
+    directory: _FetchDirectoryOpt = Path("."),
+    output: _FetchOutputOpt = None,
+    force: _FetchForceOpt = False,
+    cutoff: CutoffOpt = None,
+) -> int:
+    """Download single files by id (resumable and verified, like mirror).
+
+    An existing file with other content at the target is never overwritten without
+    --force; identical content counts as done.
+
+    Examples:
+
+    \b
+      ohpub fetch 57602983 -o - | sha256sum
+      ohpub fetch 57602983 57588874 -d downloads/
+    """
+    if output is not None and len(ids) != 1:
+        raise UsageError("--output takes exactly one file id", hint="use --dir for several")
+    state = _state(ctx)
+    config = state.config.with_(range_cutoff=_cutoff(cutoff, state.config))
+
+    def show(r: FetchResult) -> None:
+        if r.error:
+            print_error(r.error, r.hint)
+        else:
+            notice(f"ohpub: {r.target}: {r.status} ({r.bytes} bytes)", quiet=state.quiet)
+
+    with _client(state, config) as client:
+        if output == "-":
+            return _fetch_to_stdout(ids[0], client, quiet=state.quiet)
+        results = ohpub.fetch_many(
+            ids, directory, output=output, force=force, on_result=show, client=client
+        )
+    if any(r.usage for r in results):
+        return EXIT_USAGE
+    return EXIT_OK if all(r.ok for r in results) else EXIT_FAILURE
+
+
+def _fetch_to_stdout(file_id: int, client: Client, *, quiet: bool) -> int:
+    try:
+        size = ohpub.stream(file_id, sys.stdout.buffer, client=client)
+    except OhpubError as exc:
+        if getattr(exc, "errno", None) == errno.EPIPE:
+            raise ReaderGone() from None  # '| head -c 10': the reader has had enough
+        raise
+    notice(f"ohpub: {file_id}: {size} bytes to stdout, verified", quiet=quiet)
+    return EXIT_OK
+
+
+@app.command("verify", cls=_Command)
+def verify_cmd(
+    ctx: typer.Context,
+    dest: DestArg,
+    fmt: _VerifyFmtOpt = MirrorFormat.text,
+) -> int:
+    """Re-hash every tracked file against the state; list untracked files too.
+
+    Exit 0 when every tracked file is ok, 1 when any is modified or missing
+    (untracked files are reported, not counted as failures).
+
+    Examples:
+
+    \b
+      ohpub verify ~/spotify
+      ohpub verify ~/spotify -f jsonl | jq -c 'select(.status != "ok")'
+    """
+    report = ohpub.verify(dest, on_record=_verify_printer(fmt.value), keep_records=False)
+    notice(report.summary(), quiet=_state(ctx).quiet)
+    return EXIT_OK if report.ok else EXIT_FAILURE
+
+
+def _verify_printer(fmt: str) -> Callable[[dict[str, Any]], None]:
+    def emit(rec: dict[str, Any]) -> None:
+        if fmt == "jsonl":
+            write_jsonl(rec, sys.stdout)
+        elif rec["status"] != "ok":
+            print(f"{rec['status']}: {rec['path']}", file=sys.stdout, flush=True)
+
+    return emit
+
+
+@app.command("status", cls=_Command)
+def status_cmd(
+    dest: DestArg,
+    max_age: _StatusMaxAgeOpt = None,
+    fmt: _StatusFmtOpt = StatusFormat.text,
+) -> int:
+    """What a mirror holds and how its last runs ended (for monitoring).
+
+    Files and bytes by status, project and member; when the last run and the last
+    complete run (one that listed everything in its scope) ended, and how. Reads
+    only, and does not wait for a running mirror.
+
+    Examples:
+
+    \b
+      ohpub status ~/spotify
+      ohpub status ~/spotify --max-age 26h || echo "mirror is stale"
+      ohpub status ~/spotify -f json | jq .last_complete_run.ended_at
+    """
+    st = ohpub.status(dest, max_age=parse_duration(max_age) if max_age else None)
+    text = json.dumps(st.to_dict(), indent=2) + "\n" if fmt is StatusFormat.json else st.text
+    sys.stdout.write(text)
+    sys.stdout.flush()
+    return EXIT_FAILURE if st.stale else EXIT_OK

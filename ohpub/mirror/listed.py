@@ -1,0 +1,260 @@
+"""What this run listed, kept on disk instead of in memory.
+
+A mirror of 100,000 files must not hold 100,000 records for the whole run, yet the
+layout needs every file of a directory at once (names collide only within one
+``user/project`` folder) and the end of the run needs every kept file's path. So the
+listing is written, a page at a time, into a private temporary SQLite database (its own
+connection, deleted when closed; SQLite keeps only a small page cache in memory), and
+read back one directory, or one batch of ids, at a time. Only a set of listed ids stays
+in memory.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from ohpub.mirror.types import Finished
+from ohpub.model import layout
+from ohpub.model.records import Action, DataFile
+
+_SCHEMA = """
+CREATE TABLE listed (
+    id        INTEGER PRIMARY KEY,
+    dir       TEXT NOT NULL,
+    basename  TEXT NOT NULL,
+    created   TEXT NOT NULL,
+    username  TEXT,
+    project   INTEGER,
+    action    TEXT NOT NULL,
+    path      TEXT,
+    size      INTEGER,
+    sha256    TEXT,
+    target    TEXT,
+    fold      TEXT
+);
+CREATE INDEX listed_dir ON listed (dir);
+CREATE TABLE finished (
+    id          INTEGER PRIMARY KEY,
+    was         TEXT NOT NULL,
+    action      TEXT,
+    size        INTEGER,
+    sha256      TEXT,
+    md5         TEXT,
+    etag        TEXT,
+    transferred INTEGER NOT NULL,
+    error       TEXT
+);
+"""
+Row = tuple[DataFile, Action, str | None, int | None, str | None]
+"""A listed file, its first action, and the state's path, size and sha256 for it."""
+_CHUNK = 500
+"""Ids per ``IN (...)`` query: well under SQLite's limit on bound parameters."""
+
+
+@dataclass(frozen=True)
+class Kept:
+    """A listed file the plan keeps: what its ``unchanged`` or ``renamed`` record says."""
+
+    id: int
+    action: Action
+    path: str | None
+    target: str
+    size: int | None
+    sha256: str | None
+
+
+class Listed:
+    """The listed files of one run: their layout entries, first actions and targets."""
+
+    def __init__(self) -> None:
+        # "" opens a private temporary database on disk, removed when closed.
+        self._conn = sqlite3.connect("", isolation_level=None, check_same_thread=False)
+        self._conn.executescript(_SCHEMA)
+        self.ids: set[int] = set()
+        """Every listed id (a compact set: what membership tests need)."""
+        self.targets_ready = False
+        """True once ``plan_targets`` has given every listed file its path."""
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def add(
+        self, rows: Iterable[tuple[DataFile, Action, str | None, int | None, str | None]]
+    ) -> None:
+        """Record listed files with their first action and what the state says of them
+        (current path, size, sha256)."""
+        params = []
+        for f, action, path, size, sha in rows:
+            self.ids.add(f.id)
+            params.append(
+                (
+                    f.id,
+                    layout.directory_of(f.username, f.project_id),
+                    f.basename,
+                    f.created.isoformat(),
+                    f.username,
+                    f.project_id,
+                    action.value,
+                    path,
+                    size,
+                    sha,
+                )
+            )
+        with self._tx():
+            self._conn.executemany(
+                "INSERT OR REPLACE INTO listed (id, dir, basename, created, username, project,"
+                " action, path, size, sha256) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                params,
+            )
+
+    def set_action(self, file_id: int, action: Action, size: int | None = None) -> None:
+        """A re-hash resolved: the file is kept (with its new fingerprint's size) or fetched."""
+        self._conn.execute(
+            "UPDATE listed SET action = ?, size = coalesce(?, size) WHERE id = ?",
+            (action.value, size, file_id),
+        )
+
+    def plan_targets(self, placed_in: Mapping[str, int]) -> None:
+        """Give every listed file its path, one directory at a time (``layout``).
+
+        ``placed_in`` counts the tracked files placed in each directory. A directory is
+        *settled* when every listed file in it is kept at a path inside it and no other
+        placed file is there: its files are the ones whose names the last run planned,
+        so the layout (a pure function of that set) gives each its current path again,
+        and the planning is skipped. That is what keeps a no-op run near the listing.
+        """
+        dirs = [r[0] for r in self._conn.execute("SELECT DISTINCT dir FROM listed")]
+        for d in dirs:
+            rows = self._conn.execute(
+                "SELECT id, basename, created, username, project, action, path"
+                " FROM listed WHERE dir = ?",
+                (d,),
+            ).fetchall()
+            if _settled(d, rows, placed_in.get(d, 0)):
+                targets = {r[0]: r[6] for r in rows}
+            else:
+                entries = [
+                    layout.Entry(i, b, datetime.fromisoformat(c), u, p)
+                    for i, b, c, u, p, _a, _path in rows
+                ]
+                targets = layout.plan_paths(entries)
+            with self._tx():
+                self._conn.executemany(
+                    "UPDATE listed SET target = ?, fold = ? WHERE id = ?",
+                    [(t, layout.fold(t), i) for i, t in targets.items()],
+                )
+        self._conn.execute("CREATE INDEX IF NOT EXISTS listed_fold ON listed (fold)")
+        self.targets_ready = True
+
+    def targets(self, ids: Iterable[int]) -> dict[int, str]:
+        """file id -> planned path, for the listed ones among ``ids``."""
+        return dict(self._select("SELECT id, target FROM listed WHERE id IN", list(ids)))
+
+    def owners(self, folds: Iterable[str]) -> dict[str, int]:
+        """fold(path) -> the listed file that path belongs to, for the folds that have one."""
+        return {
+            f: i for i, f in self._select("SELECT id, fold FROM listed WHERE fold IN", list(folds))
+        }
+
+    def action(self, file_id: int) -> Action | None:
+        row = self._conn.execute("SELECT action FROM listed WHERE id = ?", (file_id,)).fetchone()
+        return Action(row[0]) if row else None
+
+    def kept(self) -> Iterator[Kept]:
+        """Every file the plan keeps, by id, a batch at a time."""
+        last = -1
+        while True:
+            rows = self._conn.execute(
+                "SELECT id, action, path, target, size, sha256 FROM listed"
+                " WHERE id > ? AND action IN ('keep', 'rename') ORDER BY id LIMIT 1000",
+                (last,),
+            ).fetchall()
+            if not rows:
+                return
+            for i, a, p, t, s, h in rows:
+                yield Kept(i, Action(a), p, t, s, h)
+            last = rows[-1][0]
+
+    def stash(self, done: list[Finished]) -> None:
+        """Finished transfers that cannot be placed yet (paths are fixed only once the
+        listing is complete): kept here, not in memory, on a big first run."""
+        with self._tx():
+            self._conn.executemany(
+                "INSERT OR REPLACE INTO finished VALUES (?,?,?,?,?,?,?,?,?)",
+                [
+                    (
+                        d.id,
+                        d.was.value,
+                        d.action.value if d.action else None,
+                        d.size,
+                        d.sha256,
+                        d.md5,
+                        d.etag,
+                        d.transferred,
+                        d.error,
+                    )
+                    for d in done
+                ],
+            )
+
+    def stashed(self, n: int) -> Iterator[list[Finished]]:
+        """The stashed transfers, ``n`` at a time, each batch removed as it is handed out."""
+        while True:
+            rows = self._conn.execute(
+                "SELECT id, was, action, size, sha256, md5, etag, transferred, error"
+                " FROM finished ORDER BY id LIMIT ?",
+                (n,),
+            ).fetchall()
+            if not rows:
+                return
+            batch = [
+                Finished(i, Action(w), Action(a) if a else None, None, s, None, h, m, e, t, err)
+                for i, w, a, s, h, m, e, t, err in rows
+            ]
+            self._conn.execute("DELETE FROM finished WHERE id <= ?", (rows[-1][0],))
+            yield batch
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    # -- plumbing --------------------------------------------------------------------------
+
+    def _select(self, sql: str, keys: list[Any]) -> Iterator[Any]:
+        for i in range(0, len(keys), _CHUNK):
+            chunk = keys[i : i + _CHUNK]
+            marks = ",".join("?" for _ in chunk)
+            yield from self._conn.execute(f"{sql} ({marks})", chunk)
+
+    def _tx(self) -> _Tx:
+        return _Tx(self._conn)
+
+
+def _settled(directory: str, rows: list[Any], placed: int) -> bool:
+    prefix = directory + "/"
+    return len(rows) == placed and all(
+        action == Action.KEEP.value
+        and path is not None
+        and path.startswith(prefix)
+        and "/" not in path[len(prefix) :]
+        for *_rest, action, path in rows
+    )
+
+
+class _Tx:
+    """One transaction: a batch of writes costs one commit, not one per row."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    def __enter__(self) -> None:
+        self._conn.execute("BEGIN")
+
+    def __exit__(self, exc_type: object, *rest: object) -> None:
+        self._conn.execute("ROLLBACK" if exc_type else "COMMIT")
+
+
+__all__ = ["Listed", "Kept"]

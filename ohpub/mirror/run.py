@@ -1,0 +1,468 @@
+"""The mirror engine: list, plan, transfer, commit, report. The dry run is the same run.
+
+``ohpub mirror DEST`` goes: cli.mirror_cmd -> ``Mirror.run`` (this module: DEST checks,
+lock, state, run record) -> ``_Run.execute``:
+
+1. **List and plan.** The listing streams in (``api.Client.iter_files``) a batch at a
+   time. For each file the state record is read (``StateDB.get_many``), the disk facts
+   are taken (stat fingerprint, resumable partial), and ``plan.file_action`` decides:
+   KEEP, REHASH, DOWNLOAD or RESUME. The batch is recorded in ``listed.Listed`` (on
+   disk, not in memory) and work is handed to the workers at once, so transfers overlap
+   the rest of the listing.
+2. **Work** (``work.Worker``, on worker threads): a REHASH reads the file (sha256 only)
+   and ``plan.after_rehash`` keeps it or sends it to DOWNLOAD; a download goes into
+   ``.ohpub/partial/<id>`` (``download.Downloader``, verified, not yet placed). In a dry
+   run the same step is a one-byte size probe instead.
+3. **Paths.** With the listing complete, ``layout`` fixes every file's path, one
+   directory at a time (``Listed.plan_targets``); kept files whose path changed are
+   moved (``commit.Committer.reconcile``), files in the way that are no longer listed
+   are moved aside.
+4. **Commit.** Finished downloads are placed a batch at a time (one fsync per directory
+   and one state transaction per batch; ``commit.Committer.place``).
+5. **Removals.** Files a complete listing of the scope no longer has are marked
+   removed-upstream (or deleted with ``--delete``); stale partials of this scope are
+   dropped; ``index.jsonl`` is rewritten when something changed.
+
+Only the main thread writes to the state or the tree; workers only fill partial files.
+The dry run opens nothing for writing: its ``Committer`` only reports.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ohpub.local.index import INDEX_NAME, write_index
+from ohpub.local.lock import DestLock
+from ohpub.local.state import FileState, StateDB, ensure_dirs, state_db_path
+from ohpub.mirror import plan
+from ohpub.mirror.commit import Committer
+from ohpub.mirror.listed import Listed
+from ohpub.mirror.removals import Removals
+from ohpub.mirror.types import (
+    Cancelled,
+    Events,
+    FileResult,
+    Finished,
+    MirrorOptions,
+    MirrorSummary,
+    NullEvents,
+    WorkItem,
+)
+from ohpub.mirror.work import Worker, fresh_state
+from ohpub.model.errors import NetworkError, OhpubError, StateError, UsageError
+from ohpub.model.records import Action, DataFile, FileStatus
+from ohpub.remote.client import ApiClient as Client
+from ohpub.remote.listing import ListingReport
+
+log = logging.getLogger("ohpub")
+
+BATCH = 64
+"""Finished files committed together (renames, then one fsync per directory and one state
+transaction). A crash loses at most the files of the batch in flight (re-downloaded)."""
+LIST_BATCH = 200
+"""Listed files planned together: one state query per batch."""
+STATE_BATCH = 2000
+"""New or changed records written together (one fsynced transaction)."""
+
+
+def prepare_dest(dest: Path, *, create: bool) -> None:
+    """Check DEST before anything is written; problems here are the user's to fix (exit 2)."""
+    if dest.exists() and not dest.is_dir():
+        raise UsageError(f"{dest} exists and is not a directory")
+    if not dest.exists():
+        if not dest.parent.is_dir():
+            raise UsageError(
+                f"cannot create {dest}: parent directory {dest.parent} does not exist",
+                hint="create the parent first, or pick another DEST",
+            )
+        if not create:
+            return
+        try:
+            dest.mkdir()
+        except OSError as exc:
+            raise UsageError(f"cannot create {dest}: {exc.strerror or exc}") from exc
+    if create and not os.access(dest, os.W_OK | os.X_OK):
+        raise UsageError(f"{dest} is not writable", hint="check its permissions")
+
+
+def refuse_lost_state(dest: Path) -> None:
+    """A DEST with an index.jsonl held a mirror; if its state database is now missing or
+    empty, the record of which files ohpub placed is lost: refuse instead of starting over."""
+    db = state_db_path(dest)
+    if not (dest / INDEX_NAME).is_file():
+        return
+    if db.exists() and db.stat().st_size > 0:
+        return
+    raise StateError(
+        f"{dest} holds a mirror ({INDEX_NAME}) but its state database {db} is "
+        + ("empty" if db.exists() else "missing")
+        + "; refusing to start over",
+        hint=f"restore {db} from a backup, or move {dest / INDEX_NAME} away to rebuild",
+    )
+
+
+class Mirror:
+    """One mirror run over DEST. Create, then call ``run()``; each call is a new run."""
+
+    def __init__(self, client: Client, opts: MirrorOptions, events: Events | None = None) -> None:
+        self.client = client
+        self.opts = opts
+        self.events: Events = events or NullEvents()
+
+    def run(self) -> MirrorSummary:
+        """Carry out the run (or, with ``dry_run``, report what it would do)."""
+        if self.opts.dry_run:
+            return self._dry()
+        dest = self.opts.dest
+        prepare_dest(dest, create=True)
+        refuse_lost_state(dest)
+        ensure_dirs(dest)
+        with DestLock(dest), StateDB.open(dest) as state:
+            return self._recorded(state)
+
+    def _recorded(self, state: StateDB) -> MirrorSummary:
+        """The real run, with its begin/end in the state's run history."""
+        prev = state.last_run()
+        index_stale = prev is not None and prev.ended is None  # killed last time
+        run_id = state.begin_run("mirror", {"scope": self.opts.flt.scope_key()})
+        run = _Run(self.client, self.opts, self.events, state)
+        outcome = "failed"
+        try:
+            run.execute()
+            outcome = "ok" if run.summary.ok else "failed"
+        except KeyboardInterrupt:
+            outcome = "interrupted"
+            raise
+        finally:
+            run.summary.elapsed = time.monotonic() - run.started
+            if state.changes or index_stale or not (self.opts.dest / INDEX_NAME).is_file():
+                with contextlib.suppress(OhpubError, OSError):
+                    write_index(self.opts.dest, state)
+            counts = {str(k): v for k, v in run.summary.counts.items() if v}
+            complete = run.summary.listing_complete and outcome != "interrupted"
+            state.end_run(run_id, outcome, counts, complete=complete)
+        return run.summary
+
+    def _dry(self) -> MirrorSummary:
+        """The plan with totals; nothing is written (not even .ohpub) and nothing downloaded."""
+        dest = self.opts.dest
+        prepare_dest(dest, create=False)
+        state: StateDB | None = None
+        if state_db_path(dest).exists():
+            state = StateDB.open(dest, create=False, readonly=True)  # h4: writes nothing
+        try:
+            run = _Run(self.client, self.opts, self.events, state, dry=True)
+            run.execute()
+        finally:
+            if state is not None:
+                state.close()
+        run.summary.elapsed = time.monotonic() - run.started
+        return run.summary
+
+
+class _Run:
+    """The phases of one run (see the module docstring), real or dry."""
+
+    def __init__(
+        self,
+        client: Client,
+        opts: MirrorOptions,
+        events: Events,
+        state: StateDB | None,
+        *,
+        dry: bool = False,
+    ) -> None:
+        self.opts = opts
+        self.events = events
+        self.state = state
+        self.dry = dry
+        self.client = client
+        self.summary = MirrorSummary()
+        self.started = time.monotonic()
+        self.listed = Listed()
+        self.commit = Committer(opts, state, self.listed, self._report, dry=dry)
+        self.removals = Removals(opts, state, self.listed, self._report, dry=dry)
+        self.worker = Worker(client, opts, events, dry=dry)
+        self._done: queue.SimpleQueue[Future[Finished]] = queue.SimpleQueue()
+        self._in_flight = 0
+        self._rehashing = 0
+        self._finished: list[Finished] = []
+        self._changed: list[FileState] = []
+        self._seen: list[int] = []
+
+    def execute(self) -> None:
+        """List and plan, work, fix paths, commit, remove: the whole run."""
+        workers = self.opts.jobs + self.client.api_concurrency
+        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ohpub")
+        report = ListingReport()
+        try:
+            try:
+                self._list_and_plan(pool, report)
+            except OhpubError:
+                # The listing failed: nothing may be deleted or marked removed; what is
+                # already downloaded stays in the partial folder for the next run.
+                self._cancel(pool)
+                raise
+            self._save_listed(time.time())
+            self.events.listing_done(len(self.listed))
+            self.summary.listing_complete = report.complete
+            self.summary.warnings.extend(report.warnings)
+            self._report_rejected(report)
+            self._drain(pool, until=0, only_rehash=True)
+            self.listed.plan_targets(self.commit.placed_per_dir())
+            self.commit.reconcile()
+            self._drain(pool, until=0)
+            self._commit_finished()
+            if self.worker.dead is not None:
+                raise NetworkError(
+                    self.worker.dead, hint="finished files are kept; a rerun resumes the rest"
+                )
+            self.commit.report_kept()
+            if report.complete and all(r.file_id is not None for r in report.rejected):
+                # (an item without a usable id could be any tracked file: remove nothing)
+                self.removals.run(self.summary)
+                self.removals.clean_partials()
+        except KeyboardInterrupt:
+            self._cancel(pool)
+            raise
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+            self.listed.close()
+        self._finish()
+
+    # -- 1. list and plan ------------------------------------------------------------------
+
+    def _list_and_plan(self, pool: ThreadPoolExecutor, report: ListingReport) -> None:
+        files = self.client.iter_files(self.opts.flt, report)
+        expected = 0
+        for batch in _Batches(files, LIST_BATCH):
+            self._plan_batch(pool, batch)
+            self.events.listed(len(self.listed))
+            if report.expected != expected and report.expected:
+                expected = report.expected
+                self.events.expected(expected)
+            self._drain(pool, until=self._max_in_flight())
+
+    def _plan_batch(self, pool: ThreadPoolExecutor, batch: list[DataFile]) -> None:
+        """Plan one batch: read its state, take the disk facts, decide, record, hand out."""
+        stored = self.state.rows_many(f.id for f in batch) if self.state is not None else {}
+        now = time.time()
+        rows = []
+        for f in batch:
+            if f.id in self.listed.ids:
+                continue  # listed twice (two endpoints of one scope)
+            fs, tv = fresh_state(f, stored.get(f.id), self.state, now)
+            if fs is None:
+                self._seen.append(f.id)
+            else:
+                self._changed.append(fs)
+            action = plan.file_action(
+                tv, self.worker.disk_facts(f.id, tv), checksum=self.opts.checksum
+            )
+            rows.append((f, action, tv.path, tv.size, tv.sha256))
+            if action is not Action.KEEP:
+                self._submit(pool, WorkItem(f, tv, action))
+        self.listed.add(rows)
+        if len(self._changed) >= STATE_BATCH:
+            self._save_listed(now)
+
+    def _save_listed(self, now: float) -> None:
+        """Write new and changed records (before anything of theirs is placed), and
+        ``last_seen`` of the unchanged ones: a few transactions for the whole listing."""
+        if self.state is not None and not self.dry:
+            self.state.put_many(self._changed)
+            self.state.mark_seen(self._seen, now)
+        self._changed, self._seen = [], []
+
+    def _submit(self, pool: ThreadPoolExecutor, item: WorkItem) -> None:
+        fut = pool.submit(self.worker.run, item)
+        fut.add_done_callback(self._done.put)
+        self._in_flight += 1
+        if item.action is Action.REHASH:
+            self._rehashing += 1
+
+    def _max_in_flight(self) -> int:
+        """Work handed out but not collected, at most: bounds memory on a big seed run."""
+        return (self.opts.jobs + self.client.api_concurrency) * 8
+
+    # -- 2. collect work -------------------------------------------------------------------
+
+    def _drain(self, pool: ThreadPoolExecutor, *, until: int, only_rehash: bool = False) -> None:
+        """Collect finished work until at most ``until`` items are in flight (waiting as
+        needed), then whatever else is done; with ``only_rehash``, wait only while a
+        re-hash is outstanding (its verdict decides whether a file moves or downloads).
+        Once paths are fixed, what was collected is committed at once, a batch at a time,
+        so results appear as files finish."""
+        while self._in_flight > until and (self._rehashing or not only_rehash):
+            try:
+                fut = self._done.get(timeout=0.5)  # a timeout keeps Ctrl-C responsive
+            except queue.Empty:
+                continue
+            self._collect(pool, fut)
+            self._collect_ready(pool)
+            if self.listed.targets_ready:
+                self._commit_finished()
+        self._collect_ready(pool)
+
+    def _collect_ready(self, pool: ThreadPoolExecutor) -> None:
+        """Whatever else is done, without waiting (at most a batch)."""
+        for _ in range(BATCH):
+            try:
+                fut = self._done.get_nowait()
+            except queue.Empty:
+                return
+            self._collect(pool, fut)
+
+    def _collect(self, pool: ThreadPoolExecutor, fut: Future[Finished]) -> None:
+        """One finished work item: a verdict to act on, or a result to commit."""
+        self._in_flight -= 1
+        if fut.cancelled() or isinstance(fut.exception(), Cancelled):
+            return
+        done = fut.result()  # a programming error inside a worker surfaces here
+        if done.was is Action.REHASH:
+            self._rehashing -= 1
+            if done.next is not None:
+                self._submit(pool, done.next)  # other bytes on disk: download now
+                return
+            if done.action is Action.KEEP:
+                self.listed.set_action(done.id, Action.KEEP, done.size)
+                self.commit.refresh_fingerprint(done)
+                return
+        self._finished.append(done)
+        if len(self._finished) >= BATCH:
+            if self.listed.targets_ready:
+                self._commit_finished()
+            else:
+                self.listed.stash(self._finished)  # not in memory: a seed run has many
+                self._finished = []
+
+    def _commit_finished(self) -> None:
+        """Place what finished: first what waited for the listing, then the rest."""
+        for batch in self.listed.stashed(BATCH):
+            self.commit.place(batch, self.summary)
+        batch, self._finished = self._finished, []
+        for i in range(0, len(batch), BATCH):
+            self.commit.place(batch[i : i + BATCH], self.summary)
+
+    def _cancel(self, pool: ThreadPoolExecutor) -> None:
+        self.worker.cancel.set()
+        pool.shutdown(wait=True, cancel_futures=True)
+
+    # -- reports ---------------------------------------------------------------------------
+
+    def _report(self, r: FileResult) -> None:
+        self.summary.counts[r.status] = self.summary.counts.get(r.status, 0) + 1
+        self.events.result(r)
+
+    def _report_rejected(self, report: ListingReport) -> None:
+        """Listing items that are not valid records: named failures, never silence."""
+        for rej in report.rejected:
+            if rej.file_id is not None:
+                self.listed.ids.add(rej.file_id)  # listed (badly): never "removed upstream"
+            self._report(FileResult(rej.file_id, None, FileStatus.FAILED, error=rej.message()))
+
+    def _finish(self) -> None:
+        c = self.summary.counts
+        bad = c[FileStatus.FAILED] + (c[FileStatus.UNAVAILABLE] if self.opts.strict else 0)
+        if bad or not self.summary.listing_complete or self.removals.refused:
+            self.summary.ok = False
+
+
+class _Batches:
+    """The listing as batches of up to ``n`` files, read on a thread of its own.
+
+    A batch is handed on when it is full or when the listing has nothing more ready
+    (it waits for a page), so downloads start with the first page, while a big listing
+    still costs one state query and one state write per ``n`` files. The queue is
+    bounded: a listing far ahead of the planner waits.
+    """
+
+    _END = object()
+
+    def __init__(self, items: Iterator[DataFile], n: int) -> None:
+        self._items = items
+        self._n = n
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=4 * n)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._produce, name="ohpub-listing", daemon=True)
+        self._thread.start()
+
+    def _produce(self) -> None:
+        try:
+            for item in self._items:
+                if not self._put(item):
+                    return
+            self._put(self._END)
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, raised there
+            self._put(_Raised(exc))
+        finally:
+            close = getattr(self._items, "close", None)
+            if close is not None:
+                close()
+
+    def _put(self, item: object) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.2)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def __iter__(self) -> Iterator[list[DataFile]]:
+        try:
+            while True:
+                first = self._get(block=True)
+                if first is self._END:
+                    return
+                batch = [first]
+                while len(batch) < self._n:
+                    item = self._get(block=False)
+                    if item is None:
+                        break
+                    if item is self._END:
+                        yield batch
+                        return
+                    batch.append(item)
+                yield batch
+        finally:
+            self._stop.set()
+
+    def _get(self, *, block: bool) -> Any:
+        while True:
+            try:
+                item = self._queue.get(timeout=0.5) if block else self._queue.get_nowait()
+            except queue.Empty:
+                if not block:
+                    return None
+                continue  # the timeout keeps Ctrl-C responsive
+            if isinstance(item, _Raised):
+                raise item.exc
+            return item
+
+
+@dataclass
+class _Raised:
+    exc: BaseException
+
+
+__all__ = [
+    "Mirror",
+    "MirrorOptions",
+    "MirrorSummary",
+    "Events",
+    "NullEvents",
+    "FileResult",
+    "prepare_dest",
+    "refuse_lost_state",
+]

@@ -1,0 +1,367 @@
+"""A thin client for the Open Humans public data API.
+
+One ``requests.Session`` carries every request. Requests to Open Humans itself
+(listing pages, detail lookups, the download view's 302) share a small
+concurrency limit, because that is one Django site behind a router; transfers
+from the storage host do not pass through it (the caller bounds them).
+
+The server's traps, and where they are handled:
+- query filters are ignored, so filters go into the PATH and every item is
+  checked again on this side (``FileFilter.matches``);
+- paging order is by username only, so a page boundary can cut a member's files:
+  ``ohpub.listing`` finds those cuts and heals them with one snapshot request each;
+- unknown ids on a path endpoint give an HTML 500, so a 500 there is checked
+  against the JSON detail endpoint and turned into "project 999 not found";
+- error pages are HTML, so a body is only parsed as JSON when it is JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+from urllib.parse import urljoin, urlsplit, urlunsplit
+
+import requests
+
+from ohpub.model.config import Config, RetryPolicy
+from ohpub.model.errors import (
+    KeyRefusedError,
+    NetworkError,
+    NotFoundError,
+    OhpubError,
+    ServerError,
+    UnavailableError,
+    UsageError,
+)
+from ohpub.model.filters import FileFilter
+from ohpub.model.records import DataFile, RecordError, parse_datafile
+from ohpub.model.version import __version__
+from ohpub.remote.http import (
+    RETRY_STATUSES,
+    TRANSPORT_ERRORS,
+    Failure,
+    Retrier,
+    describe_exception,
+    failure_of,
+    gave_up_note,
+    parse_retry_after,
+    redact,
+)
+from ohpub.remote.listing import ListingReport, crawl_files, walk_objects
+
+log = logging.getLogger("ohpub")
+T = TypeVar("T")
+
+USER_AGENT = (
+    f"ohpub/{__version__} (Open Humans public data mirror; python-requests/{requests.__version__})"
+)
+MAX_PAGE_BYTES = 16 * 1024 * 1024
+"""A real page of 500 files is about 350 kB; anything this large is not a listing page."""
+
+
+class ApiClient:
+    """Open Humans public API over one ``requests.Session``."""
+
+    def __init__(
+        self,
+        base_url: str | None = None,
+        *,
+        config: Config | None = None,
+        timeout: float | None = None,
+        connect_timeout: float | None = None,
+        retry: RetryPolicy | None = None,
+        api_concurrency: int | None = None,
+        pool_size: int | None = None,
+        page_size: int | None = None,
+        max_crawls: int = 4,
+        on_warning: Callable[[str], None] | None = None,
+    ) -> None:
+        """Settings come from ``config`` (the defaults when None); an argument given here
+        overrides its field. The Config is kept as ``self.config`` for the layers that
+        use this client (the transfer reads its range and key settings there)."""
+        given = {
+            "base_url": base_url,
+            "timeout": timeout,
+            "connect_timeout": connect_timeout,
+            "retry": retry,
+            "api_concurrency": api_concurrency,
+            "page_size": page_size,
+        }
+        cfg = (config or Config()).with_(**{k: v for k, v in given.items() if v is not None})
+        self.config = cfg
+        base_url = cfg.base_url
+        pool_size = pool_size or max(16, cfg.jobs + cfg.api_concurrency)
+        parts = urlsplit(base_url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise UsageError(
+                f"invalid base URL {base_url!r}", hint="use e.g. https://www.openhumans.org"
+            )
+        self.base_url = base_url.rstrip("/")
+        self.timeout = (min(cfg.connect_timeout, cfg.timeout), cfg.timeout)
+        self.retry = cfg.retry
+        self.page_size = max(1, cfg.page_size)
+        self.max_crawls = max(1, max_crawls)
+        """Passes over one endpoint while the listing changes under the crawl."""
+        self.on_warning = on_warning or (lambda msg: log.warning(msg))
+        self.api_concurrency = max(1, cfg.api_concurrency)
+        self._api_slots = threading.BoundedSemaphore(self.api_concurrency)
+        self.session = requests.Session()
+        adapter = requests.adapters.HTTPAdapter(
+            pool_connections=4, pool_maxsize=max(pool_size, self.api_concurrency), max_retries=0
+        )
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
+        self.session.headers.update(
+            {"User-Agent": USER_AGENT, "Accept": "application/json", "Accept-Encoding": "identity"}
+        )
+
+    def close(self) -> None:
+        self.session.close()
+
+    def __enter__(self) -> ApiClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- low level ---------------------------------------------------------------------------
+
+    def url(self, path: str) -> str:
+        return self.base_url + path
+
+    def request_api(
+        self,
+        url: str,
+        reader: Callable[[requests.Response], T],
+        *,
+        params: dict[str, Any] | None = None,
+        allow_redirects: bool = True,
+        on_first_500: Callable[[], None] | None = None,
+    ) -> T:
+        """GET a URL on Open Humans itself, within the API concurrency limit, with retries.
+
+        ``reader`` consumes the response while the concurrency slot is held, so the body
+        transfer counts against the limit too. Answers in ``http.RETRY_STATUSES`` are
+        retried through the one retry engine (``http.Retrier``); every other answer goes to
+        ``reader`` to interpret. ``on_first_500`` runs once on the first 500 (outside the
+        slot), so an HTML 500 for an unknown id can become "not found" without waiting
+        through retries.
+        """
+
+        def give_up(failure: Failure, attempts: int) -> OhpubError:
+            cls = NetworkError if failure.status is None else ServerError
+            return cls(
+                f"{failure.reason} from {redact(url)} ({gave_up_note(failure, attempts)})",
+                hint=_hint_for(self.base_url, failure.status is None),
+            )
+
+        retry = Retrier(self.retry, url, give_up)
+        while True:
+            with self._api_slots:
+                try:
+                    resp = self.session.get(
+                        url,
+                        params=params,
+                        timeout=self.timeout,
+                        allow_redirects=allow_redirects,
+                        stream=True,
+                    )
+                except requests.exceptions.InvalidURL as exc:
+                    raise UsageError(f"invalid URL {redact(url)}: {exc}") from exc
+                except TRANSPORT_ERRORS as exc:
+                    failure = failure_of(exc, url)
+                else:
+                    with resp:
+                        if resp.status_code not in RETRY_STATUSES:
+                            return reader(resp)
+                        failure = Failure(
+                            f"HTTP {resp.status_code}{_html_title(resp)}",
+                            retry_after=parse_retry_after(resp.headers.get("Retry-After")),
+                            status=resp.status_code,
+                        )
+            if failure.status == 500 and on_first_500 is not None:
+                hook, on_first_500 = on_first_500, None
+                hook()
+            retry.wait(failure, _with_params(url, params) if params else url)
+
+    def get_json(
+        self,
+        url: str,
+        *,
+        params: dict[str, Any] | None = None,
+        on_first_500: Callable[[], None] | None = None,
+    ) -> Any:
+        """GET and parse JSON, refusing HTML pages, truncated JSON and oversized bodies."""
+
+        def read(resp: requests.Response) -> bytes:
+            if resp.status_code == 404:
+                raise NotFoundError(f"not found: {redact(resp.url)}")
+            if resp.status_code >= 400:
+                raise ServerError(
+                    f"HTTP {resp.status_code} from {redact(resp.url)}{_html_title(resp)}"
+                )
+            ctype = resp.headers.get("Content-Type", "")
+            if "json" not in ctype.lower():
+                raise ServerError(
+                    f"expected JSON from {redact(resp.url)} but got {ctype or 'no content type'}",
+                    hint="is --base-url an Open Humans server?",
+                )
+            return _read_capped(resp, MAX_PAGE_BYTES)
+
+        body = self.request_api(url, read, params=params, on_first_500=on_first_500)
+        try:
+            return json.loads(body)
+        except (ValueError, RecursionError) as exc:
+            raise ServerError(f"invalid JSON from {redact(url)}: {exc}") from exc
+
+    # -- listings -----------------------------------------------------------------------------
+
+    def list_page(
+        self, url: str, params: dict[str, Any] | None, check: Callable[[], None] | None = None
+    ) -> dict[str, Any]:
+        """One page of a list endpoint: an object whose ``results`` is a list."""
+        page = self.get_json(url, params=params, on_first_500=check)
+        if not isinstance(page, dict) or not isinstance(page.get("results"), list):
+            raise ServerError(f"unexpected listing page from {redact(url)}: not a page object")
+        return page
+
+    def iter_files(
+        self, flt: FileFilter | None = None, report: ListingReport | None = None
+    ) -> Iterator[DataFile]:
+        """Every public file in scope, exactly once, streamed as pages arrive.
+
+        The strategy (one pass, then one snapshot request per segment that a page
+        boundary cut and that came back with a gap; again while the listing moves) is in
+        ``ohpub.listing``. ``report`` is filled in as the crawl goes: ``complete`` is only
+        True when every endpoint was covered without a gap, and ``rejected`` lists every
+        malformed item (each also passed to ``on_warning``), which callers must treat as
+        failures.
+        """
+        return crawl_files(self, flt or FileFilter(), report or ListingReport())
+
+    def iter_objects(self, kind: str) -> Iterator[dict[str, Any]]:
+        """Projects, datatypes or members, as the server sends them."""
+        path = {
+            "projects": "/api/public/projects/",
+            "datatypes": "/api/public/datatypes/",
+            "members": "/api/public/members/",
+        }[kind]
+        return walk_objects(self, path)
+
+    def get_file(self, file_id: int) -> DataFile:
+        """The detail record of one file, which also mints a fresh download key."""
+        listed_at = time.time()
+        try:
+            obj = self.get_json(self.url(f"/api/public/datafile/{file_id}/"))
+        except NotFoundError:
+            raise NotFoundError(f"file {file_id} not found (deleted or not public)") from None
+        try:
+            return parse_datafile(obj, listed_at=listed_at)
+        except RecordError as exc:
+            raise ServerError(f"file {file_id}: malformed record: {exc}") from exc
+
+    # -- downloads ----------------------------------------------------------------------------
+
+    def resolve_download(self, f: DataFile) -> str:
+        """Follow the download view's 302 to the signed storage URL (without fetching it)."""
+
+        def read(resp: requests.Response) -> tuple[int, str, str]:
+            body = resp.text[:2000] if resp.status_code >= 400 else ""
+            return resp.status_code, resp.headers.get("Location", ""), body
+
+        status, location, body = self.request_api(f.download_url, read, allow_redirects=False)
+        if status in (301, 302, 303, 307, 308):
+            target = urljoin(f.download_url, location)
+            check_http_url(target, f.id)
+            return target
+        if status == 403 and "unavailable" in body.lower():
+            raise UnavailableError(f"file {f.id} is unavailable on Open Humans")
+        if status == 403:
+            raise KeyRefusedError(f"file {f.id}: download key refused")
+        if status == 404:
+            raise UnavailableError(f"file {f.id}: download view answered 404")
+        raise ServerError(f"file {f.id}: unexpected HTTP {status} from the download view")
+
+    def open_storage(
+        self, url: str, headers: dict[str, str], *, max_hops: int = 3
+    ) -> requests.Response:
+        """GET the storage URL as a raw stream; redirects are followed by hand (http(s) only)."""
+        for _ in range(max_hops + 1):
+            resp = self.session.get(
+                _keep_dot_segments(url),
+                headers=headers,
+                stream=True,
+                timeout=self.timeout,
+                allow_redirects=False,
+            )
+            if resp.status_code in (301, 302, 303, 307, 308):
+                resp.close()
+                url = urljoin(url, resp.headers.get("Location", ""))
+                check_http_url(url, None)
+                continue
+            return resp
+        raise ServerError(f"too many redirects fetching {redact(url)}")
+
+
+def _keep_dot_segments(url: str) -> str:
+    """An object key may end in an uploader's basename ``.`` or ``..``; an HTTP client would
+    resolve those as dot segments and ask for another object. Percent-encoded, they are sent
+    as they are (and the storage decodes them back)."""
+    parts = urlsplit(url)
+    segments = parts.path.split("/")
+    if not any(s in (".", "..") for s in segments):
+        return url
+    path = "/".join({".": "%2E", "..": "%2E%2E"}.get(s, s) for s in segments)
+    return urlunsplit(parts._replace(path=path))
+
+
+def check_http_url(url: str, file_id: int | None) -> None:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        what = f"file {file_id}: " if file_id is not None else ""
+        raise ServerError(f"{what}refusing redirect to a non-http(s) URL ({parts.scheme or '?'}:)")
+
+
+def _hint_for(base_url: str, network: bool) -> str:
+    if network:
+        return f"check the network and --base-url ({base_url})"
+    return "the server is having trouble; try again later"
+
+
+def _html_title(resp: requests.Response) -> str:
+    try:
+        text = resp.raw.read(4096, decode_content=True).decode("utf-8", "replace")
+    except Exception:  # noqa: BLE001 - only decoration for an error message
+        return ""
+    m = re.search(r"<(?:title|h1)>([^<]{1,120})<", text, re.I)
+    return f" ({m.group(1).strip()})" if m else ""
+
+
+def _read_capped(resp: requests.Response, cap: int) -> bytes:
+    declared = resp.headers.get("Content-Length")
+    if declared and declared.isdigit() and int(declared) > cap:
+        raise ServerError(
+            f"page from {redact(resp.url)} is {int(declared)} bytes; refusing > {cap}"
+        )
+    chunks: list[bytes] = []
+    total = 0
+    try:
+        for chunk in resp.iter_content(256 * 1024):
+            total += len(chunk)
+            if total > cap:
+                raise ServerError(f"page from {redact(resp.url)} exceeds {cap} bytes; refusing it")
+            chunks.append(chunk)
+    except requests.exceptions.RequestException as exc:
+        raise NetworkError(f"{describe_exception(exc)} reading {redact(resp.url)}") from exc
+    return b"".join(chunks)
+
+
+def _with_params(url: str, params: dict[str, Any]) -> str:
+    """The URL a GET with ``params`` asks for (what a retry message names)."""
+    req = requests.Request("GET", url, params=params).prepare()
+    return req.url or url
