@@ -16,6 +16,11 @@ objects give an HTML 500; ``re_path`` routes match by *search*, so
 file mints a new key; hidden memberships serialize as a null user, and as ``{}`` when the
 member's username is a substring of ``?username=``.
 
+Stored bytes are exactly what a caller passes (``content=b"..."`` or a :class:`Content`). The
+server's own data sets make bytes that match the names (:func:`named_content`): JSON lists for
+``.json``, CSV with a header row for ``.csv``, real gzip streams for ``.gz``, opaque bytes
+otherwise; deterministic per file id and of any size without holding it in memory.
+
 Typical use::
 
     with OHServer() as server:           # started; stop() on exit
@@ -36,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import bisect
 import contextlib
 import copy
 import hashlib
@@ -61,7 +67,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from email.utils import formatdate, parsedate_to_datetime
-from functools import lru_cache
+from functools import cache, lru_cache
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -79,6 +85,7 @@ __all__ = [
     "OHServer",
     "Project",
     "SyntheticContent",
+    "named_content",
 ]
 
 ROLES = ("api", "download", "storage")
@@ -226,6 +233,432 @@ def _as_content(content: bytes | bytearray | Content) -> Content:
     if isinstance(content, (bytes, bytearray, memoryview)):
         return BytesContent(bytes(content))
     raise TypeError(f"content must be bytes or Content, not {type(content).__name__}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Content whose bytes match the file's name (.json, .csv, .gz)
+# ---------------------------------------------------------------------------------------------
+
+
+class _Cycle:
+    """A cyclic byte stream made of whole pieces (records, compressed units), held once.
+
+    Runs start at a piece boundary (``first``) and, when cut by :meth:`fit`, end at one, so
+    a run of any length is valid text for formats whose pieces are whole records."""
+
+    def __init__(self, pieces: list[bytes]) -> None:
+        self.data = b"".join(pieces)
+        self.n = len(self.data)
+        self.count = len(pieces)
+        self.starts = [0]
+        for p in pieces:
+            self.starts.append(self.starts[-1] + len(p))
+
+    def span(self, first: int, k: int) -> int:
+        """Bytes in ``k`` pieces from piece ``first``."""
+        full, rem = divmod(k, self.count)
+        end = first + rem
+        out = full * self.n - self.starts[first]
+        return out + (
+            self.starts[end] if end <= self.count else self.n + self.starts[end - self.count]
+        )
+
+    def fit(self, first: int, budget: int) -> tuple[int, int]:
+        """(pieces, bytes) of the longest run of whole pieces from ``first`` within ``budget``."""
+        full = max(0, budget) // self.n
+        left = max(0, budget) - full * self.n
+        t = self.starts[first] + left
+        if t < self.n:
+            extra = bisect.bisect_right(self.starts, t) - 1 - first
+        else:
+            extra = self.count - first + bisect.bisect_right(self.starts, t - self.n) - 1
+        k = full * self.count + extra
+        return k, self.span(first, k)
+
+    def read(self, first: int, a: int, b: int) -> bytes:
+        """Bytes ``[a, b)`` of the stream that starts at piece ``first``."""
+        parts = []
+        while a < b:
+            i = (self.starts[first] + a) % self.n
+            take = min(b - a, self.n - i)
+            parts.append(self.data[i : i + take])
+            a += take
+        return b"".join(parts)
+
+
+@dataclass
+class _Run:
+    """``length`` bytes of a :class:`_Cycle` from piece ``first``."""
+
+    cycle: _Cycle
+    first: int
+    length: int
+
+
+@dataclass
+class _Deferred:
+    """``length`` bytes computed on first read (a gzip trailer's CRC)."""
+
+    length: int
+    make: Any
+    data: bytes | None = None
+
+
+class _Composed(Content):
+    """Content of a known size laid out on first use as byte strings, cyclic runs and deferred
+    pieces; slices are cut from those, so a 1 GB object costs no more memory than its cycle."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        if size < 0:
+            raise ValueError("size must be >= 0")
+        self.size = size
+        self._parts: list[tuple[int, bytes | _Run | _Deferred]] | None = None
+        self._layout_lock = threading.Lock()
+
+    def _layout(self) -> list[bytes | _Run | _Deferred]:
+        raise NotImplementedError
+
+    def _get_parts(self) -> list[tuple[int, bytes | _Run | _Deferred]]:
+        with self._layout_lock:
+            if self._parts is None:
+                parts, pos = [], 0
+                for part in self._layout():
+                    parts.append((pos, part))
+                    pos += part.length if isinstance(part, (_Run, _Deferred)) else len(part)
+                if pos != self.size:
+                    raise AssertionError(f"layout is {pos} bytes, not {self.size}")
+                self._parts = parts
+            return self._parts
+
+    def iter_range(self, start: int, end: int, chunk: int = CHUNK) -> Iterator[bytes]:
+        end = min(end, self.size)
+        pos = max(0, start)
+        while pos < end:
+            stop = min(pos + chunk, end)
+            yield self._slice(pos, stop)
+            pos = stop
+
+    def _slice(self, a: int, b: int) -> bytes:
+        out = []
+        for off, part in self._get_parts():
+            length = part.length if isinstance(part, (_Run, _Deferred)) else len(part)
+            lo, hi = max(a, off), min(b, off + length)
+            if lo >= hi:
+                continue
+            if isinstance(part, _Run):
+                out.append(part.cycle.read(part.first, lo - off, hi - off))
+            elif isinstance(part, _Deferred):
+                with self._layout_lock:
+                    if part.data is None:
+                        part.data = part.make()
+                        assert len(part.data) == part.length
+                out.append(part.data[lo - off : hi - off])
+            else:
+                out.append(part[lo - off : hi - off])
+        return b"".join(out)
+
+
+@dataclass(frozen=True)
+class _Format:
+    """A text format made of records: ``head(seed)`` (opening text and one record of the file's
+    own), then whole ``record``s from a shared cycle, then ``tail(seed, pad)`` (``pad`` extra
+    bytes of filler the format allows, e.g. JSON whitespace); ``tiny(size)`` when even head
+    and tail do not fit."""
+
+    name: str
+    record: Any  # (random.Random) -> bytes
+    head: Any  # (seed) -> bytes
+    tail: Any  # (seed, pad) -> bytes
+    tiny: Any  # (size) -> bytes
+
+
+# fmt: off
+_WORDS = (
+    "blue", "night", "river", "echo", "golden", "paper", "summer", "ghost", "light", "city",
+    "fire", "heart", "dream", "velvet", "ocean", "electric", "silent", "wild", "neon", "moon",
+)
+# fmt: on
+_ARTISTS = [
+    *("The Lanterns", "Mira Sol", "Northbound", "Kofi & the Tides", "Ada Quartet", "Low Orbit"),
+    *("Sable", "Juniper Hall", "Ostra", "The Paper Kites Club", "Nadia Brel", "Tin Roof Choir"),
+]
+_B62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+
+
+def _title(rng: random.Random, words: int) -> str:
+    return " ".join(rng.choice(_WORDS) for _ in range(words)).title()
+
+
+def _spotify_id(rng: random.Random) -> str:
+    return "".join(rng.choice(_B62) for _ in range(22))
+
+
+def _dumps(obj: Any) -> bytes:
+    return json.dumps(obj, ensure_ascii=False).encode()
+
+
+def _play(rng: random.Random) -> dict[str, Any]:
+    """One play of a Spotify "recently played" history (a trimmed ``PlayHistoryObject``)."""
+    duration = rng.randint(95_000, 420_000)
+    day, sec = rng.randint(1, 28), rng.randrange(86_400)
+    return {
+        "played_at": f"2022-11-{day:02d}T{sec // 3600:02d}:{sec // 60 % 60:02d}:{sec % 60:02d}"
+        f".{rng.randrange(1000):03d}Z",
+        "ms_played": rng.randint(20_000, duration),
+        "track": {
+            "id": _spotify_id(rng),
+            "name": _title(rng, rng.randint(1, 4)),
+            "artists": [{"name": rng.choice(_ARTISTS)}],
+            "album": {"name": _title(rng, rng.randint(1, 3))},
+            "duration_ms": duration,
+        },
+        "context": rng.choice([None, {"type": "playlist"}, {"type": "album"}]),
+    }
+
+
+def _track(rng: random.Random) -> dict[str, Any]:
+    """One track's metadata with audio features (Spotify ``TrackObject`` + features)."""
+    return {
+        "id": _spotify_id(rng),
+        "name": _title(rng, rng.randint(1, 4)),
+        "artists": [{"name": rng.choice(_ARTISTS)}],
+        "album": {
+            "name": _title(rng, rng.randint(1, 3)),
+            "release_date": str(rng.randint(1968, 2022)),
+        },
+        "duration_ms": rng.randint(95_000, 420_000),
+        "popularity": rng.randint(0, 100),
+        "explicit": rng.random() < 0.1,
+        "audio_features": {
+            "danceability": round(rng.random(), 3),
+            "energy": round(rng.random(), 3),
+            "tempo": round(rng.uniform(60, 190), 3),
+            "valence": round(rng.random(), 3),
+        },
+    }
+
+
+def _day(rng: random.Random) -> dict[str, Any]:
+    """One day of activity data (as in the sample's fitbit-data.json)."""
+    return {
+        "date": f"2024-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}",
+        "steps": rng.randint(1500, 18000),
+        "resting_heart_rate": rng.randint(52, 78),
+        "sleep_minutes": rng.randint(300, 540),
+    }
+
+
+def _tiny_json(size: int) -> bytes:
+    return b"" if size == 0 else b"0" if size == 1 else b"[" + b" " * (size - 2) + b"]"
+
+
+def _json_format(name: str, make: Any) -> _Format:
+    """A JSON list of records, one per line; whitespace before the closing ``]`` pads it."""
+    return _Format(
+        name,
+        record=lambda rng: _dumps(make(rng)) + b",\n",
+        head=lambda seed: b"[\n" + _dumps(make(random.Random(seed))) + b",\n",
+        tail=lambda seed, pad: _dumps(make(random.Random(f"{seed}:last"))) + b" " * pad + b"\n]\n",
+        tiny=_tiny_json,
+    )
+
+
+_CSV_HEADER = b"date,steps,resting_heart_rate,sleep_minutes\n"
+
+
+def _csv_row(rng: random.Random, pad: int = 0) -> bytes:
+    d = _day(rng)
+    sleep = d["sleep_minutes"]
+    sleep_text = f"{sleep:0{len(str(sleep)) + pad}d}"  # zero-padding the last field pads the file
+    return f"{d['date']},{d['steps']},{d['resting_heart_rate']},{sleep_text}\n".encode()
+
+
+def _tiny_csv(size: int) -> bytes:
+    if size <= 1:
+        return b"d"[:size]
+    return (b"date" + b"_" * size)[: size - 1] + b"\n"  # a header row alone
+
+
+def _fastq_record(rng: random.Random, name: str | None = None) -> bytes:
+    seq = rng.randbytes(100).translate(_ACGT)
+    qual = rng.randbytes(100).translate(_QUAL)
+    name = name or f"R{rng.randrange(10**7):07d}"
+    return b"@%s 1:N:0:1\n%s\n+\n%s\n" % (name.encode(), seq, qual)
+
+
+def _log_line(rng: random.Random) -> bytes:
+    day, sec = rng.randint(1, 28), rng.randrange(86_400)
+    return (
+        f"2024-02-{day:02d}T{sec // 3600:02d}:{sec // 60 % 60:02d}:{sec % 60:02d}Z\t"
+        f"{rng.choice(_WORDS)}\t{rng.randint(0, 99_999)}\n"
+    ).encode()
+
+
+_FORMATS: dict[str, _Format] = {
+    f.name: f
+    for f in (
+        _json_format("plays", _play),
+        _json_format("tracks", _track),
+        _json_format("days", _day),
+        _Format(
+            "csv",
+            record=_csv_row,
+            head=lambda seed: _CSV_HEADER + _csv_row(random.Random(seed)),
+            tail=lambda seed, pad: _csv_row(random.Random(f"{seed}:last"), pad),
+            tiny=_tiny_csv,
+        ),
+        # the two below only ever come gzipped (a plain .fastq or .txt stays opaque bytes)
+        _Format(
+            "fastq",
+            record=_fastq_record,
+            head=lambda seed: _fastq_record(random.Random(seed), f"S{seed}"),
+            tail=lambda seed, pad: _fastq_record(random.Random(f"{seed}:last")),
+            tiny=lambda size: b"",
+        ),
+        _Format(
+            "text",
+            record=_log_line,
+            head=lambda seed: f"# ohserver text seed={seed}\n".encode(),
+            tail=lambda seed, pad: b"# end\n",
+            tiny=lambda size: b"",
+        ),
+    )
+}
+
+
+def _format_of(name: str) -> _Format | None:
+    """The text format a basename calls for (``.json``, ``.csv``), or None."""
+    low = name.lower()
+    if low.endswith(".json"):
+        if "listening" in low or "history" in low:
+            return _FORMATS["plays"]
+        if "track" in low or "metadata" in low:
+            return _FORMATS["tracks"]
+        return _FORMATS["days"]
+    if low.endswith(".csv"):
+        return _FORMATS["csv"]
+    return None
+
+
+_CYCLE_BYTES = 256 * 1024  # text in one format's record cycle
+_UNIT_BYTES = 4096  # text per independently compressed gzip unit
+
+
+@cache
+def _records(fmt: str) -> _Cycle:
+    """The shared record cycle of a format (deterministic: seeded by the format's name)."""
+    rng = random.Random(f"ohserver {fmt} records")
+    record = _FORMATS[fmt].record
+    pieces, total = [], 0
+    while total < _CYCLE_BYTES:
+        pieces.append(record(rng))
+        total += len(pieces[-1])
+    return _Cycle(pieces)
+
+
+def _deflate(text: bytes, final: bool = False) -> bytes:
+    """Raw deflate of ``text`` by a fresh compressor, ending byte-aligned (sync flush) or with
+    the final block: such pieces concatenate into one valid deflate stream."""
+    c = zlib.compressobj(6, zlib.DEFLATED, -15)
+    return c.compress(text) + c.flush(zlib.Z_FINISH if final else zlib.Z_SYNC_FLUSH)
+
+
+@cache
+def _gzip_units(fmt: str) -> tuple[_Cycle, _Cycle]:
+    """The record cycle of ``fmt`` in units of about 4 KiB: (compressed units, their texts)."""
+    records = _records(fmt)
+    texts, unit = [], b""
+    for i in range(records.count):
+        unit += records.data[records.starts[i] : records.starts[i + 1]]
+        if len(unit) >= _UNIT_BYTES or i == records.count - 1:
+            texts.append(unit)
+            unit = b""
+    return _Cycle([_deflate(t) for t in texts]), _Cycle(texts)
+
+
+class _FormatContent(_Composed):
+    """Valid text of a format (JSON list, CSV with a header row) of exactly ``size`` bytes:
+    its own first and last records (from ``seed``), whole records of the format's shared
+    cycle from a seed-chosen record in between, and the format's filler to fill up."""
+
+    def __init__(self, fmt: _Format, size: int, seed: int = 0) -> None:
+        super().__init__(size)
+        self.format = fmt
+        self.seed = seed
+
+    def _layout(self) -> list[bytes | _Run | _Deferred]:
+        fmt, seed = self.format, self.seed
+        head, tail = fmt.head(seed), fmt.tail(seed, 0)
+        budget = self.size - len(head) - len(tail)
+        if budget < 0:
+            return [fmt.tiny(self.size)]
+        cycle = _records(fmt.name)
+        first = random.Random(seed).randrange(cycle.count)
+        _, length = cycle.fit(first, budget)
+        return [head, _Run(cycle, first, length), fmt.tail(seed, budget - length)]
+
+
+class _GzipContent(_Composed):
+    """A real gzip stream of exactly ``size`` bytes whose text is ``fmt`` (JSON, CSV, FASTQ or
+    log lines): independently deflated units of the format's cycle between the file's own
+    first and last records; the gzip header's comment field takes up the slack (< one unit).
+    Below 21 bytes no gzip fits: the first ``size`` bytes of an empty one."""
+
+    def __init__(self, fmt: _Format, size: int, seed: int = 0) -> None:
+        super().__init__(size)
+        self.format = fmt
+        self.seed = seed
+
+    def _layout(self) -> list[bytes | _Run | _Deferred]:
+        fmt, seed = self.format, self.seed
+        head_text, tail_text = fmt.head(seed), fmt.tail(seed, 0)
+        head, tail = _deflate(head_text), _deflate(tail_text, final=True)
+        fixed = 10 + 1 + 8  # header with an empty comment, trailer
+        budget = self.size - fixed - len(head) - len(tail)
+        if budget < 0:  # no room for the records: an empty (but valid) stream
+            head_text = tail_text = head = b""
+            tail = _deflate(b"", final=True)
+            budget = self.size - fixed - len(tail)
+        units, texts = _gzip_units(fmt.name)
+        first = random.Random(seed).randrange(units.count)
+        k, length = units.fit(first, budget)
+        text_length = texts.span(first, k)
+
+        def trailer() -> bytes:
+            crc = zlib.crc32(head_text)
+            for pos in range(0, text_length, 4 * CHUNK):
+                crc = zlib.crc32(texts.read(first, pos, min(text_length, pos + 4 * CHUNK)), crc)
+            crc = zlib.crc32(tail_text, crc)
+            isize = len(head_text) + text_length + len(tail_text)
+            return struct.pack("<II", crc, isize & 0xFFFFFFFF)
+
+        slack = max(0, budget - length)
+        comment = (b"ohserver " + b"." * slack)[:slack] + b"\x00"
+        header = b"\x1f\x8b\x08\x10" + b"\x00\x00\x00\x00" + b"\x00\x03" + comment
+        if budget < 0:  # fewer than 21 bytes: no gzip fits
+            return [(header + tail + trailer())[: self.size]]
+        return [header, head, _Run(units, first, length), tail, _Deferred(8, trailer)]
+
+
+def named_content(basename: str, size: int, seed: int = 0) -> Content:
+    """Deterministic content of exactly ``size`` bytes that matches ``basename``: a JSON list
+    of records for ``.json`` (Spotify plays for ``*listening*``/``*history*``, track metadata
+    for ``*track*``/``*metadata*``, daily activity otherwise), CSV with a header row for
+    ``.csv``, a real gzip stream for ``.gz`` (of JSON/CSV/FASTQ/log text after the inner name),
+    and opaque :class:`SyntheticContent` for anything else. Same arguments, same bytes."""
+    low = basename.lower()
+    if low.endswith(".gz"):
+        stem = low[:-3]
+        fmt = _format_of(stem)
+        if fmt is None:
+            fastq = stem.endswith((".fastq", ".fq"))
+            fmt = _FORMATS["fastq" if fastq else "text"]
+        return _GzipContent(fmt, size, seed)
+    fmt = _format_of(low)
+    if fmt is None:
+        return SyntheticContent(size, seed)
+    return _FormatContent(fmt, size, seed)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1125,7 +1558,9 @@ class OHServer:
         return self
 
     def load_project176(self) -> OHServer:
-        """The real listing of project 176 (Spotify): 31 files of 10 members."""
+        """The real listing of project 176 (Spotify): 31 files of 10 members. The bytes are
+        made up but match the names: JSON lists of plays or of track metadata, 3-100 KB,
+        deterministic per file id (:func:`named_content`)."""
         _load_project176(self)
         return self
 
@@ -1143,7 +1578,9 @@ class OHServer:
     ) -> list[int]:
         """Add ``n_files`` synthetic files spread over ``n_members`` new members (``m00001``...)
         in ``project_id`` (created when missing); sizes log-uniform in [min_size, max_size];
-        basenames repeat within a member. Returns the new ids."""
+        basenames repeat within a member; the bytes match the name (:func:`named_content`:
+        ``data.json`` a JSON list, ``export.csv`` CSV with a header row, the others opaque).
+        Returns the new ids."""
         return _generate(
             self,
             n_files,
@@ -2225,7 +2662,7 @@ def _load_project176(s: OHServer) -> None:
         s.add_file(
             id=fid,
             basename=basename,
-            content=SyntheticContent(size, seed=fid),
+            content=named_content(basename, size, seed=fid),
             project_id=176,
             username=username,
             created=created + "Z",
@@ -2268,9 +2705,10 @@ def _generate(
         for _ in range(n_files):
             size = int(round(lo * (hi / lo) ** rng.random())) if hi > lo else lo
             size = max(min_size, min(max_size, size))
+            basename = rng.choice(names)
             fid = s.add_file(
-                basename=rng.choice(names),
-                content=SyntheticContent(size, seed=seed * 1_000_003 + s._next_id),
+                basename=basename,
+                content=named_content(basename, size, seed=seed * 1_000_003 + s._next_id),
                 project_id=project_id,
                 username=rng.choice(usernames),
                 datatype_ids=(datatype_id,),

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import csv
 import gzip
 import hashlib
+import io
 import json
+import random
 import re
 import signal
 import socket
@@ -19,7 +22,7 @@ import pytest
 import requests
 import urllib3
 
-from tests.ohserver import OHServer, SyntheticContent
+from tests.ohserver import OHServer, SyntheticContent, named_content
 
 REFERENCE = Path("/work/shared/reference/samples")
 UUID4 = r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}"
@@ -816,3 +819,98 @@ def test_query_parsing_helpers(oh_server: OHServer) -> None:
     assert parse_qs(urlsplit(oh_server.signed_url(1)).query)["AWSAccessKeyId"] == [
         "AKIALOCALTESTING0000"
     ]
+
+
+# --- content that matches its name -------------------------------------------------------------
+
+
+def test_project176_files_are_json_like_their_names(oh176: OHServer) -> None:
+    for fid in oh176.file_ids():
+        f = oh176.file(fid)
+        assert f.size == random.Random(fid).randint(3_000, 100_000)  # sizes as before
+        data = requests.get(oh176.download_url(fid), timeout=5).content
+        assert data == oh176.content(fid)
+        records = json.loads(data)
+        assert isinstance(records, list) and len(records) >= 5
+        if f.basename == "spotify-listening-archive.json":
+            assert all({"played_at", "ms_played", "track"} <= set(r) for r in records)
+        else:
+            assert all({"id", "name", "artists", "audio_features"} <= set(r) for r in records)
+    with OHServer().load_project176() as again:  # deterministic per id, and files differ
+        assert [again.md5(i) for i in again.file_ids()] == [oh176.md5(i) for i in oh176.file_ids()]
+    assert len({oh176.md5(i) for i in oh176.file_ids()}) == 31
+
+
+def test_generated_json_and_csv_parse() -> None:
+    with OHServer() as server:
+        ids = server.generate(60, 5, 50, 20_000, seed=3)
+        seen = set()
+        for fid in ids:
+            f = server.file(fid)
+            data = server.content(fid)
+            assert len(data) == f.size
+            if f.basename == "data.json":
+                assert isinstance(json.loads(data), list)
+            elif f.basename == "export.csv":
+                rows = list(csv.reader(io.StringIO(data.decode())))
+                if f.size > 200:
+                    assert rows[0] == ["date", "steps", "resting_heart_rate", "sleep_minutes"]
+                    assert all(len(row) == 4 and int(row[1]) > 0 for row in rows[1:])
+            seen.add(f.basename)
+        assert {"data.json", "export.csv"} <= seen
+
+
+@pytest.mark.parametrize(
+    "name", ["a.json", "spotify-listening-archive.json", "b.csv", "c.json.gz", "r.fastq.gz", "n.gz"]
+)
+def test_named_content_is_valid_at_every_size(name: str) -> None:
+    sizes = [0, 1, 2, 20, 21, 22, 60, 200, 999, 4_096, 65_600, 300_000, 1_300_007]
+    for size in sizes:
+        content = named_content(name, size, seed=size + 1)
+        data = content.read()
+        assert len(data) == size == content.size
+        assert data == named_content(name, size, seed=size + 1).read()  # deterministic
+        assert b"".join(content.iter_range(7, size, 1000)) == data[7:]
+        assert content.md5_hex() == hashlib.md5(data).hexdigest()
+        if name.endswith(".gz"):
+            if size >= 21:  # the smallest gzip stream
+                text = gzip.decompress(data)
+                if size >= 4_096:
+                    assert len(text) > size  # really compressed
+                if name.endswith(".json.gz") and size >= 999:
+                    assert isinstance(json.loads(text), list)
+        elif name.endswith(".json"):
+            if size:
+                assert json.loads(data) is not None
+        elif size:
+            rows = list(csv.reader(io.StringIO(data.decode())))
+            assert rows and rows[0]
+    assert named_content("x.bin", 5000, 1).read() == SyntheticContent(5000, 1).read()
+    assert named_content(name, 5000, 1).read() != named_content(name, 5000, 2).read()
+
+
+def test_gz_file_is_served_as_stored_gzip(oh_server: OHServer) -> None:
+    fid = oh_server.add_file(
+        basename="export.csv.gz",
+        content=named_content("export.csv.gz", 50_000, seed=4),
+        project_id=102,
+        username="alice",
+    )
+    r = requests.get(oh_server.download_url(fid), stream=True, timeout=5)
+    raw = r.raw.read(decode_content=False)
+    assert r.headers["Content-Encoding"] == "gzip" and raw == oh_server.content(fid)
+    rows = list(csv.reader(io.StringIO(gzip.decompress(raw).decode())))
+    assert rows[0] == ["date", "steps", "resting_heart_rate", "sleep_minutes"]
+    assert gzip.decompress(oh_server.content(3)).startswith(b"@AG0000001 ")  # the sample's
+
+
+def test_explicit_content_is_stored_exactly(oh_server: OHServer) -> None:
+    fid = oh_server.add_file(
+        basename="x.json", content=b"not json", project_id=102, username="alice"
+    )
+    assert oh_server.content(fid) == b"not json"
+    assert requests.get(oh_server.download_url(fid), timeout=5).content == b"not json"
+    synthetic = SyntheticContent(3000, seed=9)
+    fid = oh_server.add_file(basename="y.csv", content=synthetic, project_id=102, username="alice")
+    assert oh_server.file(fid).content is synthetic
+    assert oh_server.content(fid) == synthetic.read()
