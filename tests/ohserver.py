@@ -31,6 +31,12 @@ Typical use::
         ...
         assert server.count(role="storage") == 1
 
+``server.capacity = Capacity(per_record=0.002, cores=2, timeout=1.0)`` models the real server's
+limits on the file listings (off by default): each listed record costs CPU time, concurrent
+listings share the cores, and one still running at the timeout answers the router's HTML 500.
+``LogEntry.listing`` records what every file listing asked and got; ``listing_stats()`` counts
+requests, timeouts, records served and timed out, and timed-out requests re-sent unchanged.
+
 ``OHServer(tls=True)`` serves https:// on both listeners with a certificate from a CA made at
 start (``trustme``); clients trust ``server.ca_bundle`` (e.g. ``REQUESTS_CA_BUNDLE``).
 
@@ -47,6 +53,7 @@ import copy
 import hashlib
 import hmac
 import json
+import math
 import random
 import re
 import selectors
@@ -76,10 +83,13 @@ from urllib.parse import parse_qs, quote, unquote, urlencode, urlsplit, urlunspl
 
 __all__ = [
     "BytesContent",
+    "Capacity",
     "Content",
     "DataFile",
     "Datatype",
     "Faults",
+    "Listing",
+    "ListingStats",
     "LogEntry",
     "Member",
     "OHServer",
@@ -760,6 +770,132 @@ class LogEntry:
     start: float = 0.0
     end: float = 0.0
     connection: int = 0  # serial number of the TCP connection (keep-alive reuse shows here)
+    listing: Listing | None = None  # file-listing requests only: what was asked and served
+
+
+@dataclass
+class Listing:
+    """One file-listing request (``/api/public/datafiles/``, the project, member and datatype
+    file lists, ``/api/public-data/``) as the server served it: ``LogEntry.listing``."""
+
+    view: str  # "datafiles" | "project_datafiles" | "member_datafiles" | ... | "legacy"
+    limit: int  # the page size in effect (missing, <= 0 or garbage: 100)
+    offset: int
+    count: int  # the envelope's "count"
+    records: int  # records in the page: what the server serialized (and, with capacity, paid)
+    outcome: str = "ok"
+    """"ok"; "timeout": past :attr:`Capacity.timeout`, answered with the router's HTML 500
+    (a worker timeout); "fault": ``faults.listing`` "500" or "html" answered instead."""
+    service: float = 0.0  # modelled CPU seconds the request received (0 without capacity)
+
+
+@dataclass
+class ListingStats:
+    """Counters over the file-listing requests in the log (:meth:`OHServer.listing_stats`)."""
+
+    requests: int = 0
+    timeouts: int = 0  # worker timeouts (router HTML 500s)
+    records_served: int = 0  # records in pages answered 200
+    records_timed_out: int = 0  # records in the pages of requests that timed out
+    repeated_timeouts: int = 0
+    """Requests (any outcome) for the same path, ``limit`` and ``offset`` as a request that had
+    timed out before they started: a heavy request re-sent unchanged."""
+
+
+@dataclass
+class Capacity:
+    """The real server's capacity, for the file listings: each listed record costs CPU, the
+    gunicorn workers share ``cores``, and a request still running at ``timeout`` is killed
+    (HTTP 500 with the router's HTML page). Reference section 6 on a 2-core machine: about
+    8 ms per record (13-16 ms under other load) behind a 30 s limit, i.e. about 3,750
+    records per request alone (about 2,000 under load), fewer when requests run in parallel.
+    The defaults keep those ratios at 1/20 of real time.
+
+    Processor sharing: a request needs ``per_request + records * per_record`` seconds of CPU;
+    while ``k`` requests are in it, each progresses at ``min(1, cores / k)``. The time limit
+    runs from the start of the view (after ``faults.latency``). Only file listings are
+    charged (details, downloads and storage are free and do not slow the listings)."""
+
+    per_record: float = 0.0004
+    """CPU seconds per listed record (real: 0.008; 0.013-0.016 under load)."""
+    cores: int = 2
+    """Cores the workers share."""
+    timeout: float = 1.5
+    """Router/worker timeout in seconds (real: 30)."""
+    per_request: float = 0.0
+    """CPU seconds per listing request on top of its records."""
+
+    @classmethod
+    def scaled(cls, scale: float, per_record: float = 0.008, cores: int = 2) -> Capacity:
+        """The real figures (``per_record`` real seconds, a 30 s limit) times ``scale``."""
+        return cls(per_record=per_record * scale, cores=cores, timeout=30.0 * scale)
+
+    def cost(self, records: int) -> float:
+        """CPU seconds a page of ``records`` records needs."""
+        return self.per_request + records * self.per_record
+
+    def records_alone(self) -> int | None:
+        """The most records one request can list in time with the cores to itself (None:
+        any number)."""
+        if self.per_record <= 0:
+            return None if self.per_request < self.timeout else 0
+        return max(0, math.ceil((self.timeout - self.per_request) / self.per_record) - 1)
+
+
+class _Processors:
+    """Cores shared by the requests in flight (processor sharing, with real sleeping).
+
+    ``_work`` is the running total of service that any one job in flight receives: it grows at
+    ``min(1, cores / jobs)`` per second, brought up to date under the lock at every arrival,
+    departure and look. A job is done once ``_work`` has grown by its cost since it arrived;
+    it sleeps in steps of at most ``STEP`` so that a departure speeds the others up soon."""
+
+    STEP = 0.01  # longest sleep between looks (a departure speeds the others up)
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._jobs = 0
+        self._work = 0.0
+        self._stamp = time.monotonic()
+        self.peak = 0  # most jobs in flight at once
+
+    def _advance(self, cores: int) -> float:
+        now = time.monotonic()
+        if self._jobs:
+            self._work += (now - self._stamp) * min(1.0, cores / self._jobs)
+        self._stamp = now
+        return now
+
+    @property
+    def jobs(self) -> int:
+        with self._lock:
+            return self._jobs
+
+    def run(self, cost: float, deadline: float, cores: int, stopping: threading.Event) -> float:
+        """Serve ``cost`` CPU seconds before the monotonic ``deadline``; return the service
+        received (``cost`` when done, less when the deadline came first)."""
+        with self._lock:
+            self._advance(cores)
+            self._jobs += 1
+            self.peak = max(self.peak, self._jobs)
+            start = self._work
+        try:
+            while True:
+                with self._lock:
+                    now = self._advance(cores)
+                    got = self._work - start
+                    rate = min(1.0, cores / self._jobs)
+                if got >= cost - 1e-9:
+                    return cost
+                if now >= deadline:
+                    return got
+                wait = min((cost - got) / rate, deadline - now, self.STEP)
+                if stopping.wait(max(wait, 0.0005)):
+                    raise ConnectionAbortedError("server stopping")
+        finally:
+            with self._lock:
+                self._advance(cores)
+                self._jobs -= 1
 
 
 @dataclass
@@ -937,6 +1073,7 @@ class _Request:
     query_string: str
     query: dict[str, list[str]]
     headers: dict[str, str]
+    listing: Listing | None = None  # set by the file-listing views
 
     def q(self, name: str) -> str | None:
         values = self.query.get(name)
@@ -1018,7 +1155,7 @@ def _api_json(obj: Any, status: int = 200) -> _Reply:
     return _Reply(status, [*_API_HEADERS, ("Expires", formatdate(usegmt=True))], _json_bytes(obj))
 
 
-SERVER_ERROR_HTML = b"<h1>Server Error (500)</h1>"
+SERVER_ERROR_HTML = b"<h1>Server Error (500)</h1>"  # Django's, from the app itself
 NOT_FOUND_HTML = b"<h1>Not Found</h1><p>The requested resource was not found on this server.</p>"
 UNAVAILABLE_HTML = b"<h1>This file is unavailable.</h1>"
 NOT_AUTHORIZED_HTML = b"<h1>You are not authorized to view this file.</h1>"
@@ -1056,6 +1193,8 @@ def _status_page(status: int) -> bytes:
         f"<body><h1>{status} {phrase}</h1></body></html>"
     ).encode()
 
+
+ROUTER_TIMEOUT_HTML = _status_page(500)  # the router's, when it gave up on a worker
 
 _S3_CODES = {500: "InternalError", 503: "SlowDown", 429: "SlowDown", 403: "AccessDenied"}
 
@@ -1123,6 +1262,10 @@ class OHServer:
         """With ``shuffle``: order a member's files the same way for every request whose
         ``offset + limit`` is the same, as Postgres' top-N sort did on the real server
         (reference section 6: re-walking the same pages lost the same files every time)."""
+        self.capacity: Capacity | None = None
+        """The capacity model of the file listings (None: off, every page is free and
+        immediate). Safe to set or change while requests run."""
+        self._cpu = _Processors()
         self.faults = Faults()
         self.storage_missing: set[int] = set()
         """File ids whose storage object is gone: storage answers 404 NoSuchKey."""
@@ -1302,6 +1445,35 @@ class OHServer:
             and (path_prefix is None or e.path.startswith(path_prefix))
             and (method is None or e.method == method)
         )
+
+    def listings(self, path_prefix: str | None = None) -> list[LogEntry]:
+        """Logged file-listing requests (those with ``entry.listing``), in order of start."""
+        entries = [
+            e
+            for e in list(self.log)
+            if e.listing is not None and (path_prefix is None or e.path.startswith(path_prefix))
+        ]
+        return sorted(entries, key=lambda e: e.start)
+
+    def listing_stats(self, path_prefix: str | None = None) -> ListingStats:
+        """Counters over :meth:`listings`: requests, worker timeouts, records served, records
+        of the requests that timed out, and timed-out requests re-sent unchanged."""
+        stats = ListingStats()
+        timed_out: list[tuple[float, tuple[str, int, int]]] = []
+        for e in self.listings(path_prefix):
+            info = e.listing
+            assert info is not None
+            key = (e.path, info.limit, info.offset)
+            stats.requests += 1
+            if any(k == key and end <= e.start for end, k in timed_out):
+                stats.repeated_timeouts += 1
+            if info.outcome == "timeout":
+                stats.timeouts += 1
+                stats.records_timed_out += info.records
+                timed_out.append((e.end, key))
+            elif info.outcome == "ok" and e.status == 200:
+                stats.records_served += info.records
+        return stats
 
     def clear_log(self) -> None:
         with self._lock:
@@ -1813,6 +1985,7 @@ class OHServer:
         return self._api(req)
 
     def _api(self, req: _Request) -> _Reply:
+        started = time.monotonic()
         if req.method not in ("GET", "HEAD"):
             return _api_json({"detail": f'Method "{req.method}" not allowed.'}, 405)
         view, kw = _resolve(req.path)
@@ -1825,9 +1998,24 @@ class OHServer:
             return _html(404, NOT_FOUND_HTML)
         try:
             with self._lock:
-                return self._api_view(view, kw, req)
+                reply = self._api_view(view, kw, req)
         except _ObjectMissing:
             return _server_error()
+        capacity = self.capacity
+        if capacity is not None and req.listing is not None and req.listing.outcome == "ok":
+            return self._serve(capacity, req.listing, started, reply)
+        return reply
+
+    def _serve(self, capacity: Capacity, listing: Listing, started: float, reply: _Reply) -> _Reply:
+        """Pay the page's CPU on the shared cores (outside the data lock): the computed reply
+        when done in time, the router's HTML 500 at the time limit otherwise."""
+        cost = capacity.cost(listing.records)
+        deadline = started + capacity.timeout
+        listing.service = self._cpu.run(cost, deadline, capacity.cores, self._stopping)
+        if listing.service < cost:
+            listing.outcome = "timeout"
+            return _html(500, ROUTER_TIMEOUT_HTML)
+        return reply
 
     def _api_view(self, view: str, kw: dict[str, str], req: _Request) -> _Reply:
         not_found = {"detail": "Not found."}
@@ -1885,7 +2073,13 @@ class OHServer:
                 if pid == project.id and ms.visible
             )
 
+        limit = _get_limit(req)
+        offset = _get_offset(req)
+        count = len(items)
+        files = view in _FILE_LISTS or view == "legacy"
         mode = self.faults._take_listing(req.target)
+        if mode in ("500", "html") and files:
+            req.listing = Listing(view, limit, offset, count, 0, outcome="fault")
         if mode == "500":
             return _server_error()
         if mode == "html":
@@ -1895,12 +2089,10 @@ class OHServer:
                 b"<body><h1>Down for maintenance</h1></body></html>",
             )
 
-        limit = _get_limit(req)
-        offset = _get_offset(req)
-        count = len(items)
         page = [] if count == 0 or offset > count else items
-        if view in _FILE_LISTS or view == "legacy":
+        if files:
             page = self._window(page, offset, limit)
+            req.listing = Listing(view, limit, offset, count, len(page))
             if view == "legacy":
                 results = [self._legacy_json(f, req.query.get("username", [])) for f in page]
             else:
@@ -2316,6 +2508,7 @@ class _Handler(BaseHTTPRequestHandler):
             except Exception:
                 oh.errors.append(traceback.format_exc())
                 reply = _server_error()
+            self._entry.listing = req.listing
             self._send(reply, req, role)
         except OSError:
             self.close_connection = True
@@ -2747,7 +2940,55 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--tls", action="store_true", help="serve https:// (prints the CA bundle to trust)"
     )
+    parser.add_argument(
+        "--same-ties",
+        action="store_true",
+        help="order a member's files the same way for every request with the same offset+limit",
+    )
+    cap = parser.add_argument_group(
+        "capacity model of the file listings",
+        "Off unless one of these is given. Defaults: the real server's figures at 1/20 of real "
+        "time. A listing past the timeout answers HTTP 500 (HTML) and counts as a timeout.",
+    )
+    defaults = Capacity()
+    cap.add_argument("--capacity", action="store_true", help="turn it on with the defaults")
+    cap.add_argument(
+        "--per-record",
+        type=float,
+        metavar="S",
+        help=f"CPU seconds per listed record (default {defaults.per_record}; real 0.008)",
+    )
+    cap.add_argument(
+        "--per-request",
+        type=float,
+        metavar="S",
+        help=f"CPU seconds per listing request (default {defaults.per_request})",
+    )
+    cap.add_argument(
+        "--cores",
+        type=int,
+        metavar="N",
+        help=f"cores the workers share (default {defaults.cores})",
+    )
+    cap.add_argument(
+        "--router-timeout",
+        type=float,
+        metavar="S",
+        help=f"seconds before a listing is killed with an HTML 500 (default {defaults.timeout}; "
+        "real 30)",
+    )
     args = parser.parse_args(argv)
+    capacity = None
+    settings = {
+        "per_record": args.per_record,
+        "per_request": args.per_request,
+        "cores": args.cores,
+        "timeout": args.router_timeout,
+    }
+    if args.capacity or any(v is not None for v in settings.values()):
+        capacity = Capacity(**{k: v for k, v in settings.items() if v is not None})
+        if capacity.cores < 1 or capacity.timeout <= 0 or capacity.per_record < 0:
+            parser.error("--cores must be >= 1, --router-timeout > 0, --per-record >= 0")
 
     server = OHServer(
         host=args.host,
@@ -2766,6 +3007,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.latency:
         server.faults.latency.update(dict.fromkeys(ROLES, args.latency))
     server.faults.bandwidth = args.bandwidth
+    server.same_ties = args.same_ties
+    server.capacity = capacity
     server.start()
 
     def terminate(signum: int, frame: object) -> None:
@@ -2780,6 +3023,14 @@ def main(argv: list[str] | None = None) -> int:
         f"files {len(server.file_ids(public_only=True))} listed; Ctrl-C stops",
         flush=True,
     )
+    if capacity is not None:
+        print(
+            f"ohserver: capacity {capacity.per_record * 1000:g} ms/record + "
+            f"{capacity.per_request * 1000:g} ms/request on {capacity.cores} cores, "
+            f"listings killed at {capacity.timeout:g} s "
+            f"(at most {capacity.records_alone()} records per request alone)",
+            flush=True,
+        )
     try:
         while True:
             time.sleep(3600)
