@@ -5,7 +5,7 @@ handler (the data commands are in ``cli.commands``, their options in ``cli.optio
 Every command is thin: the work happens in the library (``import ohpub``); the CLI only
 turns options into a ``Config`` and calls, and results into output. Errors become one
 line on stderr (``ohpub: error: ...``) and a documented exit code: 0 ok, 1 failure, 2
-usage or bad input, 3 DEST locked, 130 interrupted.
+usage or bad input, 3 DEST locked, 130 interrupted (143 by SIGTERM).
 
 Conventions people expect from a command line: ``ohpub help CMD``, ``-V``, ``ohpub
 completion SHELL``, and one rule for a reader that goes away (``| head``): stop quietly,
@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 import typer
 from typer.core import TyperCommand, TyperGroup
 
+from ohpub.cli import interrupts
 from ohpub.cli.conventions import (
     arg_name,
     format_params,
@@ -126,6 +127,7 @@ class _Group(TyperGroup):
                 **extra,
             )
         )
+        code = interrupts.exit_code(code)  # after a signal, never 0
         log_only(f"exit {code}")
         if standalone_mode:
             sys.exit(code)
@@ -181,10 +183,10 @@ def _guarded(call: Callable[[], Any]) -> int:
         return usage_error(exc)
     except (KeyboardInterrupt, typer.Abort):
         _say_interrupted("interrupted")
-        return EXIT_INTERRUPTED
+        return interrupts.exit_code()
     except Interrupted as exc:
         _say_interrupted(exc.detail)
-        return EXIT_INTERRUPTED
+        return interrupts.exit_code()
     except (ReaderGone, BrokenPipeError):
         silence_stdout()
         log_only("stdout closed by its reader; stopped")
@@ -379,6 +381,7 @@ def _main(
         api_concurrency=api_concurrency,
         page_size=page_size,
         retry=retry,
+        cancel=interrupts.token(),
     )
     ctx.obj = CliState(config=config, quiet=quiet, verbose=verbose)
     configure_logging(verbose=verbose, quiet=quiet, log_file=log_file)
@@ -407,7 +410,7 @@ def _client(state: CliState, config: Config | None = None) -> Client:
     cfg = config or state.config
     client = Client(config=cfg, on_warning=lambda m: print_warning(m, quiet=state.quiet))
     if state.verbose:
-        client.session.hooks["response"].append(_log_response)
+        client.add_response_hook(_log_response)
     return client
 
 

@@ -1,6 +1,6 @@
 """The types the rooms of a mirror run share: what a run is asked (``MirrorOptions``), how
 it went (``MirrorSummary``, ``FileResult``), what it tells its watcher (``Events``), and
-what passes between the run and its workers (``WorkItem``, ``Finished``, ``Cancelled``).
+what passes between the run and its workers (``WorkItem``, ``Finished``).
 They live here, below every room that uses them, so that no room imports the run."""
 
 from __future__ import annotations
@@ -125,10 +125,6 @@ class FileResult:
             "sha256": self.sha256,
             "error": self.error,
         }
-
-
-class Cancelled(Exception):
-    """Raised inside workers when the run is interrupted."""
 
 
 @dataclass

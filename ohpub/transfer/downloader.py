@@ -137,7 +137,7 @@ class Downloader(Lanes):
 
     def probe_size(self, f: DataFile) -> int | None:
         """The object's size, from a one-byte Range request (the API has no size field)."""
-        retry = storage_retrier(self.retry, f)
+        retry = storage_retrier(self.retry, f, self.cancel)
         headers = {"Range": "bytes=0-0", "Accept-Encoding": "identity"}
         with open_answer(self.source(f), headers, retry, self.slots) as answer:
             return answer.total
