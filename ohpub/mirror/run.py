@@ -49,7 +49,7 @@ from typing import Any
 
 from ohpub.local.index import INDEX_NAME, write_index
 from ohpub.local.lock import DestLock
-from ohpub.local.state import FileState, StateDB, ensure_dirs, state_db_path
+from ohpub.local.state import FileState, RunInfo, StateDB, ensure_dirs, state_db_path
 from ohpub.mirror import plan
 from ohpub.mirror.commit import Committer
 from ohpub.mirror.listed import Listed
@@ -144,7 +144,7 @@ class Mirror:
         prev = state.last_run()
         index_stale = prev is not None and prev.ended is None  # killed last time
         run_id = state.begin_run("mirror", {"scope": self.opts.flt.scope_key()})
-        run = _Run(self.client, self.opts, self.events, state)
+        run = _Run(self.client, self.opts, self.events, state, after_ok=_ok(prev))
         outcome = "failed"
         try:
             run.execute()
@@ -171,7 +171,8 @@ class Mirror:
         if state_db_path(dest).exists():
             state = StateDB.open(dest, create=False, readonly=True)  # h4: writes nothing
         try:
-            run = _Run(self.client, self.opts, self.events, state, dry=True)
+            prev = state.last_run() if state is not None else None
+            run = _Run(self.client, self.opts, self.events, state, dry=True, after_ok=_ok(prev))
             run.execute()
         finally:
             if state is not None:
@@ -191,8 +192,14 @@ class _Run:
         state: StateDB | None,
         *,
         dry: bool = False,
+        after_ok: bool = True,
     ) -> None:
         self.opts = opts
+        self.after_ok = after_ok
+        """The last run ended ok: a directory whose placed files are exactly the listed
+        ones is laid out as that run planned it (``Listed.plan_targets``' settled
+        shortcut). After a failed or interrupted run (a directory it did not list
+        completely kept its files where they were) every directory is planned again."""
         self.events = events
         self.state = state
         self.dry = dry
@@ -240,7 +247,8 @@ class _Run:
         self._report_rejected(report)
         self._drain(pool, until=0, only_rehash=True)
         self.cancel.check()
-        self.listed.plan_targets(self.commit.placed_per_dir())
+        placed = self.commit.placed_per_dir() if self.after_ok else {}  # {}: nothing settled
+        self.listed.plan_targets(placed, self.commit.incomplete_dirs(report.rejected))
         self.commit.reconcile()
         self._drain(pool, until=0)
         self._commit_finished()
@@ -390,6 +398,11 @@ class _Run:
         bad = c[FileStatus.FAILED] + (c[FileStatus.UNAVAILABLE] if self.opts.strict else 0)
         if bad or not self.summary.listing_complete or self.removals.refused:
             self.summary.ok = False
+
+
+def _ok(run: RunInfo | None) -> bool:
+    """A previous run after which the settled shortcut holds (no run: nothing is placed)."""
+    return run is None or run.outcome == "ok"
 
 
 class _Batches:
