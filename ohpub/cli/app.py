@@ -197,6 +197,9 @@ def _guarded(call: Callable[[], Any]) -> int:
         return EXIT_FAILURE
     except Exception as exc:  # noqa: BLE001 - the last line of defence: never a traceback
         _log_traceback()
+        if interrupts.signalled():  # cut short by Ctrl-C (say, inside a lazy import)
+            _say_interrupted("interrupted")
+            return interrupts.exit_code()
         print_error(
             f"internal error: {type(exc).__name__}: {redact(str(exc))}",
             "run with --verbose for a traceback, and please report it",

@@ -24,14 +24,18 @@ from ohpub.model.cancel import CancelToken, interruptible
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 _token: CancelToken | None = None
+"""The token of the handlers installed now (None: none are)."""
+_last: CancelToken | None = None
+"""The token of the handlers installed last (what the exit code is decided on)."""
 
 
 @contextlib.contextmanager
 def installed() -> Iterator[CancelToken]:
     """Handlers for SIGINT and SIGTERM while the command runs (the previous ones after),
-    and the token they cancel."""
-    global _token
-    token = CancelToken()
+    and the token they cancel. A signal may arrive while they are installed or removed:
+    the caller catches ``KeyboardInterrupt`` around this block."""
+    global _token, _last
+    token = _last = CancelToken()
 
     def handler(signum: int, frame: FrameType | None) -> None:
         token.cancel(signum)
@@ -58,22 +62,32 @@ def token() -> CancelToken:
     return _token if _token is not None else CancelToken()
 
 
+def signalled() -> bool:
+    """A signal arrived: whatever fails from now on fails because of it (a
+    ``KeyboardInterrupt`` inside a class being made at import time comes out as a
+    ``RuntimeError``, for one)."""
+    return _last is not None and _last.signum is not None
+
+
 def exit_code(code: int | None = None) -> int:
     """The code to exit with: 143 after SIGTERM, 130 after SIGINT (also when the command
     had otherwise succeeded: an interrupted run never exits 0), else ``code`` (130 when
     None)."""
-    signum = _token.signum if _token is not None else None
+    signum = _last.signum if _last is not None else None
     if signum is not None and code in (None, 0, EXIT_INTERRUPTED, EXIT_TERMINATED):
         return EXIT_TERMINATED if signum == signal.SIGTERM else EXIT_INTERRUPTED
     return EXIT_INTERRUPTED if code is None else code
 
 
 def quit_interrupted() -> NoReturn:
-    """End the process as an interrupted command does (before the app could)."""
+    """End the process as an interrupted command does (before the app could, or after)."""
+    with contextlib.suppress(ValueError):  # a second signal now changes nothing
+        for sig in SIGNALS:
+            signal.signal(sig, signal.SIG_IGN)
     with contextlib.suppress(OSError, ValueError):
         sys.stderr.write("ohpub: interrupted\n")
         sys.stderr.flush()
     raise SystemExit(exit_code())
 
 
-__all__ = ["installed", "token", "exit_code", "quit_interrupted"]
+__all__ = ["installed", "token", "signalled", "exit_code", "quit_interrupted"]

@@ -17,15 +17,31 @@ from ohpub.cli import interrupts
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Console-script entry point."""
-    with interrupts.installed():
-        with contextlib.suppress(AttributeError, ValueError):
-            # A file-size limit (ulimit -f) must be an EFBIG error we can report, not a kill.
-            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-        try:
-            app = _app()
+    try:
+        with interrupts.installed():
+            with contextlib.suppress(AttributeError, ValueError):
+                # A file-size limit (ulimit -f) must be an EFBIG error we can report, not a
+                # kill.
+                signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+            try:
+                app = _app()
+            except Exception:
+                if interrupts.signalled():  # an import cut short by the signal
+                    raise KeyboardInterrupt from None
+                raise
             app(args=list(argv) if argv is not None else None, prog_name="ohpub")
-        except KeyboardInterrupt:  # before the app's own handler runs, or after it ended
-            interrupts.quit_interrupted()
+    except KeyboardInterrupt:  # before the app's own handler runs, or after it ended
+        interrupts.quit_interrupted()
+    finally:
+        _handled_interrupt()
+
+
+def _handled_interrupt() -> None:
+    """CPython notes a ``KeyboardInterrupt`` that leaves an ``exec`` of a string (such as
+    the one ``dataclasses`` runs for every class it makes, at import time) as unhandled,
+    even when it is caught later, and then ends the process by SIGINT instead of with its
+    exit code. Every interrupt was handled here: evaluating a string clears that note."""
+    exec("None")  # noqa: S102 - a constant; see the docstring
 
 
 def _app() -> Any:

@@ -25,6 +25,7 @@ from types import TracebackType
 from typing import Any, NamedTuple, NoReturn, TypeVar
 
 from ohpub.local import tree
+from ohpub.model import plan
 from ohpub.model.errors import StateError, UsageError
 from ohpub.model.records import DataFile, StateStatus
 
@@ -246,7 +247,7 @@ class FileState:
             first_seen=now,
             last_seen=now,
             downloaded_at=None,
-            status="pending",
+            status=plan.NEW_STATUS.value,
         )
 
 

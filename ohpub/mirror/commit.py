@@ -23,10 +23,9 @@ from ohpub.local.tree import (
     rmdir_within,
     sync_dirs,
 )
-from ohpub.mirror import plan
 from ohpub.mirror.listed import Listed
 from ohpub.mirror.types import FileResult, Finished, MirrorOptions, MirrorSummary
-from ohpub.model import layout
+from ohpub.model import layout, plan
 from ohpub.model.errors import UsageError
 from ohpub.model.records import (
     Action,
@@ -194,7 +193,7 @@ class Committer(Phase):
             fs = records.get(d.id)
             if fs is not None and d.fp is not None:
                 fs.size, fs.mtime_ns = d.fp
-                fs.status = StateStatus.PRESENT.value
+                fs.status = plan.placed_status().value
         self.state.put_many(records.values())
         self._refreshed = []
 
@@ -270,7 +269,7 @@ class Committer(Phase):
         fs.size, fs.mtime_ns = fp if fp else (d.size, None)
         fs.sha256, fs.md5, fs.etag = d.sha256, d.md5, d.etag
         fs.downloaded_at = time.time()
-        fs.status = StateStatus.PRESENT.value
+        fs.status = plan.placed_status().value
         if old_path and old_path != target and not self.listed.owners([layout.fold(old_path)]):
             removals.append(old_path)
         summary.bytes_downloaded += d.size or 0
@@ -281,11 +280,7 @@ class Committer(Phase):
     def _failed(self, d: Finished, target: str, fs: FileState) -> None:
         status = plan.DONE_STATUS[d.action] if d.action is not None else FileStatus.FAILED
         self.report(FileResult(d.id, fs.path or target, status, d.size, None, d.error))
-        if fs.status != StateStatus.PRESENT:
-            fs.status = {
-                FileStatus.UNAVAILABLE: StateStatus.UNAVAILABLE,
-                FileStatus.SKIPPED: StateStatus.PENDING,
-            }.get(status, StateStatus.FAILED).value
+        fs.status = plan.failed_status(StateStatus(fs.status), status).value
 
 
 def prune_dirs(dest: Path, relpath: str) -> None:

@@ -50,7 +50,6 @@ from typing import Any
 from ohpub.local.index import INDEX_NAME, write_index
 from ohpub.local.lock import DestLock
 from ohpub.local.state import FileState, RunInfo, StateDB, ensure_dirs, state_db_path
-from ohpub.mirror import plan
 from ohpub.mirror.commit import Committer
 from ohpub.mirror.listed import Listed
 from ohpub.mirror.removals import Removals
@@ -64,6 +63,7 @@ from ohpub.mirror.types import (
     WorkItem,
 )
 from ohpub.mirror.work import Worker, fresh_state
+from ohpub.model import plan
 from ohpub.model.cancel import Cancelled, CancelToken, DaemonPool, shielded
 from ohpub.model.errors import NetworkError, OhpubError, StateError, UsageError
 from ohpub.model.records import Action, DataFile, FileStatus

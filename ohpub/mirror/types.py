@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from ohpub.mirror import plan
+from ohpub.model import plan
 from ohpub.model.errors import UsageError
 from ohpub.model.filters import FileFilter
 from ohpub.model.records import Action, DataFile, FileStatus

@@ -20,8 +20,8 @@ from typing import Any
 
 from ohpub.local.state import FileState, StateDB, StoredRow, partial_dir, stat_fingerprint
 from ohpub.local.tree import utime_within
-from ohpub.mirror import plan
 from ohpub.mirror.types import Events, Finished, MirrorOptions, WorkItem
+from ohpub.model import plan
 from ohpub.model.errors import NetworkError, OhpubError, ServerError, UnavailableError
 from ohpub.model.hashing import hash_file
 from ohpub.model.records import Action, DataFile, StateStatus
@@ -54,7 +54,7 @@ def fresh_state(
         return fresh, tracked_view(fresh)
     status = StateStatus(row.status)
     tracked = plan.Tracked(row.id, row.path, row.size, row.mtime_ns, row.sha256, status)
-    if status is not StateStatus.REMOVED_UPSTREAM and (
+    if plan.relisted_status(status, has_path=row.path is not None) is status and (
         row.raw == StoredRow.text_of(f.raw)
         and (row.username, row.user_id, row.datatype_ids)
         == (f.username, f.user.id, StoredRow.ids_text(f.datatype_ids))
@@ -62,8 +62,7 @@ def fresh_state(
         return None, tracked
     ts = state.parse_row(row)
     fresh = FileState.from_datafile(f, now)
-    if status is StateStatus.REMOVED_UPSTREAM:
-        status = StateStatus.PRESENT if ts.path else StateStatus.PENDING
+    status = plan.relisted_status(status, has_path=bool(ts.path))
     ts.last_seen = now
     if (
         _stable(ts.raw) == _stable(fresh.raw)

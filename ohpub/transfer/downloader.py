@@ -66,6 +66,7 @@ class Downloader(Lanes):
         self.client = client
         config = config or client.config
         super().__init__(config, retry or client.retry, storage_slots)
+        self.cancel = client.cancel  # the client's (a run's scoped one), whatever ``config``
         self.key_max_age = config.key_max_age if key_max_age is None else key_max_age
         self.refresh = refresh or client.get_file
 
