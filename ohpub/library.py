@@ -200,7 +200,8 @@ class MirrorResult:
 
 
 class _Events:
-    """The engine's watcher for ``ohpub.mirror``: collect results, forward to ``progress``."""
+    """The mirror run's watcher for ``ohpub.mirror``: collect results, forward to
+    ``progress``."""
 
     def __init__(self, progress: Callable[[MirrorEvent], None] | None, keep: bool) -> None:
         self._progress = progress

@@ -1,4 +1,4 @@
-"""The mirror engine: list, plan, transfer, commit, report. The dry run is the same run.
+"""One mirror run: list, plan, transfer, commit, report. The dry run is the same run.
 
 ``ohpub mirror DEST`` goes: cli.mirror_cmd -> ``Mirror.run`` (this module: DEST checks,
 lock, state, run record) -> ``_Run.execute``:
@@ -278,7 +278,7 @@ class _Run:
 
     def _plan_batch(self, pool: DaemonPool, batch: list[DataFile]) -> None:
         """Plan one batch: read its state, take the disk facts, decide, record, hand out."""
-        stored = self.state.rows_many(f.id for f in batch) if self.state is not None else {}
+        stored = self.state.get_many(f.id for f in batch) if self.state is not None else {}
         now = time.time()
         rows = []
         for f in batch:

@@ -18,7 +18,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from ohpub.local.state import FileState, StateDB, StoredRow, partial_dir, stat_fingerprint
+from ohpub.local.state import FileState, StateDB, partial_dir, stat_fingerprint
 from ohpub.local.tree import utime_within
 from ohpub.mirror.types import Events, Finished, MirrorOptions, WorkItem
 from ohpub.model import plan
@@ -41,7 +41,7 @@ def tracked_view(fs: FileState) -> plan.Tracked:
 
 
 def fresh_state(
-    f: DataFile, row: StoredRow | None, state: StateDB | None, now: float
+    f: DataFile, row: FileState | None, state: StateDB | None, now: float
 ) -> tuple[FileState | None, plan.Tracked]:
     """The state record to write for a listed file (None: unchanged, only seen again),
     and the plan's view of what the state knew.
@@ -55,12 +55,12 @@ def fresh_state(
     status = StateStatus(row.status)
     tracked = plan.Tracked(row.id, row.path, row.size, row.mtime_ns, row.sha256, status)
     if plan.relisted_status(status, has_path=row.path is not None) is status and (
-        row.raw == StoredRow.text_of(f.raw)
-        and (row.username, row.user_id, row.datatype_ids)
-        == (f.username, f.user.id, StoredRow.ids_text(f.datatype_ids))
+        row.stored("raw") == FileState.text_of(f.raw)
+        and (row.username, row.user_id, row.stored("datatype_ids"))
+        == (f.username, f.user.id, FileState.ids_text(f.datatype_ids))
     ):
         return None, tracked
-    ts = state.parse_row(row)
+    ts = row  # its JSON columns are parsed from here on, where they are read
     fresh = FileState.from_datafile(f, now)
     status = plan.relisted_status(status, has_path=bool(ts.path))
     ts.last_seen = now
