@@ -286,7 +286,7 @@ def test_a_rejected_record_does_not_let_a_neighbour_take_its_placed_path(
     have = tree(dest)
     assert {p: have[p] for p in layout} == layout
     (new_path,) = set(have) - set(layout)
-    assert have[new_path] == b"third" and new_path.startswith("alice/800/data.")
+    assert (new_path, have[new_path]) == (f"alice/800/data.{third}.json", b"third")
     # Once the record is good again, the directory is laid out as usual.
     oh_server._file_json = OHServer._file_json.__get__(oh_server)  # type: ignore[method-assign]
     oh_server._list_view = OHServer._list_view.__get__(oh_server)  # type: ignore[method-assign]

@@ -358,7 +358,7 @@ def _main(
     Global options go before or after the command; every option can also be set by
     an environment variable, shown as [env var: ...] (OHPUB_<OPTION>; --format is
     OHPUB_<COMMAND>_FORMAT). Exit codes: 0 ok, 1 failure, 2 usage or bad input,
-    3 destination locked by another run, 130 interrupted. 'ohpub help COMMAND'
+    3 destination locked by another run, 130 interrupted (143: SIGTERM). 'ohpub help COMMAND'
     shows the help of one command.
 
     Examples:
