@@ -208,14 +208,14 @@ class Ranged:
         return int(answer.first + answer.consumed) // self.chunks.size
 
     def _acquire(self) -> bool:
-        """One storage slot, waiting as long as the transfer runs (False: it ended)."""
+        """One storage slot, waiting as long as the transfer runs (False: it ended, or was
+        cancelled: the consumer raises that)."""
         slots = self.d.slots
         if not isinstance(slots, threading.Semaphore):
             return True
-        while not self.chunks.stopped:
+        while not self.chunks.stopped and not self.d.cancel.cancelled:
             if slots.acquire(timeout=0.2):
                 return True
-            self.d.cancel.check()
         return False
 
     def _release(self) -> None:
