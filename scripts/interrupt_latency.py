@@ -26,7 +26,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.helpers import add_big_file  # noqa: E402
+from tests.helpers import add_big_file, handlers_installed  # noqa: E402
 from tests.ohserver import OHServer  # noqa: E402
 
 
@@ -36,15 +36,6 @@ def wait_until(cond: Callable[[], bool], timeout: float = 60.0) -> None:
         if time.monotonic() > deadline:
             raise TimeoutError("the phase never came")
         time.sleep(0.002)
-
-
-def _caught_sigterm(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/status") as fh:
-            line = next(ln for ln in fh if ln.startswith("SigCgt:"))
-    except (OSError, StopIteration):
-        return False
-    return bool(int(line.split()[1], 16) & (1 << (signal.SIGTERM - 1)))
 
 
 def setup_listing(s: OHServer) -> list[str]:
@@ -110,7 +101,7 @@ def _in_phase(name: str, s: OHServer, dest: Path, proc: subprocess.Popen[bytes])
     elif name == "commit":
         wait_until(lambda: dest.is_dir() and any(p.is_dir() for p in dest.glob("*/300")))
     elif name == "imports":
-        wait_until(lambda: _caught_sigterm(proc.pid) or proc.poll() is not None)
+        wait_until(lambda: handlers_installed(proc.pid) or proc.poll() is not None)
 
 
 PHASES: dict[str, Callable[[OHServer], list[str]]] = {

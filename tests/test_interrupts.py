@@ -30,6 +30,7 @@ from tests.helpers import (
     REPO,
     add_big_file,
     content_of,
+    handlers_installed,
     jsonl,
     run_cli,
     start_mirror,
@@ -272,16 +273,6 @@ def test_a_signal_during_the_commit_leaves_every_placed_file_recorded(
 # -- the first moments --------------------------------------------------------------------------
 
 
-def _handlers_installed(pid: int) -> bool:
-    """ohpub's handlers are in place: the process catches SIGTERM (Python alone does not)."""
-    try:
-        with open(f"/proc/{pid}/status") as fh:
-            caught = next(ln for ln in fh if ln.startswith("SigCgt:"))
-    except (OSError, StopIteration):
-        return False
-    return bool(int(caught.split()[1], 16) & (1 << (signal.SIGTERM - 1)))
-
-
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["sigint", "sigterm"])
 def test_a_signal_while_python_imports_ends_as_quietly_as_any_other(
     oh_server: Any, tmp_path: Path, sig: int
@@ -299,7 +290,7 @@ def test_a_signal_while_python_imports_ends_as_quietly_as_any_other(
             env=env,
             cwd=REPO,
         )
-        wait_until(lambda p=proc: _handlers_installed(p.pid) or p.poll() is not None)
+        wait_until(lambda p=proc: handlers_installed(p.pid) or p.poll() is not None)
         time.sleep(rng.uniform(0, 0.05))  # the command line's modules are being imported
         proc.send_signal(sig)
         code, err = finish(proc)
