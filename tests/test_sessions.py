@@ -18,11 +18,11 @@ def test_each_thread_has_its_own_session_configured_alike_and_closed_with_the_cl
     seen: list[Any] = []
     client = ApiClient(oh_server.base_url)
     hook_calls: list[str] = []
-    client.add_response_hook(lambda resp, *a, **k: hook_calls.append(resp.url))
+    client.sessions.add_hook(lambda resp, *a, **k: hook_calls.append(resp.url))
 
     def use() -> None:
-        s = client.session
-        assert client.session is s  # one per thread, kept
+        s = client.sessions.get()
+        assert client.sessions.get() is s  # one per thread, kept
         seen.append(s)
         client.get_json(client.url("/api/public/projects/"))
 
@@ -38,7 +38,7 @@ def test_each_thread_has_its_own_session_configured_alike_and_closed_with_the_cl
         assert s.headers["User-Agent"] == seen[0].headers["User-Agent"]
         assert s.get_adapter("http://x").max_retries.total == 0  # the Retrier retries
     scoped = client.scoped()
-    assert scoped.session is client.session  # a run's view shares the sessions
+    assert scoped.sessions.get() is client.sessions.get()  # a run's view shares them
     client.close()
     for s in seen:
         for adapter in s.adapters.values():

@@ -413,7 +413,7 @@ def _client(state: CliState, config: Config | None = None) -> Client:
     cfg = config or state.config
     client = Client(config=cfg, on_warning=lambda m: print_warning(m, quiet=state.quiet))
     if state.verbose:
-        client.add_response_hook(_log_response)
+        client.sessions.add_hook(_log_response)
     return client
 
 

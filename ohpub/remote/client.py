@@ -119,7 +119,8 @@ class ApiClient:
         self.on_warning = on_warning or (lambda msg: log.warning(msg))
         self.api_concurrency = max(1, cfg.api_concurrency)
         self._api_slots = threading.BoundedSemaphore(self.api_concurrency)
-        self._sessions = _Sessions()
+        self.sessions = Sessions()
+        """The calling thread's ``requests.Session`` is ``sessions.get()``."""
 
     @property
     def cancel(self) -> CancelToken:
@@ -134,18 +135,9 @@ class ApiClient:
         view.config = self.config.with_(cancel=cancel or self.cancel.child())
         return view
 
-    @property
-    def session(self) -> requests.Session:
-        """The calling thread's session (made on first use, configured like all others)."""
-        return self._sessions.get()
-
-    def add_response_hook(self, hook: SessionHook) -> None:
-        """Call ``hook(response, ...)`` for every response of every session (``--verbose``)."""
-        self._sessions.add_hook(hook)
-
     def close(self) -> None:
         """Close every session this client made (those of threads still running too)."""
-        self._sessions.close()
+        self.sessions.close()
 
     def __enter__(self) -> ApiClient:
         return self
@@ -188,7 +180,7 @@ class ApiClient:
         while True:
             with self.cancel.holding(self._api_slots):
                 try:
-                    resp = self.session.get(
+                    resp = self.sessions.get().get(
                         url,
                         params=params,
                         timeout=self.timeout,
@@ -316,7 +308,7 @@ class ApiClient:
     ) -> requests.Response:
         """GET the storage URL as a raw stream; redirects are followed by hand (http(s) only)."""
         for _ in range(max_hops + 1):
-            resp = self.session.get(
+            resp = self.sessions.get().get(
                 _keep_dot_segments(url),
                 headers=headers,
                 stream=True,
@@ -332,8 +324,9 @@ class ApiClient:
         raise ServerError(f"too many redirects fetching {redact(url)}")
 
 
-class _Sessions:
-    """One ``requests.Session`` per thread, all configured alike; closed together.
+class Sessions:
+    """One ``requests.Session`` per thread (``get``), all configured alike (``add_hook``:
+    ``--verbose``'s log line on every one), closed together.
 
     A thread's session is closed when the thread object goes (a run's pool threads end
     with the run), so a long-lived client does not collect the sessions of dead threads.
@@ -363,6 +356,7 @@ class _Sessions:
         session.close()
 
     def add_hook(self, hook: SessionHook) -> None:
+        """Call ``hook(response, ...)`` for every response of every session."""
         with self._lock:
             self._hooks.append(hook)
             for session in self._open:
