@@ -6,7 +6,9 @@ are imported (``cli.main``), so a Ctrl-C in the first moments ends like any late
 traceback. The handler cancels the token every layer's waits give up on (``Config.cancel``,
 ``model.cancel``) and raises ``KeyboardInterrupt`` in the main thread, so that a blocking
 call there ends too, except inside a ``shielded`` section (a batch being placed), which
-finishes and then meets the cancelled token at its next wait.
+finishes and then meets the cancelled token at its next wait. An interrupt that lands in
+a finalizer (say urllib3 closing a pool during garbage collection), where Python can only
+print it, is dropped instead: the token is cancelled all the same.
 """
 
 from __future__ import annotations
@@ -42,15 +44,23 @@ def installed() -> Iterator[CancelToken]:
         if interruptible():
             raise KeyboardInterrupt
 
+    unraisable = sys.unraisablehook
+
+    def quiet(info: Any) -> None:
+        if not (isinstance(info.exc_value, KeyboardInterrupt) and token.cancelled):
+            unraisable(info)
+
     previous: dict[signal.Signals, Callable[[int, FrameType | None], Any] | int | None] = {}
     with contextlib.suppress(ValueError):  # not the main thread: no handlers, a plain token
         for sig in SIGNALS:
             previous[sig] = signal.signal(sig, handler)
     _token = token
+    sys.unraisablehook = quiet
     try:
         yield token
     finally:
         _token = None
+        sys.unraisablehook = unraisable
         for sig, old in previous.items():
             with contextlib.suppress(ValueError, TypeError):
                 signal.signal(sig, old)
