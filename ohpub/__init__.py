@@ -15,8 +15,9 @@ Listings: ``files``, ``projects``, ``datatypes``, ``members``. Mirrors: ``mirror
 A reusable connection: ``Client``. Failures are ``OhpubError`` subclasses.
 """
 
+from __future__ import annotations
+
 import importlib
-from typing import Any
 
 from ohpub.model.errors import (
     IncompleteListingError,
@@ -30,8 +31,11 @@ from ohpub.model.errors import (
     UnavailableError,
     UsageError,
 )
-from ohpub.model.records import DataFile, FileStatus
 from ohpub.model.version import __version__
+
+TYPE_CHECKING = False  # typing costs ``import ohpub`` (and the entry point) time
+if TYPE_CHECKING:
+    from typing import Any
 
 _LAZY = {
     **dict.fromkeys(
@@ -59,6 +63,8 @@ _LAZY = {
     ),
     "FileResult": "ohpub.mirror.types",
     "FetchResult": "ohpub.ops.fetch",
+    "DataFile": "ohpub.model.records",
+    "FileStatus": "ohpub.model.records",
 }
 """Names imported on first use (PEP 562): ``import ohpub`` stays light (no HTTP stack), so
 the command line can install its signal handlers before the heavy imports (a Ctrl-C in the

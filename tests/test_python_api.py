@@ -201,6 +201,28 @@ def test_filters_take_single_values_lists_and_dates(client: Any) -> None:
         list(ohpub.files(user="not a name", client=client))
 
 
+def test_the_lazy_api_is_whole_and_light() -> None:
+    """``import ohpub`` imports the API on first use (so the command line's signal handlers
+    come first), and ``__init__.pyi``, what type checkers read, names all of it."""
+    import ast
+
+    stub = ast.parse((REPO / "ohpub" / "__init__.pyi").read_text())
+    imports = [n for n in stub.body if isinstance(n, ast.ImportFrom)]
+    named = {a.asname or a.name for n in imports for a in n.names}
+    assert named == set(ohpub.__all__)
+    assert set(ohpub.__all__) <= set(dir(ohpub))
+    for name in ohpub.__all__:
+        assert getattr(ohpub, name) is not None
+    assert callable(ohpub.mirror)  # the function, not the subpackage of that name
+    out = subprocess.run(
+        [sys.executable, "-c", "import sys, ohpub; print('requests' in sys.modules)"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    assert out.stdout.strip() == "False", out.stderr
+
+
 def test_a_user_script_passes_mypy_strict(tmp_path: Path) -> None:
     script = tmp_path / "notebook.py"
     script.write_text(

@@ -18,10 +18,13 @@ import signal
 import sys
 from collections.abc import Callable, Iterator
 from types import FrameType
-from typing import Any, NoReturn
 
 from ohpub.cli.exits import EXIT_INTERRUPTED, EXIT_TERMINATED
 from ohpub.model.cancel import CancelToken, interruptible
+
+TYPE_CHECKING = False  # imported before the handlers are in place: typing would cost time
+if TYPE_CHECKING:
+    from typing import Any, NoReturn
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 

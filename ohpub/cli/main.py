@@ -10,9 +10,12 @@ from __future__ import annotations
 import contextlib
 import signal
 from collections.abc import Sequence
-from typing import Any
 
 from ohpub.cli import interrupts
+
+TYPE_CHECKING = False  # typing costs time before the handlers are in place
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -39,10 +39,18 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future
-from typing import Any, Protocol, TypeVar
 
-T = TypeVar("T")
+TYPE_CHECKING = False  # the entry point imports this module first: typing would cost it time
+if TYPE_CHECKING:
+    from concurrent.futures import Future  # imported where a pool is made, too
+    from typing import Any, Protocol, TypeVar
+
+    T = TypeVar("T")
+
+    class _Lock(Protocol):
+        def acquire(self, blocking: bool = ..., timeout: float = ...) -> bool: ...
+        def release(self) -> None: ...
+
 
 POLL = 0.05
 """Seconds between looks at the token while blocked on a lock that cannot be woken."""
@@ -61,11 +69,6 @@ class Cancelled(KeyboardInterrupt):
     def __init__(self, signum: int | None = None) -> None:
         super().__init__("cancelled" if signum is None else f"signal {signum}")
         self.signum = signum
-
-
-class _Lock(Protocol):
-    def acquire(self, blocking: bool = ..., timeout: float = ...) -> bool: ...
-    def release(self) -> None: ...
 
 
 class CancelToken:
@@ -192,6 +195,8 @@ class DaemonPool:
         self._closed = False
 
     def submit(self, fn: Callable[..., T], *args: Any) -> Future[T]:
+        from concurrent.futures import Future
+
         fut: Future[T] = Future()
         with self._lock:
             if self._closed:

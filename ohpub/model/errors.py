@@ -8,7 +8,9 @@ cares about. Library code raises them and never prints.
 
 from __future__ import annotations
 
-from typing import Any
+TYPE_CHECKING = False  # (the entry point imports this module before its signal handlers)
+if TYPE_CHECKING:
+    from typing import Any
 
 
 class OhpubError(Exception):
