@@ -166,7 +166,7 @@ class Committer(Phase):
         self._save_refreshed()
         for k in self.listed.kept():
             status = FileStatus.RENAMED if k.action is Action.RENAME else FileStatus.UNCHANGED
-            self.report(FileResult(k.id, k.target, status, k.size, k.sha256))
+            self.report(FileResult(k.id, Path(k.target), status, k.size, k.sha256))
 
     # -- finished work -------------------------------------------------------------------------
 
@@ -202,7 +202,7 @@ class Committer(Phase):
         if status is FileStatus.PLANNED:
             summary.bytes_planned += d.size or 0
         error = "larger than --max-size" if action is Action.SKIP else d.error
-        self.report(FileResult(d.id, target, status, d.size, None, error))
+        self.report(FileResult(d.id, Path(target), status, d.size, None, error))
 
     def _apply(
         self,
@@ -224,7 +224,9 @@ class Committer(Phase):
         try:
             place(part, self.dest, target, sync=False)
         except (DiskError, UsageError) as exc:
-            self.report(FileResult(d.id, target, FileStatus.FAILED, d.size, d.sha256, exc.message))
+            self.report(
+                FileResult(d.id, Path(target), FileStatus.FAILED, d.size, d.sha256, exc.message)
+            )
             return None
         dirs.add(target.rpartition("/")[0])
         forget_partial(part, root=self.dest)  # h4: no symlink followed below DEST
@@ -238,12 +240,13 @@ class Committer(Phase):
             removals.append(old_path)
         summary.bytes_downloaded += d.size or 0
         summary.bytes_transferred += d.transferred
+        summary.bytes_reused += d.reused
         status = plan.DONE_STATUS[d.action]
-        return FileResult(d.id, target, status, d.size, d.sha256)
+        return FileResult(d.id, Path(target), status, d.size, d.sha256)
 
     def _failed(self, d: Finished, target: str, fs: FileState) -> None:
         status = plan.DONE_STATUS[d.action] if d.action is not None else FileStatus.FAILED
-        self.report(FileResult(d.id, fs.path or target, status, d.size, None, d.error))
+        self.report(FileResult(d.id, Path(fs.path or target), status, d.size, None, d.error))
         if fs.status != StateStatus.PRESENT:
             fs.status = {
                 FileStatus.UNAVAILABLE: StateStatus.UNAVAILABLE,

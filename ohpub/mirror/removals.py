@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from pathlib import Path
 
 from ohpub.local.state import FileState, partial_dir
 from ohpub.local.tree import forget_partial, remove_within
@@ -62,7 +63,9 @@ class Removals(Phase):
                     StateStatus.REMOVED_UPSTREAM if placed else StateStatus.UNAVAILABLE
                 ).value
                 self.state.put(fs)
-        self.report(FileResult(fs.id, fs.path, status, fs.size, fs.sha256))
+        self.report(
+            FileResult(fs.id, Path(fs.path) if fs.path else None, status, fs.size, fs.sha256)
+        )
 
     def clean_partials(self) -> None:
         """Partials of files this scope's complete listing no longer has will never finish;

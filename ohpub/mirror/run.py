@@ -143,6 +143,9 @@ class Mirror:
         except KeyboardInterrupt:
             outcome = "interrupted"
             raise
+        except OhpubError as exc:
+            run.summary.first_error = run.summary.first_error or str(exc)
+            raise
         finally:
             run.summary.elapsed = time.monotonic() - run.started
             if state.changes or index_stale or not (self.opts.dest / INDEX_NAME).is_file():
@@ -150,7 +153,8 @@ class Mirror:
                     write_index(self.opts.dest, state)
             counts = {str(k): v for k, v in run.summary.counts.items() if v}
             complete = run.summary.listing_complete and outcome != "interrupted"
-            state.end_run(run_id, outcome, counts, complete=complete)
+            error = run.summary.first_error if outcome == "failed" else None
+            state.end_run(run_id, outcome, counts, complete=complete, error=error)
         return run.summary
 
     def _dry(self) -> MirrorSummary:
@@ -258,6 +262,7 @@ class _Run:
         stored = self.state.rows_many(f.id for f in batch) if self.state is not None else {}
         now = time.time()
         rows = []
+        work: list[WorkItem] = []
         for f in batch:
             if f.id in self.listed.ids:
                 continue  # listed twice (two endpoints of one scope)
@@ -271,8 +276,11 @@ class _Run:
             )
             rows.append((f, action, tv.path, tv.size, tv.sha256))
             if action is not Action.KEEP:
-                self._submit(pool, WorkItem(f, tv, action))
+                work.append(WorkItem(f, tv, action))
         self.listed.add(rows)
+        self.events.kept(len(rows) - len(work))  # before any transfer: the bars count them
+        for item in work:
+            self._submit(pool, item)
         if len(self._changed) >= STATE_BATCH:
             self._save_listed(now)
 
@@ -337,6 +345,7 @@ class _Run:
             if done.action is Action.KEEP:
                 self.listed.set_action(done.id, Action.KEEP, done.size)
                 self.commit.refresh_fingerprint(done)
+                self.events.kept(1)
                 return
         self._finished.append(done)
         if len(self._finished) >= BATCH:
@@ -362,6 +371,11 @@ class _Run:
 
     def _report(self, r: FileResult) -> None:
         self.summary.counts[r.status] = self.summary.counts.get(r.status, 0) + 1
+        bad = r.status is FileStatus.FAILED or (
+            self.opts.strict and r.status is FileStatus.UNAVAILABLE
+        )
+        if bad and self.summary.first_error is None:
+            self.summary.first_error = f"{r.path}: {r.error}" if r.path else r.error
         self.events.result(r)
 
     def _report_rejected(self, report: ListingReport) -> None:
@@ -376,6 +390,9 @@ class _Run:
         bad = c[FileStatus.FAILED] + (c[FileStatus.UNAVAILABLE] if self.opts.strict else 0)
         if bad or not self.summary.listing_complete or self.removals.refused:
             self.summary.ok = False
+        if not self.summary.listing_complete and self.summary.first_error is None:
+            why = self.summary.warnings[-1] if self.summary.warnings else "some files missing"
+            self.summary.first_error = f"listing incomplete: {why}"
 
 
 class _Batches:

@@ -191,6 +191,7 @@ class Worker:
                 max_size=self.max_size,
                 root=self.dest,
                 on_total=self.events.sized,
+                on_reused=self.events.reused,
             )
         except UnavailableError as exc:
             return Finished(f.id, item.action, Action.UNAVAILABLE, error=exc.message)
@@ -218,6 +219,7 @@ class Worker:
             md5=d.md5,
             etag=d.etag,
             transferred=d.transferred,
+            reused=d.reused,
         )
 
     def _server_trouble(self, exc: OhpubError) -> None:
