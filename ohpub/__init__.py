@@ -12,14 +12,22 @@ The Python API (the CLI is a thin shell over it)::
 Listings: ``files``, ``projects``, ``datatypes``, ``members``. Mirrors: ``mirror``,
 ``verify``, ``status``, ``index``. Single files: ``fetch``, ``fetch_many``, ``stream``,
 ``read_bytes``, ``open``.
-A reusable connection: ``Client``. Failures are ``OhpubError`` subclasses.
+A reusable connection: ``Client``. Failures are ``OhpubError`` subclasses. Nothing here
+prints: the ``ohpub`` logger has a ``NullHandler``, so its records (a retry, a warning)
+reach no stream unless the caller configures logging.
 """
 
-from ohpub.library import (
+import logging as _logging
+
+_logging.getLogger("ohpub").addHandler(_logging.NullHandler())
+
+from ohpub.library import (  # noqa: E402 - after the logger's handler, before any record
     Client,
+    Filters,
     MirrorEvent,
     MirrorResult,
     MirrorStatus,
+    VerifyRecord,
     VerifyResult,
     datatypes,
     fetch,
@@ -35,8 +43,8 @@ from ohpub.library import (
     stream,
     verify,
 )
-from ohpub.mirror.types import FileResult
-from ohpub.model.errors import (
+from ohpub.mirror.types import FileResult  # noqa: E402
+from ohpub.model.errors import (  # noqa: E402
     IncompleteListingError,
     IntegrityError,
     LockedError,
@@ -48,9 +56,10 @@ from ohpub.model.errors import (
     UnavailableError,
     UsageError,
 )
-from ohpub.model.records import DataFile, FileStatus
-from ohpub.model.version import __version__
-from ohpub.ops.fetch import FetchResult
+from ohpub.model.records import DataFile, FileStatus  # noqa: E402
+from ohpub.model.version import __version__  # noqa: E402
+from ohpub.ops.fetch import FetchResult  # noqa: E402
+from ohpub.ops.status import Running, RunRecord, Tally  # noqa: E402
 
 __all__ = [
     "__version__",
@@ -68,6 +77,7 @@ __all__ = [
     "status",
     "index",
     "Client",
+    "Filters",
     "DataFile",
     "FileResult",
     "FetchResult",
@@ -75,6 +85,10 @@ __all__ = [
     "MirrorEvent",
     "MirrorResult",
     "MirrorStatus",
+    "RunRecord",
+    "Running",
+    "Tally",
+    "VerifyRecord",
     "VerifyResult",
     "OhpubError",
     "NotFoundError",
@@ -87,3 +101,9 @@ __all__ = [
     "IncompleteListingError",
     "UsageError",
 ]
+
+
+def __dir__() -> list[str]:
+    """The public API only: the layers (``ohpub.model``, ``ohpub.remote``, ...) are
+    subpackages the imports above load, not names for a caller."""
+    return sorted(__all__)
