@@ -33,7 +33,7 @@ complete -c ohpub -n '__fish_seen_subcommand_from list' -l name -x -d 'Only file
 complete -c ohpub -n '__fish_seen_subcommand_from list' -l since -x -d 'Only files created on or after DATE (YYYY-MM-DD or ISO 8601 time; UTC)'
 complete -c ohpub -n '__fish_seen_subcommand_from list' -l until -x -d 'Only files created on or before DATE (a whole day is included)'
 complete -c ohpub -n '__fish_seen_subcommand_from list' -l format -s f -x -a 'table json jsonl csv' -d 'Output format (default: table on a terminal, jsonl otherwise)'
-complete -c ohpub -n '__fish_seen_subcommand_from list' -l limit -s n -x -d 'Stop after N records (and fetch no more pages)'
+complete -c ohpub -n '__fish_seen_subcommand_from list' -l limit -x -d 'Stop after N records (and fetch no more pages)'
 complete -c ohpub -n '__fish_seen_subcommand_from list' -l help -s h -d 'Show the help and exit'
 complete -c ohpub -n '__fish_seen_subcommand_from list' -l base-url -x -d 'Open Humans server to talk to'
 complete -c ohpub -n '__fish_seen_subcommand_from list' -l verbose -s v -d 'Also log every HTTP request and every file\'s result (keys redacted)'
