@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import numbers
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, fields, replace
@@ -184,9 +185,9 @@ def as_id(value: object) -> int | None:
     """An id from an int or a string of digits (``"57602983"``); None when it is not one."""
     if isinstance(value, str) and value.strip().isdigit():
         value = int(value.strip())
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
         return None
-    return value
+    return int(value)  # numpy's int64 too (a pandas cell: df["id"].iloc[0])
 
 
 def parse_id(value: object, what: str = "file") -> int:
@@ -198,10 +199,16 @@ def parse_id(value: object, what: str = "file") -> int:
     return n
 
 
+def _items(value: IdFilter) -> list[object]:
+    """One id or several: a string (or an int, numpy's too) is one id, never its characters."""
+    if isinstance(value, (numbers.Integral, str)) or not isinstance(value, Iterable):
+        return [] if value is None else [value]
+    return list(value)
+
+
 def parse_ids(value: IdFilter, what: str) -> tuple[int, ...]:
-    """One id or several (a string is one id, never its characters), checked, deduplicated."""
-    items = [value] if isinstance(value, (int, str)) else list(value or ())
-    return tuple(dict.fromkeys(parse_id(i, what) for i in items))
+    """One id or several, checked, deduplicated."""
+    return tuple(dict.fromkeys(parse_id(i, what) for i in _items(value)))
 
 
 def _texts(value: TextFilter) -> tuple[str, ...]:
@@ -210,11 +217,10 @@ def _texts(value: TextFilter) -> tuple[str, ...]:
 
 
 def _filter_ids(value: IdFilter, what: str) -> tuple[int, ...]:
-    items = [value] if isinstance(value, (int, str)) else list(value or ())
-    for i in items:
+    for i in _items(value):
         if as_id(i) is None:
             raise FilterError(what, f"{i!r} is not an id", "ids are positive integers")
-    return parse_ids(items, what)
+    return parse_ids(value, what)
 
 
 def _date(value: DateLike, what: str, *, end: bool = False) -> datetime | None:

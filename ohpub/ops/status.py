@@ -106,6 +106,10 @@ class RunRecord:
         took = human_duration(self.ended - self.started)
         return f"{self.state}, ended {when(self.ended, now)} after {took}"
 
+    def __repr__(self) -> str:
+        when_ = f"ended_at={_iso(self.ended)}" if self.ended else f"started_at={_iso(self.started)}"
+        return f"RunRecord(id={self.id}, {self.state}, {when_}, counts={self.counts})"
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "id": self.id,
