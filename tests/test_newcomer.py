@@ -326,6 +326,7 @@ def test_one_shape_for_results(oh176: Any, client: Any, tmp_path: Path) -> None:
     st = ohpub.status(tmp_path, max_age="26h")
     assert isinstance(st, ohpub.MirrorStatus) and isinstance(st.last_run, ohpub.RunRecord)
     assert st.by_project["176"] == ohpub.Tally(31, st.bytes) and not st.stale
+    assert st.last_run.counts == {s.value: 0 for s in ohpub.FileStatus} | {"downloaded": 31}
     assert st.to_dict()["by_project"] == {"176": {"files": 31, "bytes": st.bytes}}
     assert len(repr(st)) < 200
     got = ohpub.fetch_many([57602983], tmp_path / "f", client=client)

@@ -43,9 +43,10 @@ def _fake_crontab(bindir: Path, table: Path) -> None:
     """``crontab -l`` prints the table (exit 1 with none yet), ``crontab -`` replaces it."""
     bindir.mkdir(parents=True, exist_ok=True)
     tool = bindir / "crontab"
+    none = '{ echo "no crontab" >&2; exit 1; }'
     tool.write_text(
         "#!/bin/sh\n"
-        f'if [ "$1" = -l ]; then cat "{table}" 2>/dev/null || {{ echo "no crontab" >&2; exit 1; }}\n'
+        f'if [ "$1" = -l ]; then cat "{table}" 2>/dev/null || {none}\n'
         f'else cat > "{table}"; fi\n'
     )
     tool.chmod(0o755)

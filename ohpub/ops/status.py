@@ -17,6 +17,7 @@ from typing import Any
 
 from ohpub.local.lock import LockHolder, lock_holder
 from ohpub.local.state import RunInfo, StateDB
+from ohpub.model.records import FileStatus
 from ohpub.model.units import ago, human_bytes, human_duration, plural
 from ohpub.ops.verify import FLAGGED, PLACED, open_mirror
 
@@ -72,6 +73,9 @@ class RunRecord:
 
     @classmethod
     def of(cls, run: RunInfo, running: bool = False) -> RunRecord:
+        """From the state's record (which keeps only the statuses that occurred): every
+        status in ``counts``, zeros included, as in every ``counts`` of the API."""
+        counts = {s.value: 0 for s in FileStatus} | dict(run.counts)
         return cls(
             run.id,
             run.command,
@@ -80,7 +84,7 @@ class RunRecord:
             running,
             run.started,
             run.ended,
-            dict(run.counts),
+            counts,
             run.error,
         )
 
@@ -108,7 +112,8 @@ class RunRecord:
 
     def __repr__(self) -> str:
         when_ = f"ended_at={_iso(self.ended)}" if self.ended else f"started_at={_iso(self.started)}"
-        return f"RunRecord(id={self.id}, {self.state}, {when_}, counts={self.counts})"
+        counts = {k: v for k, v in self.counts.items() if v}
+        return f"RunRecord(id={self.id}, {self.state}, {when_}, counts={counts})"
 
     def to_dict(self) -> dict[str, Any]:
         return {
