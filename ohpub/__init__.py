@@ -17,34 +17,13 @@ prints: the ``ohpub`` logger has a ``NullHandler``, so its records (a retry, a w
 reach no stream unless the caller configures logging.
 """
 
+import importlib
 import logging as _logging
+from typing import Any
 
 _logging.getLogger("ohpub").addHandler(_logging.NullHandler())
 
-from ohpub.library import (  # noqa: E402 - after the logger's handler, before any record
-    Client,
-    Filters,
-    MirrorEvent,
-    MirrorResult,
-    MirrorStatus,
-    VerifyRecord,
-    VerifyResult,
-    datatypes,
-    fetch,
-    fetch_many,
-    files,
-    index,
-    members,
-    mirror,
-    open,
-    projects,
-    read_bytes,
-    status,
-    stream,
-    verify,
-)
-from ohpub.mirror.types import FileResult  # noqa: E402
-from ohpub.model.errors import (  # noqa: E402
+from ohpub.model.errors import (  # noqa: E402 - after the logger's handler, before any record
     IncompleteListingError,
     IntegrityError,
     LockedError,
@@ -58,8 +37,63 @@ from ohpub.model.errors import (  # noqa: E402
 )
 from ohpub.model.records import DataFile, FileStatus  # noqa: E402
 from ohpub.model.version import __version__  # noqa: E402
-from ohpub.ops.fetch import FetchResult  # noqa: E402
-from ohpub.ops.status import Running, RunRecord, Tally  # noqa: E402
+
+_LAZY = {
+    **dict.fromkeys(
+        (
+            "Client",
+            "MirrorEvent",
+            "MirrorResult",
+            "MirrorStatus",
+            "VerifyResult",
+            "datatypes",
+            "fetch",
+            "fetch_many",
+            "files",
+            "index",
+            "members",
+            "mirror",
+            "open",
+            "projects",
+            "read_bytes",
+            "status",
+            "stream",
+            "verify",
+        ),
+        "ohpub.library",
+    ),
+    "FileResult": "ohpub.mirror.types",
+    "FetchResult": "ohpub.ops.fetch",
+    "Filters": "ohpub.model.filters",
+    "VerifyRecord": "ohpub.ops.verify",
+    **dict.fromkeys(("RunRecord", "Running", "Tally"), "ohpub.ops.status"),
+}
+"""Names imported on first use (PEP 562): ``import ohpub`` stays light (no HTTP stack), so
+the command line can install its signal handlers before the heavy imports (a Ctrl-C in the
+first moments ends quietly). Type checkers read ``__init__.pyi``."""
+
+
+# The function ``mirror`` shares its name with the subpackage ``ohpub.mirror``, whose first
+# import binds the subpackage here; import it now (it is light) and drop the binding, so
+# the name stays the function's.
+importlib.import_module("ohpub.mirror")
+globals().pop("mirror", None)
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'ohpub' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    """The public API only: the layers (``ohpub.model``, ...) are subpackages that imports
+    bind here, not names for a caller (nor are this module's own helpers)."""
+    return sorted(__all__)
+
 
 __all__ = [
     "__version__",
@@ -102,8 +136,3 @@ __all__ = [
     "UsageError",
 ]
 
-
-def __dir__() -> list[str]:
-    """The public API only: the layers (``ohpub.model``, ``ohpub.remote``, ...) are
-    subpackages the imports above load, not names for a caller."""
-    return sorted(__all__)
