@@ -34,6 +34,15 @@ Typical use::
 
 ``S3Server.env()`` gives the standard ``AWS_*`` variables for a client in a child process.
 moto's part-size rule is AWS's (every part but the last >= 5 MiB); ``min_part_size=`` lowers it.
+``max_keys=`` sets the page size of listings that do not ask for one (moto's default: 1000),
+so paging shows with a few keys.
+
+**HTTP server.** moto's own (werkzeug's development server) answers every request with
+``Connection: close``: one TCP connection per request, unlike S3. With ``waitress`` installed
+(``http_server="auto"``, the default, or ``"waitress"``) moto's application is served by
+waitress instead, which keeps connections alive as S3 does (32 worker threads). waitress drops
+request headers whose names contain ``_`` (so ``x-amz-meta-a_b`` is lost; werkzeug keeps it);
+``OHPUB_S3SERVER_HTTP=werkzeug`` forces moto's own.
 
 This module imports without moto; only the child needs it (``pip install 'moto[server]'``).
 :func:`moto_available` tells a test whether to skip. Run ``python tests/s3server.py --help`` for
@@ -155,6 +164,8 @@ class S3Server:
         region: str = DEFAULT_REGION,
         check_auth: bool = True,
         min_part_size: int | None = None,
+        max_keys: int | None = None,
+        http_server: str = "auto",
         port: int = 0,
         start_timeout: float = 30.0,
     ) -> None:
@@ -163,6 +174,13 @@ class S3Server:
         self.region = region
         self.check_auth = check_auth
         self.min_part_size = min_part_size
+        self.max_keys = max_keys
+        if http_server == "auto":
+            http_server = os.environ.get("OHPUB_S3SERVER_HTTP") or (
+                "waitress" if importlib.util.find_spec("waitress") else "werkzeug")
+        if http_server not in ("werkzeug", "waitress"):
+            raise ValueError(f"http_server: 'werkzeug' or 'waitress', not {http_server!r}")
+        self.http_server = http_server
         self.host = "127.0.0.1"
         self.port = port
         self.bucket = ""  # a test's own bucket, set by the ``s3_server`` pytest fixture
@@ -192,6 +210,7 @@ class S3Server:
                "--region", self.region]
         if not self.check_auth:
             cmd.append("--no-check-auth")
+        cmd += ["--http", self.http_server]
         env = dict(os.environ)
         # The child must not pick up a developer's real AWS settings; moto reads a few.
         for name in list(env):
@@ -199,6 +218,8 @@ class S3Server:
                 del env[name]
         if self.min_part_size is not None:
             env["S3_UPLOAD_PART_MIN_SIZE"] = str(self.min_part_size)
+        if self.max_keys is not None:  # page size of a listing that asks for no max-keys
+            env["MOTO_S3_DEFAULT_MAX_KEYS"] = str(self.max_keys)
         self._proc = subprocess.Popen(cmd, cwd=work, env=env, stdin=subprocess.DEVNULL,
                                       stdout=self._log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + self.start_timeout
@@ -395,8 +416,9 @@ class _Middleware:
             return self._control(environ, start_response, path[len(CONTROL_PREFIX):])
         if path.startswith("/moto-api/"):  # moto's own control plane: not S3, not counted
             return self.app(environ, start_response)
-        raw = environ.get("RAW_URI") or path
-        raw_path, _, raw_query = raw.partition("?")
+        raw = environ.get("RAW_URI") or environ.get("REQUEST_URI") or quote(path)
+        raw_path = raw.partition("?")[0]
+        raw_query = environ.get("QUERY_STRING", "")
         headers = {k[5:].replace("_", "-").lower(): v for k, v in environ.items()
                    if k.startswith("HTTP_")}
         klass, op = classify(environ["REQUEST_METHOD"], raw_path, raw_query, headers)
@@ -419,7 +441,8 @@ class _Middleware:
 
         refusal = self._refuse(environ) if self.check_auth else None
         if refusal is not None:
-            return self._error(counting_start_response, *refusal)
+            return self._error(counting_start_response, *refusal,
+                               head=environ["REQUEST_METHOD"] == "HEAD")
         if environ["REQUEST_METHOD"] in ("PUT", "POST") and (
                 "HTTP_IF_NONE_MATCH" in environ or "HTTP_IF_MATCH" in environ):
             with self.conditional:
@@ -478,9 +501,11 @@ class _Middleware:
 
     @staticmethod
     def _error(start_response: Callable[..., Any], status: int, code: str, message: str,
-               extra: str) -> list[bytes]:
+               extra: str, head: bool = False) -> list[bytes]:
         body = _ERROR_XML.format(code=code, message=message, extra=extra,
                                  rid=uuid.uuid4().hex[:16].upper()).encode()
+        if head:
+            body = b""
         reason = {400: "Bad Request", 403: "Forbidden"}.get(status, "Error")
         start_response(f"{status} {reason}", [("Content-Type", "application/xml"),
                                               ("Content-Length", str(len(body)))])
@@ -549,6 +574,40 @@ class _Middleware:
         return {"ok": True}
 
 
+def _keep_header_case(task_class: Any) -> None:
+    """waitress capitalises response header names (``X-Amz-Meta-Ohpub-Md5``); S3 sends them
+    as the application spelt them (``x-amz-meta-ohpub-md5``), and clients such as boto3 give
+    metadata keys in the received case. Put the application's spelling back."""
+    build = task_class.build_response_header
+
+    def build_response_header(self: Any) -> bytes:
+        spelt = {name.lower(): name for name, _ in self.response_headers}
+        head: bytes = build(self)
+        lines = head.split(b"\r\n")
+        for i, line in enumerate(lines[1:], 1):
+            name, sep, rest = line.partition(b":")
+            if sep:
+                lines[i] = spelt.get(name.decode("latin-1").lower(), name.decode(
+                    "latin-1")).encode("latin-1") + sep + rest
+        return b"\r\n".join(lines)
+
+    task_class.build_response_header = build_response_header
+
+
+def _no_continue_without_body(parser_class: Any) -> None:
+    """waitress answers ``Expect: 100-continue`` on a request with ``Content-Length: 0``
+    (botocore sends both for an empty PutObject) with ``100 Continue`` and then never
+    dispatches the request; S3 answers it. Expect no body when there is none."""
+    parse_header = parser_class.parse_header
+
+    def patched(self: Any, header_plus: bytes) -> None:
+        parse_header(self, header_plus)
+        if not self.chunked and self.content_length == 0:
+            self.expect_continue = False
+
+    parser_class.parse_header = patched
+
+
 def _serve(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="moto's S3 on loopback, with request counts "
                                      "under /_s3server/ (counts, requests, reset, bucket/NAME)")
@@ -560,6 +619,10 @@ def _serve(argv: list[str] | None = None) -> None:
     parser.add_argument("--region", default=DEFAULT_REGION)
     parser.add_argument("--no-check-auth", action="store_true",
                         help="accept any credentials (moto's own behaviour)")
+    parser.add_argument("--http", choices=("werkzeug", "waitress"), default="werkzeug",
+                        help="werkzeug: moto's own server, one TCP connection per request; "
+                        "waitress: keeps connections alive, like S3")
+    parser.add_argument("--threads", type=int, default=32, help="waitress worker threads")
     args = parser.parse_args(argv)
     if not args.host.startswith("127.") and args.host not in ("localhost", "::1"):
         parser.error("this test server listens on loopback only")
@@ -575,18 +638,44 @@ def _serve(argv: list[str] | None = None) -> None:
                       access_key=args.access_key, secret_key=args.secret_key,
                       region=args.region, check_auth=not args.no_check_auth)
 
+    def announce(port: int) -> None:
+        if args.port_file:
+            tmp = args.port_file + ".tmp"
+            Path(tmp).write_text(str(port))
+            os.replace(tmp, args.port_file)
+        print(f"S3 (moto, {args.http}) on http://{args.host}:{port}", flush=True)
+
+    if args.http == "waitress":
+        import waitress
+        import waitress.parser
+        import waitress.task
+
+        _keep_header_case(waitress.task.Task)
+        _no_continue_without_body(waitress.parser.HTTPRequestParser)
+
+        wserver: Any = waitress.create_server(app, host=args.host, port=args.port,
+                                              threads=args.threads, channel_timeout=120,
+                                              connection_limit=1000, ident="moto")
+
+        def on_term_w(*_: object) -> None:
+            raise SystemExit(0)
+
+        signal.signal(signal.SIGTERM, on_term_w)
+        signal.signal(signal.SIGINT, on_term_w)
+        announce(wserver.effective_port)
+        try:
+            wserver.run()
+        finally:
+            wserver.close()
+        return
+
     class QuietHandler(MotoRequestHandler):
         def log_request(self, *a: Any, **k: Any) -> None:  # no access log per request
             pass
 
     server = make_server(args.host, args.port, app, threaded=True,
                          request_handler=QuietHandler)
-    port = server.server_address[1]
-    if args.port_file:
-        tmp = args.port_file + ".tmp"
-        Path(tmp).write_text(str(port))
-        os.replace(tmp, args.port_file)
-    print(f"S3 (moto) on http://{args.host}:{port}", flush=True)
+    announce(server.server_address[1])
 
     def on_term(*_: object) -> None:
         threading.Thread(target=server.shutdown, daemon=True).start()

@@ -94,6 +94,29 @@ def test_counts_requests_by_method_class_and_operation(s3_server: S3Server) -> N
     assert s3_server.stats()["total"] == 0
 
 
+@pytest.mark.parametrize("http_server", ["werkzeug", "waitress"])
+def test_connections_kept_alive_only_by_waitress(http_server: str) -> None:
+    if http_server == "waitress":
+        pytest.importorskip("waitress")
+    with S3Server(http_server=http_server) as s3:
+        s3.create_bucket("keepalive")
+        c = client(s3)
+        for i in range(5):
+            c.put_object(Bucket="keepalive", Key=f"k{i}", Body=b"x")
+        # werkzeug's development server (moto's own) sends Connection: close every time
+        assert s3.stats()["connections"] == (1 if http_server == "waitress" else 5)
+
+
+def test_listing_page_size_can_be_lowered() -> None:
+    with S3Server(max_keys=4) as s3:
+        s3.create_bucket("pages")
+        c = client(s3)
+        for i in range(10):
+            c.put_object(Bucket="pages", Key=f"k{i}", Body=b"x")
+        page = c.list_objects_v2(Bucket="pages")
+        assert page["KeyCount"] == 4 and page["IsTruncated"]
+
+
 def test_classify_without_a_server() -> None:
     assert classify("GET", "/b", "list-type=2&prefix=a", {}) == ("LIST", "ListObjectsV2")
     assert classify("GET", "/b/", "uploads&prefix=a", {}) == ("LIST", "ListMultipartUploads")
