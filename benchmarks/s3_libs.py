@@ -54,8 +54,10 @@ if str(ROOT) not in sys.path:
 from tests.s3server import S3Server  # noqa: E402
 
 MiB = 1024 * 1024
-LIBS = ("obstore", "s3fs")
-IMPORTS = {"obstore": "import obstore, obstore.store", "s3fs": "import s3fs"}
+LIBS = ("obstore", "s3fs")  # the two candidates; "boto3" (what s3fs wraps) as a reference
+ALL_LIBS = (*LIBS, "boto3")
+IMPORTS = {"obstore": "import obstore, obstore.store", "s3fs": "import s3fs",
+           "boto3": "import boto3"}
 
 # No client may look for credentials beyond loopback (EC2 instance metadata is 169.254.x).
 SAFE_ENV = {
@@ -144,7 +146,45 @@ class S3fsClient:
         return sum(len(v) for v in got.values())
 
 
-CLIENTS: dict[str, Callable[..., Any]] = {"obstore": ObstoreClient, "s3fs": S3fsClient}
+class Boto3Client:
+    """The reference: botocore's own sync client (thread-safe; one shared by the threads)."""
+
+    def __init__(self, endpoint: str, key: str, secret: str, region: str, bucket: str) -> None:
+        import boto3
+        from boto3.s3.transfer import TransferConfig
+        from botocore.config import Config
+        from botocore.exceptions import ClientError
+
+        self.bucket = bucket
+        self.c = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=key,
+                              aws_secret_access_key=secret, region_name=region,
+                              config=Config(max_pool_connections=16))
+        self.transfer = TransferConfig
+        self.client_error = ClientError
+
+    def put_bytes(self, key: str, data: bytes, meta: dict[str, str]) -> None:
+        self.c.put_object(Bucket=self.bucket, Key=key, Body=data, Metadata=meta)
+
+    def head(self, key: str) -> tuple[int, str, dict[str, str]]:
+        try:
+            h = self.c.head_object(Bucket=self.bucket, Key=key)
+        except self.client_error as exc:
+            raise FileNotFoundError(key) from exc
+        return h["ContentLength"], h["ETag"], h["Metadata"]
+
+    def get_bytes(self, key: str) -> int:
+        return len(self.c.get_object(Bucket=self.bucket, Key=key)["Body"].read())
+
+    def put_file(self, key: str, path: Path, part: int) -> None:
+        cfg = self.transfer(multipart_threshold=part, multipart_chunksize=part)
+        self.c.upload_file(str(path), self.bucket, key, Config=cfg)
+
+    def get_file(self, key: str, path: Path) -> None:
+        self.c.download_file(self.bucket, key, str(path))
+
+
+CLIENTS: dict[str, Callable[..., Any]] = {"obstore": ObstoreClient, "s3fs": S3fsClient,
+                                          "boto3": Boto3Client}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -276,11 +316,11 @@ def _timed(cmd: list[str], env: dict[str, str]) -> float:
     return time.perf_counter() - t0
 
 
-def import_times(runs: int) -> dict[str, Any]:
+def import_times(runs: int, libs: list[str]) -> dict[str, Any]:
     env = child_env()
     bare = [_timed([sys.executable, "-c", "pass"], env) for _ in range(runs)]
     out: dict[str, Any] = {"bare_interpreter_s": round(statistics.median(bare), 3)}
-    for lib in LIBS:
+    for lib in libs:
         walls = [_timed([sys.executable, "-c", IMPORTS[lib]], env) for _ in range(runs)]
         proc = subprocess.run([sys.executable, "-X", "importtime", "-c", IMPORTS[lib]], env=env,
                               capture_output=True, text=True, check=True, timeout=120)
@@ -309,6 +349,14 @@ s = S3Store("bench", endpoint=E, access_key_id=K, secret_access_key=S, region=R,
 obstore.head(s, "k")
 print(time.perf_counter() - t0)
 """,
+    "boto3": """
+import time; t0 = time.perf_counter()
+import boto3
+c = boto3.client("s3", endpoint_url=E, aws_access_key_id=K, aws_secret_access_key=S,
+                 region_name=R)
+c.head_object(Bucket="bench", Key="k")
+print(time.perf_counter() - t0)
+""",
     "s3fs": """
 import time; t0 = time.perf_counter()
 import s3fs
@@ -319,14 +367,14 @@ print(time.perf_counter() - t0)
 }
 
 
-def first_request_times(runs: int) -> dict[str, float]:
+def first_request_times(runs: int, libs: list[str]) -> dict[str, float]:
     out = {}
     with S3Server() as s3:
         s3.create_bucket("bench")
         _put_one(s3)
         pre = f"E, K, S, R = {s3.endpoint_url!r}, {s3.access_key!r}, {s3.secret_key!r}, " \
               f"{s3.region!r}\n"
-        for lib in LIBS:
+        for lib in libs:
             times = []
             for _ in range(runs):
                 proc = subprocess.run([sys.executable, "-c", pre + FIRST_REQUEST[lib]],
@@ -347,7 +395,7 @@ def _put_one(s3: S3Server) -> None:
     obstore.put(store, "k", b"x")
 
 
-def installed_sizes() -> dict[str, Any]:
+def installed_sizes(libs: list[str]) -> dict[str, Any]:
     """du -sk of site-packages in fresh venvs, minus a bare venv's (pip, setuptools)."""
     base = Path(tempfile.mkdtemp(prefix="ohpub-s3size-"))
     out: dict[str, Any] = {}
@@ -360,7 +408,7 @@ def installed_sizes() -> dict[str, Any]:
                                       check=True).stdout.split()[0])
 
         sizes = {}
-        for name, pkgs in (("bare", []), ("obstore", ["obstore"]), ("s3fs", ["s3fs"])):
+        for name, pkgs in [("bare", []), *((lib, [lib]) for lib in libs)]:
             venv = base / name
             subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
             if pkgs:
@@ -375,7 +423,7 @@ def installed_sizes() -> dict[str, Any]:
                 dists = {d["name"]: d["version"] for d in json.loads(listed)
                          if d["name"] not in ("pip", "setuptools", "wheel")}
                 out[name] = {"dists": dists}
-        for name in LIBS:
+        for name in libs:
             out[name]["kib"] = sizes[name] - sizes["bare"]
             out[name]["mib"] = round((sizes[name] - sizes["bare"]) / 1024, 1)
     finally:
@@ -586,7 +634,8 @@ PHASE_ORDER = ("small_put", "small_put_batch", "small_head", "small_get", "small
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--runs", type=int, default=3)
-    p.add_argument("--libs", default=",".join(LIBS))
+    p.add_argument("--libs", default=",".join(LIBS),
+                   help=f"comma-separated, of {', '.join(ALL_LIBS)}")
     p.add_argument("--small-count", type=int, default=500)
     p.add_argument("--small-size", type=int, default=20_000)
     p.add_argument("--big-count", type=int, default=3)
@@ -600,7 +649,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="the S3 server's HTTP layer (auto: waitress if installed)")
     p.add_argument("--json", help="write every figure here")
     # worker mode (internal)
-    p.add_argument("--worker", choices=LIBS, help=argparse.SUPPRESS)
+    p.add_argument("--worker", choices=ALL_LIBS, help=argparse.SUPPRESS)
     for name in ("endpoint", "key", "secret", "region", "bucket"):
         p.add_argument("--" + name, help=argparse.SUPPRESS)
     p.add_argument("--server-pid", type=int, help=argparse.SUPPRESS)
@@ -617,15 +666,15 @@ def main(argv: list[str] | None = None) -> int:
                                   "runs", "small_count", "small_size", "big_count", "big_mib",
                                   "part_mib", "threads")}}
     print(f"# {report['machine']['date']}, load {report['machine']['load']}", flush=True)
-    report["imports"] = import_times(3 if args.quick else 5)
+    report["imports"] = import_times(3 if args.quick else 5, libs)
     print("imports", json.dumps(report["imports"]), flush=True)
-    report["first_request_s"] = first_request_times(1 if args.quick else 3)
+    report["first_request_s"] = first_request_times(1 if args.quick else 3, libs)
     print("first request", json.dumps(report["first_request_s"]), flush=True)
     if args.features:
         report["features"] = features()
         print("features", json.dumps(report["features"], indent=1), flush=True)
     if args.sizes:
-        report["sizes"] = installed_sizes()
+        report["sizes"] = installed_sizes(libs)
         print("sizes", json.dumps(report["sizes"]), flush=True)
     report["runs"] = {}
     report["load_per_run"] = []
