@@ -44,7 +44,8 @@ waitress instead, which keeps connections alive as S3 does (32 worker threads). 
 request headers whose names contain ``_`` (so ``x-amz-meta-a_b`` is lost; werkzeug keeps it);
 ``OHPUB_S3SERVER_HTTP=werkzeug`` forces moto's own.
 
-This module imports without moto; only the child needs it (``pip install 'moto[server]'``).
+This module imports without moto; only the child needs it: ``pip install 'moto[server]'``, or
+the lighter ``pip install 'moto[s3]' flask flask-cors waitress`` (all the S3 server needs).
 :func:`moto_available` tells a test whether to skip. Run ``python tests/s3server.py --help`` for
 a foreground server.
 """
@@ -84,8 +85,10 @@ DEFAULT_REGION = "us-east-1"
 
 
 def moto_available() -> bool:
-    """True when this interpreter can run the child (moto with its server extra: flask)."""
-    return all(importlib.util.find_spec(m) is not None for m in ("moto", "flask", "werkzeug"))
+    """True when this interpreter can run the child: moto (its S3 part: ``moto[s3]``) and
+    what its server needs (flask, flask-cors, werkzeug; all in ``moto[server]``)."""
+    return all(importlib.util.find_spec(m) is not None
+               for m in ("moto", "yaml", "flask", "flask_cors", "werkzeug"))
 
 
 # ---------------------------------------------------------------------------------------------
