@@ -23,6 +23,7 @@ from typing import Any, BinaryIO
 import requests
 import urllib3
 
+from ohpub.bucket.objects import default_work_dir, is_bucket_url, normalise_url
 from ohpub.local.index import read_index
 from ohpub.mirror.run import Mirror
 from ohpub.mirror.types import FileResult, MirrorOptions, MirrorSummary
@@ -268,8 +269,13 @@ def mirror(
     progress: Callable[[MirrorEvent], None] | None = None,
     client: ApiClient | None = None,
     keep_results: bool = True,
+    work_dir: PathLike | None = None,
 ) -> MirrorResult:
     """Mirror the matching public files into ``dest/<username>/<project id>/<name>``.
+
+    ``dest`` may be ``s3://bucket/prefix`` (``pip install 'ohpub[s3]'``); partials and a
+    working copy of the state then live in ``work_dir`` (default: under
+    ``$XDG_CACHE_HOME/ohpub``).
 
     Resumable and verified like ``ohpub mirror``; a second call on an up-to-date mirror
     reports every file ``unchanged``. ``max_size`` takes bytes or a size like ``"500M"``.
@@ -280,8 +286,10 @@ def mirror(
     100,000 files need not hold them.
     """
     limit = parse_size(max_size) if isinstance(max_size, str) else max_size
+    url, local = _dest_of(dest, work_dir)
     opts = MirrorOptions(
-        dest=Path(os.fspath(dest)),
+        dest=local,
+        url=url,
         flt=make_filter(project, user, datatype, tag, name, since, until),
         jobs=jobs,
         dry_run=dry_run,
@@ -291,6 +299,14 @@ def mirror(
         checksum=checksum,
     )
     return run_mirror(opts, progress=progress, client=client, keep_results=keep_results)
+
+
+def _dest_of(dest: PathLike, work_dir: PathLike | None) -> tuple[str | None, Path]:
+    """(the bucket URL or None, the local directory: DEST itself or the work dir)."""
+    if not is_bucket_url(dest):
+        return None, Path(os.fspath(dest))
+    url = normalise_url(dest)
+    return url, Path(os.fspath(work_dir)) if work_dir is not None else default_work_dir(url)
 
 
 def run_mirror(

@@ -11,7 +11,7 @@ import sys
 from collections.abc import Callable, Iterator
 from itertools import islice
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
@@ -171,6 +171,18 @@ def _until_incomplete(
         failed.append(exc)
 
 
+_MirrorWorkDirOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--work-dir",
+        envvar="OHPUB_WORK_DIR",
+        show_default=False,
+        help="For an s3:// DEST: where partials and the state's working copy live "
+        "(default: $XDG_CACHE_HOME/ohpub/<bucket--prefix>).",
+    ),
+]
+
+
 @app.command("mirror", cls=_Command)
 def mirror_cmd(
     ctx: typer.Context,
@@ -190,6 +202,7 @@ def mirror_cmd(
     checksum: _MirrorChecksumOpt = False,
     fmt: _MirrorFmtOpt = MirrorFormat.text,
     cutoff: CutoffOpt = None,
+    work_dir: _MirrorWorkDirOpt = None,
 ) -> int:
     """Mirror public files into DEST/<username>/<project id>/<name>, resumably.
 
@@ -229,6 +242,7 @@ def mirror_cmd(
             progress=view.on_event,
             client=client,
             keep_results=False,
+            work_dir=work_dir,
         )
     if dry_run and fmt is MirrorFormat.jsonl:
         write_jsonl(totals_record(result), sys.stdout)

@@ -13,9 +13,9 @@ import contextlib
 import os
 
 from ohpub.local.state import FileState, partial_dir
-from ohpub.local.tree import forget_partial, remove_within
+from ohpub.local.tree import forget_partial
 from ohpub.mirror import plan
-from ohpub.mirror.commit import Phase, prune_dirs, record_of
+from ohpub.mirror.commit import Phase, record_of
 from ohpub.mirror.types import FileResult, MirrorSummary
 from ohpub.model.records import Action, StateStatus
 
@@ -53,8 +53,8 @@ class Removals(Phase):
         if not self.dry and self.state is not None:
             if action is Action.DELETE:
                 if fs.path:
-                    remove_within(self.dest, fs.path)
-                    prune_dirs(self.dest, fs.path)
+                    self.target.remove(fs.path)
+                    self.target.prune(fs.path)
                 self.state.delete(fs.id)
             elif fs.status != StateStatus.REMOVED_UPSTREAM:
                 placed = fs.path and fs.status in plan.PLACED

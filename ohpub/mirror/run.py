@@ -41,10 +41,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ohpub.local.index import INDEX_NAME, write_index
+from ohpub.local.dest import LocalDest
+from ohpub.local.index import INDEX_NAME
 from ohpub.local.lock import DestLock
 from ohpub.local.state import FileState, StateDB, ensure_dirs, state_db_path
 from ohpub.mirror import plan
+from ohpub.mirror.bucketrun import run_into_bucket
 from ohpub.mirror.commit import Committer
 from ohpub.mirror.listed import Listed
 from ohpub.mirror.removals import Removals
@@ -123,6 +125,8 @@ class Mirror:
         """Carry out the run (or, with ``dry_run``, report what it would do)."""
         if self.opts.dry_run:
             return self._dry()
+        if self.opts.url is not None:
+            return run_into_bucket(self.opts, self._recorded)
         dest = self.opts.dest
         prepare_dest(dest, create=True)
         refuse_lost_state(dest)
@@ -145,9 +149,10 @@ class Mirror:
             raise
         finally:
             run.summary.elapsed = time.monotonic() - run.started
-            if state.changes or index_stale or not (self.opts.dest / INDEX_NAME).is_file():
+            target = self.opts.destination or LocalDest(self.opts.dest)
+            if state.changes or index_stale or not target.has_index():
                 with contextlib.suppress(OhpubError, OSError):
-                    write_index(self.opts.dest, state)
+                    target.write_index(state)
             counts = {str(k): v for k, v in run.summary.counts.items() if v}
             complete = run.summary.listing_complete and outcome != "interrupted"
             state.end_run(run_id, outcome, counts, complete=complete)

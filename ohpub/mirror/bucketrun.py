@@ -1,0 +1,203 @@
+"""A mirror run into ``s3://bucket/prefix``: the same run, with the bucket as destination.
+
+The local half lives in the work directory (``MirrorOptions.dest``): partials are resumed
+and verified there exactly as in a tree, and the state database is a working copy. The
+bookkeeping kept with the mirror is ``prefix/.ohpub/state.sqlite3``, uploaded at the end of
+every run (also a failed or interrupted one). Between two uploads the objects themselves
+are the journal: each carries its id, sha256, md5 and ``created`` as user metadata, so on
+start any object the state does not know at its key (a run killed after placing it, or a
+fresh machine and no state object) is adopted from one HEAD, and nothing is downloaded
+from Open Humans again. A crash thus loses no placed file, at the price of a HEAD per
+adopted object; uploading the database per batch would cost a PUT of the whole database
+(megabytes on a big mirror) every 64 files.
+
+Order: check the bucket (one listing request: a wrong key, secret, bucket or endpoint
+stops here, exit 2, nothing written), the local lock of the work directory, the bucket's
+lock object, abort leftover multipart uploads, list the prefix once, bring the state up
+to date, run, write ``index.jsonl``, upload the state, release.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sqlite3
+import tempfile
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from ohpub.bucket.lock import BucketLock
+from ohpub.bucket.objects import INDEX_KEY, BucketDest
+from ohpub.local.index import INDEX_NAME, write_index
+from ohpub.local.lock import DestLock
+from ohpub.local.state import (
+    FileState,
+    StateDB,
+    ensure_dirs,
+    ohpub_dir,
+    state_db_path,
+)
+from ohpub.local.tree import forget_partial
+from ohpub.mirror.types import MirrorOptions, MirrorSummary
+from ohpub.model.errors import UsageError
+from ohpub.model.hashing import FileDigest
+
+log = logging.getLogger("ohpub")
+
+STATE_KEY = ".ohpub/state.sqlite3"
+MARKER = "bucket-state-etag"
+"""In the work directory: the ETag of the state object this copy was last synced with."""
+
+
+class BucketTarget:
+    """The mirror's ``Destination`` for a bucket: ``BucketDest`` plus the local half
+    (dropping the partial once uploaded, writing the index through the work dir)."""
+
+    def __init__(self, bucket: BucketDest) -> None:
+        self.bucket = bucket
+        self.root = bucket.root
+
+    def describe(self) -> str:
+        return self.bucket.describe()
+
+    def fingerprint(self, relpath: str) -> tuple[int, int] | None:
+        return self.bucket.fingerprint(relpath)
+
+    def place(self, part: Path, relpath: str, facts: dict[str, str]) -> tuple[int, int] | None:
+        fp = self.bucket.place(part, relpath, facts)
+        forget_partial(part, root=self.root)
+        return fp
+
+    def sync(self, reldirs: Iterable[str]) -> None:
+        self.bucket.sync(reldirs)
+
+    def move(self, old: str, new: str) -> None:
+        self.bucket.move(old, new)
+
+    def remove(self, relpath: str) -> None:
+        self.bucket.remove(relpath)
+
+    def prune(self, relpath: str) -> None:
+        self.bucket.prune(relpath)
+
+    def digest(self, relpath: str) -> FileDigest:
+        return self.bucket.digest(relpath)
+
+    def walk(self) -> Iterable[str]:
+        return self.bucket.walk()
+
+    def has_index(self) -> bool:
+        return self.bucket.has_index()
+
+    def write_index(self, state: StateDB) -> None:
+        write_index(self.root, state)
+        self.bucket.upload(INDEX_KEY, self.root / INDEX_NAME)
+
+
+def open_bucket(url: str, work_dir: Path) -> BucketDest:
+    """The bucket, checked with one listing request before anything is written."""
+    bucket = BucketDest(url, work_dir)
+    bucket.s3.check()
+    return bucket
+
+
+def pull_state(bucket: BucketDest) -> None:
+    """Bring the work directory's state up to the bucket's (after ``load_listing``)."""
+    row = bucket._row(STATE_KEY)
+    db = state_db_path(bucket.root)
+    marker = ohpub_dir(bucket.root) / MARKER
+    known = marker.read_text().strip() if marker.is_file() else None
+    if row is None or (db.is_file() and known == row[1]):
+        return  # no state in the bucket yet, or this copy is the latest (or newer)
+    tmp = db.with_name(db.name + ".download")
+    bucket.s3.get_file(STATE_KEY, tmp)
+    for sfx in ("-wal", "-shm", "-journal"):
+        Path(str(db) + sfx).unlink(missing_ok=True)
+    os.replace(tmp, db)
+    marker.write_text(row[1])
+
+
+def push_state(bucket: BucketDest) -> None:
+    """Upload a consistent copy of the state (SQLite's backup API, WAL included)."""
+    db = state_db_path(bucket.root)
+    with tempfile.TemporaryDirectory(dir=ohpub_dir(bucket.root)) as tmp:
+        copy = Path(tmp) / "state.sqlite3"
+        src = sqlite3.connect(db)
+        dst = sqlite3.connect(copy)
+        try:
+            src.backup(dst)
+        finally:
+            dst.close()
+            src.close()
+        etag = bucket.upload(STATE_KEY, copy)
+    (ohpub_dir(bucket.root) / MARKER).write_text(etag)
+
+
+def adopt(bucket: BucketDest, state: StateDB) -> int:
+    """Objects carrying ohpub's metadata at keys the state does not know: recorded as
+    placed (one HEAD each), so the run keeps them instead of downloading them."""
+    known = {p for _fid, p, _st in state.iter_paths() if p}
+    n = 0
+    for key in bucket.walk():
+        if key in known:
+            continue
+        head = bucket.s3.head(key)
+        if head is None or not head.metadata.get("ohpub-id", "").isdigit():
+            continue  # not ours: an untracked object
+        fs = state.get(int(head.metadata["ohpub-id"])) or _blank(key, head.metadata)
+        fs.path, fs.size = key, head.size
+        fs.mtime_ns = bucket.fingerprint(key)[1] if bucket.fingerprint(key) else None
+        fs.sha256 = head.metadata.get("ohpub-sha256")
+        fs.md5 = head.metadata.get("ohpub-md5")
+        fs.status = "present"
+        state.put(fs)
+        n += 1
+    if n:
+        log.info("%s: adopted %d objects from their metadata", bucket.url, n)
+    return n
+
+
+def _blank(key: str, meta: dict[str, str]) -> FileState:
+    parts = key.split("/")
+    project = parts[1] if len(parts) > 2 and parts[1].isdigit() else None
+    now = time.time()
+    return FileState(
+        id=int(meta["ohpub-id"]), path=key, size=None, mtime_ns=None, sha256=None, md5=None,
+        etag=None, basename=parts[-1], created=meta.get("ohpub-created", ""), user_id=None,
+        username=parts[0] if len(parts) > 2 else None,
+        project_id=int(project) if project else None, datatype_ids=[], metadata={},
+        raw={}, first_seen=now, last_seen=now, downloaded_at=None, status="present",
+    )
+
+
+def run_into_bucket(
+    opts: MirrorOptions, recorded: Callable[[StateDB], MirrorSummary]
+) -> MirrorSummary:
+    """``Mirror.run`` for an ``s3://`` DEST (see the module docstring)."""
+    assert opts.url is not None
+    work = opts.dest
+    if work.exists() and not work.is_dir():
+        raise UsageError(f"--work-dir {work} exists and is not a directory")
+    bucket = open_bucket(opts.url, work)
+    ensure_dirs(work)
+    opts.destination = BucketTarget(bucket)
+    try:
+        with DestLock(work), BucketLock(bucket.s3):
+            bucket.abort_uploads()
+            bucket.load_listing()
+            pull_state(bucket)
+            try:
+                with StateDB.open(work) as state:
+                    adopt(bucket, state)
+                    return recorded(state)
+            finally:
+                with contextlib.suppress(Exception):
+                    push_state(bucket)
+    finally:
+        bucket.close()
+
+
+__all__ = ["BucketTarget", "open_bucket", "pull_state", "push_state", "adopt",
+           "run_into_bucket", "STATE_KEY"]
