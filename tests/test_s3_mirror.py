@@ -203,3 +203,56 @@ def test_without_the_extra_one_line_exit_2(oh_server: Any, tmp_path: Path) -> No
     assert p.returncode == 2
     assert p.stderr.strip().splitlines() == [
         "ohpub: error: an s3:// DEST needs the object-store extra: pip install 'ohpub[s3]'"]
+
+
+def test_big_file_multipart_and_kill_9_during_upload_then_resume(
+        oh_server: Any, s3_server: S3Server, tmp_path: Path) -> None:
+    fid = add_big_file(oh_server, 40 * MiB)
+    work = tmp_path / "work"
+    env = {**os.environ, **env_of(s3_server), "OHPUB_BASE_URL": oh_server.base_url,
+           "OHPUB_S3_MULTIPART_THRESHOLD": str(6 * MiB), "NO_COLOR": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "ohpub", "mirror", f"s3://{s3_server.bucket}/m",
+                             "--work-dir", str(work), "--project", "600"], cwd=REPO, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while s3_server.ops()["UploadPart"] < 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert s3_server.ops()["CreateMultipartUpload"] == 1
+    assert "m/alice/600/big.bin" not in all_keys(s3_server)  # never a partial object
+    left = uploads(s3_server)
+    r = mirror(oh_server, s3_server, work, "--project", "600",
+               env=env_of(s3_server, OHPUB_S3_MULTIPART_THRESHOLD=str(6 * MiB)))
+    assert r.code == 0, r.stderr
+    assert uploads(s3_server) == []  # the killed run's upload aborted (it had {left})
+    assert s3_server.ops()["AbortMultipartUpload"] == len(left)
+    assert objects(s3_server)["alice/600/big.bin"] == content_of(oh_server, fid)
+    head = boto(s3_server).head_object(Bucket=s3_server.bucket, Key="m/alice/600/big.bin")
+    assert head["ETag"].strip('"').endswith("-7")  # 40 MiB in 6 MiB parts: multipart
+    assert head["Metadata"]["ohpub-sha256"] == hashlib.sha256(content_of(oh_server, fid)).hexdigest()
+
+
+def test_fresh_work_dir_downloads_nothing(oh_server: Any, s3_server: S3Server,
+                                          tmp_path: Path) -> None:
+    assert mirror(oh_server, s3_server, tmp_path / "work1").code == 0
+    before = storage_gets(oh_server)
+    r = mirror(oh_server, s3_server, tmp_path / "work2", "-f", "jsonl")
+    assert r.code == 0, r.stderr
+    assert {x["status"] for x in jsonl(r.stdout)} == {"unchanged"}
+    assert storage_gets(oh_server) == before
+
+
+def test_fresh_work_dir_without_the_state_object_adopts_from_metadata(
+        oh_server: Any, s3_server: S3Server, tmp_path: Path) -> None:
+    assert mirror(oh_server, s3_server, tmp_path / "work1").code == 0
+    n = len(objects(s3_server))
+    boto(s3_server).delete_object(Bucket=s3_server.bucket, Key="m/.ohpub/state.sqlite3")
+    before = storage_gets(oh_server)
+    s3_server.reset_counts()
+    r = mirror(oh_server, s3_server, tmp_path / "work2", "-f", "jsonl")
+    assert r.code == 0, r.stderr
+    assert {x["status"] for x in jsonl(r.stdout)} == {"unchanged"}
+    assert storage_gets(oh_server) == before
+    assert s3_server.counts()["HEAD"] == n  # one HEAD per object, no GET of a body
+    assert s3_server.ops()["GetObject"] == 0

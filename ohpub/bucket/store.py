@@ -57,13 +57,20 @@ class BucketError(UsageError):
 
 
 MiB = 1024 * 1024
-MULTIPART_THRESHOLD = int(os.environ.get("OHPUB_S3_MULTIPART_THRESHOLD", 64 * MiB))
+MULTIPART_THRESHOLD = 64 * MiB
 """One PUT below, multipart above. A single PUT is one request and atomic; multipart pays
 three extra requests per object but sends parts in parallel and retries a part, not the
 whole object. At 64 MiB a single PUT still takes about a second on a fast link (S3 allows
-5 GiB), so the retry cost stays small; the environment variable is for tests."""
-PART_SIZE = max(5 * MiB, min(16 * MiB, MULTIPART_THRESHOLD))
+5 GiB), so the retry cost stays small. ``OHPUB_S3_MULTIPART_THRESHOLD`` (bytes) overrides
+it (for tests)."""
+PART_SIZE = 16 * MiB
 """S3: >= 5 MiB except the last, <= 10,000 parts (156 GiB at 16 MiB)."""
+
+
+def multipart_sizes() -> tuple[int, int]:
+    """(threshold, part size), read when used so the override applies in-process too."""
+    threshold = int(os.environ.get("OHPUB_S3_MULTIPART_THRESHOLD", MULTIPART_THRESHOLD))
+    return threshold, max(5 * MiB, min(PART_SIZE, threshold))
 PART_CONCURRENCY = 4  # parts in flight per file; ohpub also runs several files at once
 # obstore's standard attributes: everything else in .attributes is user metadata (x-amz-meta-)
 STANDARD_ATTRIBUTES = {"Content-Disposition", "Content-Encoding", "Content-Language",
@@ -189,9 +196,10 @@ class S3Target:
     def put_file(self, key: str, local: Path, metadata: dict[str, str]) -> str:
         """Upload a local file (multipart above MULTIPART_THRESHOLD); returns the ETag."""
         size = local.stat().st_size
+        threshold, part = multipart_sizes()
         try:
-            result = _obstore().put(self.store, key, local, attributes=metadata,  # type: ignore[arg-type]
-                                 use_multipart=size > MULTIPART_THRESHOLD, chunk_size=PART_SIZE,
+            result = _obstore().put(self.store, key, local, attributes=metadata,
+                                 use_multipart=size > threshold, chunk_size=part,
                                  max_concurrency=PART_CONCURRENCY)
         except Exception as exc:
             raise explain(exc, self.url_of(key)) from exc
