@@ -39,6 +39,7 @@ from ohpub.model.errors import (
 from ohpub.model.filters import DateLike, IdFilter, TextFilter, make_filter, to_datetime
 from ohpub.model.records import DataFile, FileStatus
 from ohpub.model.units import parse_duration, parse_size
+from ohpub.ops import bucketops
 from ohpub.ops import fetch as fetch_mod
 from ohpub.ops import status as status_mod
 from ohpub.ops import verify as verify_mod
@@ -485,6 +486,7 @@ def verify(
     *,
     on_record: Callable[[dict[str, Any]], None] | None = None,
     keep_records: bool = True,
+    work_dir: PathLike | None = None,
 ) -> VerifyResult:
     """Re-hash every tracked file of the mirror at ``dest`` against its state (and list
     untracked files). ``on_record`` sees each record as it is made; with
@@ -497,7 +499,11 @@ def verify(
         if on_record is not None:
             on_record(rec)
 
-    report = verify_mod.verify_mirror(Path(os.fspath(dest)), on_record=emit)
+    url, local = _dest_of(dest, work_dir)
+    if url is not None:
+        report = bucketops.verify_bucket(url, local, on_record=emit)
+    else:
+        report = verify_mod.verify_mirror(local, on_record=emit)
     return VerifyResult(ok=report.ok, files=records, counts=dict(report.counts))
 
 
@@ -526,12 +532,18 @@ class MirrorStatus:
         return dict(self.fields)
 
 
-def status(dest: PathLike, *, max_age: float | str | None = None) -> MirrorStatus:
+def status(
+    dest: PathLike, *, max_age: float | str | None = None, work_dir: PathLike | None = None
+) -> MirrorStatus:
     """What the mirror at ``dest`` holds and how its runs went (reads only; works on a
     mirror you cannot write). ``max_age`` (seconds, or a duration such as ``"26h"``)
     also judges whether it is fresh (``stale``)."""
     age = parse_duration(max_age) if isinstance(max_age, str) else max_age
-    st = status_mod.mirror_status(Path(os.fspath(dest)), max_age=age)
+    url, local = _dest_of(dest, work_dir)
+    if url is not None:
+        st = bucketops.bucket_status(url, local, max_age=age)
+    else:
+        st = status_mod.mirror_status(local, max_age=age)
     d = st.as_dict()
     return MirrorStatus(
         files=d["files"],
@@ -551,6 +563,8 @@ def status(dest: PathLike, *, max_age: float | str | None = None) -> MirrorStatu
 
 def index(dest: PathLike) -> builtins.list[dict[str, Any]]:
     """The records of ``dest/index.jsonl``: one per tracked file (API fields, path, sha256)."""
+    if is_bucket_url(dest):
+        return bucketops.bucket_index(normalise_url(dest))
     try:
         return builtins.list(read_index(Path(os.fspath(dest))))
     except FileNotFoundError:

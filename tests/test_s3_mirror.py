@@ -230,7 +230,8 @@ def test_big_file_multipart_and_kill_9_during_upload_then_resume(
     assert objects(s3_server)["alice/600/big.bin"] == content_of(oh_server, fid)
     head = boto(s3_server).head_object(Bucket=s3_server.bucket, Key="m/alice/600/big.bin")
     assert head["ETag"].strip('"').endswith("-7")  # 40 MiB in 6 MiB parts: multipart
-    assert head["Metadata"]["ohpub-sha256"] == hashlib.sha256(content_of(oh_server, fid)).hexdigest()
+    want = hashlib.sha256(content_of(oh_server, fid)).hexdigest()
+    assert head["Metadata"]["ohpub-sha256"] == want
 
 
 def test_fresh_work_dir_downloads_nothing(oh_server: Any, s3_server: S3Server,
@@ -256,3 +257,58 @@ def test_fresh_work_dir_without_the_state_object_adopts_from_metadata(
     assert storage_gets(oh_server) == before
     assert s3_server.counts()["HEAD"] == n  # one HEAD per object, no GET of a body
     assert s3_server.ops()["GetObject"] == 0
+
+
+def test_verify_finds_modified_missing_untracked_and_mirror_repairs(
+        oh_server: Any, s3_server: S3Server, tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    assert mirror(oh_server, s3_server, work).code == 0
+    good = objects(s3_server)
+    modified, missing = sorted(good)[:2]
+    c = boto(s3_server)
+    c.put_object(Bucket=s3_server.bucket, Key="m/" + modified, Body=b"tampered")
+    c.delete_object(Bucket=s3_server.bucket, Key="m/" + missing)
+    c.put_object(Bucket=s3_server.bucket, Key="m/stray.txt", Body=b"x")
+    env = env_of(s3_server, XDG_CACHE_HOME=str(tmp_path / "cache"))
+    s3_server.reset_counts()
+    r = run_cli(oh_server, ["verify", f"s3://{s3_server.bucket}/m", "-f", "jsonl"], env=env)
+    assert r.code == 1, r.stderr
+    by = {x["path"]: x["status"] for x in jsonl(r.stdout)}
+    assert by[modified] == "modified" and by[missing] == "missing"
+    assert by["stray.txt"] == "untracked"
+    assert [p for p, s in by.items() if s == "ok"] == sorted(set(good) - {modified, missing})
+    assert s3_server.ops()["GetObject"] >= len(good) - 1  # a full read of every object
+    st = run_cli(oh_server, ["status", f"s3://{s3_server.bucket}/m", "-f", "json"], env=env)
+    assert st.code == 0, st.stderr
+    assert json.loads(st.stdout)["by_status"].get("modified") == 1
+    r = mirror(oh_server, s3_server, work, "-f", "jsonl")
+    assert r.code == 0, r.stderr
+    done = {x["path"]: x["status"] for x in jsonl(r.stdout)}
+    assert done[modified] == "downloaded" and done[missing] == "downloaded"
+    after = objects(s3_server)
+    assert {k: v for k, v in after.items() if k != "stray.txt"} == good
+
+
+def test_status_reads_no_object_body(oh_server: Any, s3_server: S3Server,
+                                     tmp_path: Path) -> None:
+    assert mirror(oh_server, s3_server, tmp_path / "work").code == 0
+    s3_server.reset_counts()
+    env = env_of(s3_server, XDG_CACHE_HOME=str(tmp_path / "cache"))
+    r = run_cli(oh_server, ["status", f"s3://{s3_server.bucket}/m", "-f", "json"], env=env)
+    assert r.code == 0, r.stderr
+    gets = [q for q in s3_server.requests() if q.get("op") == "GetObject"]
+    st = json.loads(r.stdout)
+    assert st["files"] == len(objects(s3_server)) and st["last_run"]["outcome"] == "ok"
+    own = (".ohpub/state.sqlite3", ".ohpub/lock")
+    assert gets and all(q["path"].endswith(own) for q in gets), gets
+
+
+def test_library_index_of_a_bucket(oh_server: Any, s3_server: S3Server, tmp_path: Path,
+                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    import ohpub
+
+    assert mirror(oh_server, s3_server, tmp_path / "work").code == 0
+    for k, v in s3_server.env().items():
+        monkeypatch.setenv(k, v)
+    recs = ohpub.index(f"s3://{s3_server.bucket}/m")
+    assert {r["path"] for r in recs} == set(objects(s3_server))

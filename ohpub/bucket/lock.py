@@ -9,6 +9,7 @@ taken over, conditional on its ETag, so two runs taking over at once cannot both
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -115,10 +116,8 @@ class BucketLock:
         if self._thread is not None:
             self._thread.join(timeout=5)
         if self._etag is not None and not self.lost:
-            try:
+            with contextlib.suppress(Exception):  # the lease expires it anyway
                 self.s3.delete(LOCK_KEY)
-            except Exception:  # noqa: BLE001 - the lease expires it anyway
-                pass
         self._etag = None
 
     def __enter__(self) -> BucketLock:

@@ -11,6 +11,7 @@ From ``benchmarks/s3_adapter_sketch.py``, proven against ``tests/s3server.py`` b
 
 from __future__ import annotations
 
+import builtins
 import configparser
 import datetime as dt
 import hashlib
@@ -168,7 +169,7 @@ class S3Target:
             if self.credentials.session_token:
                 config["session_token"] = self.credentials.session_token
         self.store = _obstore().store.S3Store(
-            self.bucket, prefix=self.prefix or None, config=config,  # type: ignore[arg-type]
+            self.bucket, prefix=self.prefix or None, config=config,
             client_options={"allow_http": bool(self.endpoint and
                                                self.endpoint.startswith("http://")),
                             "connect_timeout": "10s", "timeout": "300s"},
@@ -302,9 +303,9 @@ class S3Target:
 
     # -- in-progress multipart uploads (not in obstore: signed requests of our own) --------
 
-    def list_uploads(self, prefix: str = "") -> list[Upload]:
+    def list_uploads(self, prefix: str = "") -> builtins.list[Upload]:
         """ListMultipartUploads under ``prefix`` (a plain key prefix), every page."""
-        uploads: list[Upload] = []
+        uploads: builtins.list[Upload] = []
         query = {"uploads": "", "prefix": self._full(prefix)}
         while True:
             root = ET.fromstring(self._signed("GET", "", query).content)

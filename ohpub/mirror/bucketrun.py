@@ -19,26 +19,17 @@ to date, run, write ``index.jsonl``, upload the state, release.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
-import sqlite3
-import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
+from ohpub.bucket.bookkeeping import STATE_KEY, pull, push
 from ohpub.bucket.lock import BucketLock
 from ohpub.bucket.objects import INDEX_KEY, BucketDest
 from ohpub.local.index import INDEX_NAME, write_index
 from ohpub.local.lock import DestLock
-from ohpub.local.state import (
-    FileState,
-    StateDB,
-    ensure_dirs,
-    ohpub_dir,
-    state_db_path,
-)
+from ohpub.local.state import FileState, StateDB, ensure_dirs, state_db_path
 from ohpub.local.tree import forget_partial
 from ohpub.mirror.types import MirrorOptions, MirrorSummary
 from ohpub.model.errors import UsageError
@@ -46,9 +37,6 @@ from ohpub.model.hashing import FileDigest
 
 log = logging.getLogger("ohpub")
 
-STATE_KEY = ".ohpub/state.sqlite3"
-MARKER = "bucket-state-etag"
-"""In the work directory: the ETag of the state object this copy was last synced with."""
 
 
 class BucketTarget:
@@ -85,7 +73,7 @@ class BucketTarget:
     def digest(self, relpath: str) -> FileDigest:
         return self.bucket.digest(relpath)
 
-    def walk(self) -> Iterable[str]:
+    def walk(self) -> Iterator[str]:
         return self.bucket.walk()
 
     def has_index(self) -> bool:
@@ -106,33 +94,11 @@ def open_bucket(url: str, work_dir: Path) -> BucketDest:
 def pull_state(bucket: BucketDest) -> None:
     """Bring the work directory's state up to the bucket's (after ``load_listing``)."""
     row = bucket._row(STATE_KEY)
-    db = state_db_path(bucket.root)
-    marker = ohpub_dir(bucket.root) / MARKER
-    known = marker.read_text().strip() if marker.is_file() else None
-    if row is None or (db.is_file() and known == row[1]):
-        return  # no state in the bucket yet, or this copy is the latest (or newer)
-    tmp = db.with_name(db.name + ".download")
-    bucket.s3.get_file(STATE_KEY, tmp)
-    for sfx in ("-wal", "-shm", "-journal"):
-        Path(str(db) + sfx).unlink(missing_ok=True)
-    os.replace(tmp, db)
-    marker.write_text(row[1])
+    pull(bucket, state_db_path(bucket.root), row[1] if row else None)
 
 
 def push_state(bucket: BucketDest) -> None:
-    """Upload a consistent copy of the state (SQLite's backup API, WAL included)."""
-    db = state_db_path(bucket.root)
-    with tempfile.TemporaryDirectory(dir=ohpub_dir(bucket.root)) as tmp:
-        copy = Path(tmp) / "state.sqlite3"
-        src = sqlite3.connect(db)
-        dst = sqlite3.connect(copy)
-        try:
-            src.backup(dst)
-        finally:
-            dst.close()
-            src.close()
-        etag = bucket.upload(STATE_KEY, copy)
-    (ohpub_dir(bucket.root) / MARKER).write_text(etag)
+    push(bucket, state_db_path(bucket.root))
 
 
 def adopt(bucket: BucketDest, state: StateDB) -> int:
@@ -148,7 +114,8 @@ def adopt(bucket: BucketDest, state: StateDB) -> int:
             continue  # not ours: an untracked object
         fs = state.get(int(head.metadata["ohpub-id"])) or _blank(key, head.metadata)
         fs.path, fs.size = key, head.size
-        fs.mtime_ns = bucket.fingerprint(key)[1] if bucket.fingerprint(key) else None
+        fp = bucket.fingerprint(key)
+        fs.mtime_ns = fp[1] if fp else None
         fs.sha256 = head.metadata.get("ohpub-sha256")
         fs.md5 = head.metadata.get("ohpub-md5")
         fs.status = "present"
@@ -193,8 +160,11 @@ def run_into_bucket(
                     adopt(bucket, state)
                     return recorded(state)
             finally:
-                with contextlib.suppress(Exception):
+                try:
                     push_state(bucket)
+                except Exception as exc:  # noqa: BLE001 - the run's own error matters more
+                    log.warning("could not upload the state to %s: %s (the work directory "
+                                "keeps it; the next run uploads it)", bucket.url, exc)
     finally:
         bucket.close()
 
