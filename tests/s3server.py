@@ -1,7 +1,7 @@
 """An S3 server for tests and benchmarks: moto's server mode in a child process, on loopback.
 
 :class:`S3Server` starts ``python tests/s3server.py`` as a **separate process** that speaks real
-HTTP/1.1 (keep-alive, one thread per connection) on ``127.0.0.1`` and an ephemeral port. Inside
+HTTP/1.1 (see "HTTP server" below) on ``127.0.0.1`` and an ephemeral port. Inside
 it runs moto's WSGI application (the same ``DomainDispatcherApplication`` that
 ``python -m moto.server`` and ``ThreadedMotoServer`` serve), wrapped in a small WSGI middleware
 of ours that
@@ -290,6 +290,9 @@ class S3Server:
             "AWS_DEFAULT_REGION": self.region,
             "AWS_ENDPOINT_URL": self.endpoint_url,
             "AWS_ALLOW_HTTP": "true",  # obstore/object_store: http:// endpoints need this
+            # never look for EC2 instance credentials (169.254.169.254) from a test
+            "AWS_EC2_METADATA_DISABLED": "true",  # botocore
+            "AWS_METADATA_ENDPOINT": "http://127.0.0.1:9",  # object_store: a closed port
         }
 
     def create_bucket(self, name: str) -> None:
