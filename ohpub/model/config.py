@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from ohpub.model.cancel import CancelToken
+
 DEFAULT_BASE_URL = "https://www.openhumans.org"
 MiB = 1024 * 1024
 
@@ -67,6 +69,9 @@ class Config:
     """Files at least this large are fetched as parallel ranges over several connections."""
     range_size: int = 16 * MiB
     """Size of one range of a parallel transfer."""
+    cancel: CancelToken = field(default_factory=CancelToken, compare=False, repr=False)
+    """Cancels every wait of what this Config drives (``model.cancel``: the CLI's signal
+    handlers set it; ``with_()`` keeps it, ``Config()`` makes a fresh one)."""
 
     def with_(self, **changes: object) -> Config:
         """A copy with some fields changed (``dataclasses.replace``)."""

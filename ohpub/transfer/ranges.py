@@ -208,11 +208,12 @@ class Ranged:
         return int(answer.first + answer.consumed) // self.chunks.size
 
     def _acquire(self) -> bool:
-        """One storage slot, waiting as long as the transfer runs (False: it ended)."""
+        """One storage slot, waiting as long as the transfer runs (False: it ended, or was
+        cancelled: the consumer raises that)."""
         slots = self.d.slots
         if not isinstance(slots, threading.Semaphore):
             return True
-        while not self.chunks.stopped:
+        while not self.chunks.stopped and not self.d.cancel.cancelled:
             if slots.acquire(timeout=0.2):
                 return True
         return False
@@ -225,7 +226,7 @@ class Ranged:
     def _fill(self, k: int, answer: Answer | None, buf: memoryview) -> Answer | None:
         """Fill chunk ``k`` (resuming within it after errors); returns the answer when its
         body goes on past the chunk (an open-ended stream), else None."""
-        retry = storage_retrier(self.d.retry, self.job.f)
+        retry = storage_retrier(self.d.retry, self.job.f, self.d.cancel)
         start, end = self.chunks.bounds(k)
         while True:
             pos = start + self.chunks.written[k]
@@ -304,8 +305,7 @@ class Ranged:
             raise
         finally:
             chunks.stop()
-            for t in threads:
-                t.join()
+            _join(threads)
         err = chunks.error
         if isinstance(err, _Changed):
             return "changed"
@@ -322,10 +322,25 @@ class Ranged:
                 while (avail := chunks.contiguous(pos)) == pos:
                     if chunks.error is not None or not any(t.is_alive() for t in threads):
                         return
+                    self.d.cancel.check()
                     chunks.cond.wait(0.2)
             digests.hash_fd(self.fd, pos, avail)
             pos = avail
         self.sink.offset = pos
+
+
+def _join(threads: list[threading.Thread]) -> None:
+    """Wait for every range worker, even through Ctrl-C (raised again after): they write
+    into the caller's file descriptor, which must not be closed under them."""
+    interrupted: BaseException | None = None
+    for t in threads:
+        while t.is_alive():
+            try:
+                t.join()
+            except KeyboardInterrupt as exc:
+                interrupted = exc
+    if interrupted is not None:
+        raise interrupted
 
 
 def _saver(job: Job, total: int, size: int) -> Callable[[list[int]], None]:
