@@ -20,6 +20,7 @@ to date, run, write ``index.jsonl``, upload the state, release.
 from __future__ import annotations
 
 import logging
+import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -169,5 +170,32 @@ def run_into_bucket(
         bucket.close()
 
 
-__all__ = ["BucketTarget", "open_bucket", "pull_state", "push_state", "adopt",
+def dry_into_bucket(
+    opts: MirrorOptions, dry: Callable[[StateDB | None], MirrorSummary]
+) -> MirrorSummary:
+    """``Mirror.run`` with ``--dry-run`` for an ``s3://`` DEST: the plan against the bucket,
+    nothing written to it (no lock object, no state upload: listings and GETs only) and
+    nothing to the work directory (``opts.dest``, whose partials are only looked at).
+
+    The listing table and a copy of the state object live in a scratch directory removed
+    at the end; objects the state does not know are adopted into that copy (HEADs), so the
+    plan is the one the real run would make."""
+    assert opts.url is not None
+    with tempfile.TemporaryDirectory(prefix="ohpub-dry-") as tmp:
+        scratch = Path(tmp)
+        bucket = open_bucket(opts.url, scratch)
+        ensure_dirs(scratch)
+        opts.destination = BucketTarget(bucket)
+        try:
+            bucket.load_listing()
+            pull_state(bucket)
+            with StateDB.open(scratch) as copy:
+                adopt(bucket, copy)
+            with StateDB.open(scratch, create=False, readonly=True) as state:
+                return dry(state)
+        finally:
+            bucket.close()
+
+
+__all__ = ["BucketTarget", "dry_into_bucket", "open_bucket", "pull_state", "push_state", "adopt",
            "run_into_bucket", "STATE_KEY"]

@@ -51,7 +51,7 @@ from ohpub.local.dest import LocalDest
 from ohpub.local.index import INDEX_NAME
 from ohpub.local.lock import DestLock
 from ohpub.local.state import FileState, RunInfo, StateDB, ensure_dirs, state_db_path
-from ohpub.mirror.bucketrun import run_into_bucket
+from ohpub.mirror.bucketrun import dry_into_bucket, run_into_bucket
 from ohpub.mirror.commit import Committer
 from ohpub.mirror.listed import Listed
 from ohpub.mirror.removals import Removals
@@ -133,6 +133,8 @@ class Mirror:
     def run(self) -> MirrorSummary:
         """Carry out the run (or, with ``dry_run``, report what it would do)."""
         if self.opts.dry_run:
+            if self.opts.url is not None:
+                return dry_into_bucket(self.opts, self._dry_with)
             return self._dry()
         if self.opts.url is not None:
             return run_into_bucket(self.opts, self._recorded)
@@ -176,12 +178,16 @@ class Mirror:
         if state_db_path(dest).exists():
             state = StateDB.open(dest, create=False, readonly=True)  # h4: writes nothing
         try:
-            prev = state.last_run() if state is not None else None
-            run = _Run(self.client, self.opts, self.events, state, dry=True, after_ok=_ok(prev))
-            run.execute()
+            return self._dry_with(state)
         finally:
             if state is not None:
                 state.close()
+
+    def _dry_with(self, state: StateDB | None) -> MirrorSummary:
+        """The dry run over a state opened read-only (or none: a new DEST)."""
+        prev = state.last_run() if state is not None else None
+        run = _Run(self.client, self.opts, self.events, state, dry=True, after_ok=_ok(prev))
+        run.execute()
         run.summary.elapsed = time.monotonic() - run.started
         return run.summary
 
