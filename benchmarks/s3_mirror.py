@@ -2,6 +2,7 @@
 ratio, with the bucket's requests per file.
 
     PYTHONPATH=. python benchmarks/s3_mirror.py [--small N] [--big N --big-mib M]
+                                               [--profile DIR]
 
 Both runs use the CLI in-process against tests/ohserver.py (loopback), so the Open Humans
 side costs the same; the S3 side is tests/s3server.py (moto in a child process). Figures
@@ -33,12 +34,14 @@ def timed(oh: OHServer, args: list[str], env: dict[str, str]) -> float:
     return time.perf_counter() - t
 
 
-def case(name: str, oh: OHServer, s3: S3Server, tmp: Path, n: int, profile: bool) -> None:
+def case(name: str, oh: OHServer, s3: S3Server, tmp: Path, n: int, profile: Path | None,
+         jobs: int) -> None:
     bucket = f"bench-{name}"
     s3.create_bucket(bucket)
     env = s3.env()
-    local = ["mirror", str(tmp / f"tree-{name}"), "-p", "600"]
-    remote = ["mirror", f"s3://{bucket}/m", "--work-dir", str(tmp / f"work-{name}"), "-p", "600"]
+    local = ["mirror", str(tmp / f"tree-{name}"), "-p", "600", "--jobs", str(jobs)]
+    remote = ["mirror", f"s3://{bucket}/m", "--work-dir", str(tmp / f"work-{name}"), "-p", "600",
+              "--jobs", str(jobs)]
     seed_l = timed(oh, local, env)
     s3.reset_counts()
     if profile:
@@ -47,7 +50,11 @@ def case(name: str, oh: OHServer, s3: S3Server, tmp: Path, n: int, profile: bool
     seed_s = timed(oh, remote, env)
     if profile:
         prof.disable()
-        pstats.Stats(prof).sort_stats("cumulative").print_stats(12)
+        out = profile / f"seed-{name}.prof"
+        prof.dump_stats(out)  # the same as cProfile -o
+        for key in ("cumulative", "tottime"):
+            print(f"--- seed {name}, by {key} ({out})")
+            pstats.Stats(str(out)).sort_stats(key).print_stats(15)
     seed_req = sum(s3.counts().values())
     noop_l = timed(oh, local, env)
     s3.reset_counts()
@@ -64,7 +71,9 @@ def main() -> None:
     ap.add_argument("--small", type=int, default=500)
     ap.add_argument("--big", type=int, default=3)
     ap.add_argument("--big-mib", type=int, default=100)
-    ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--jobs", type=int, default=8)
+    ap.add_argument("--profile", type=Path, default=None, metavar="DIR",
+                    help="profile the seed into S3 (cProfile) and write DIR/seed-<case>.prof")
     a = ap.parse_args()
     with S3Server() as s3, tempfile.TemporaryDirectory() as t:
         tmp = Path(t)
@@ -75,14 +84,14 @@ def main() -> None:
             for i in range(a.small):
                 oh.add_file(basename=f"f{i}.json", content=b"x" * 2048, project_id=600,
                             username="alice")
-            case("small", oh, s3, tmp, a.small, a.profile)
+            case("small", oh, s3, tmp, a.small, a.profile, a.jobs)
             oh.stop()
             oh = OHServer().load_sample()
             oh.start()
             oh.add_project(600, "Bench")
             for i in range(a.big):
                 add_big_file(oh, a.big_mib << 20, seed=i, basename=f"big{i}.bin")
-            case("big", oh, s3, tmp, a.big, a.profile)
+            case("big", oh, s3, tmp, a.big, a.profile, a.jobs)
         finally:
             oh.stop()
 

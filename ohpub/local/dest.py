@@ -46,6 +46,12 @@ class Destination(Protocol):
         """What says "unchanged since placed"; None when nothing is there."""
         ...
 
+    def prepare(self, batch: list[tuple[Path, str, dict[str, str]]]) -> None:
+        """Start placing a batch at once: (partial, final path, facts) of each file that
+        ``place`` is called for next. A tree does nothing (a rename is cheap); a bucket
+        uploads them in parallel, and ``place`` then waits for each."""
+        ...
+
     def place(self, part: Path, relpath: str, facts: dict[str, str]) -> Fingerprint | None:
         """Put a finished, verified partial at its final path (and drop the partial);
         ``facts`` are the file's own facts (id, sha256, md5, created) where the
@@ -94,6 +100,9 @@ class LocalDest:
         except OSError:
             return None
         return (st.st_size, st.st_mtime_ns) if stat.S_ISREG(st.st_mode) else None
+
+    def prepare(self, batch: list[tuple[Path, str, dict[str, str]]]) -> None:
+        """Nothing to start: each placement is one rename."""
 
     def place(self, part: Path, relpath: str, facts: dict[str, str]) -> Fingerprint | None:
         place(part, self.root, relpath, sync=False)

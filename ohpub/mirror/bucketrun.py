@@ -23,6 +23,7 @@ import logging
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from ohpub.bucket.bookkeeping import STATE_KEY, pull, push
@@ -42,11 +43,25 @@ log = logging.getLogger("ohpub")
 
 class BucketTarget:
     """The mirror's ``Destination`` for a bucket: ``BucketDest`` plus the local half
-    (dropping the partial once uploaded, writing the index through the work dir)."""
+    (dropping the partial once uploaded, writing the index through the work dir).
 
-    def __init__(self, bucket: BucketDest) -> None:
+    A batch's uploads run at once, ``jobs`` at a time (``prepare``), on threads of their
+    own while the download workers go on; the main thread's ``place`` waits for each and
+    then, as in a tree, records the batch in one state transaction. Why here and not in
+    the download worker: a worker does not know a file's final key until the listing is
+    complete and ``reconcile`` has moved the files in the way (an upload before that could
+    overwrite an object about to be renamed), and uploading to a staging key first would
+    cost a server-side copy and a delete per file (three requests instead of one, and a
+    second pass over every byte of a big object). Each upload is still one PUT or a
+    multipart upload completed only when every part is in: an object appears at its final
+    key only complete, from a verified partial. A run killed after an upload but before
+    the state transaction leaves an object the next run adopts from its metadata."""
+
+    def __init__(self, bucket: BucketDest, jobs: int = 8) -> None:
         self.bucket = bucket
         self.root = bucket.root
+        self._pool = ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="ohpub-upload")
+        self._uploads: dict[str, Future[tuple[int, int] | None]] = {}
 
     def describe(self) -> str:
         return self.bucket.describe()
@@ -54,10 +69,20 @@ class BucketTarget:
     def fingerprint(self, relpath: str) -> tuple[int, int] | None:
         return self.bucket.fingerprint(relpath)
 
+    def prepare(self, batch: list[tuple[Path, str, dict[str, str]]]) -> None:
+        for part, relpath, facts in batch:
+            self._uploads[relpath] = self._pool.submit(self.bucket.place, part, relpath, facts)
+
     def place(self, part: Path, relpath: str, facts: dict[str, str]) -> tuple[int, int] | None:
-        fp = self.bucket.place(part, relpath, facts)
+        fut = self._uploads.pop(relpath, None)
+        fp = fut.result() if fut is not None else self.bucket.place(part, relpath, facts)
         forget_partial(part, root=self.root)
         return fp
+
+    def close(self) -> None:
+        """Wait for uploads still running (a failed batch's), then stop the threads."""
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._uploads.clear()
 
     def sync(self, reldirs: Iterable[str]) -> None:
         self.bucket.sync(reldirs)
@@ -150,7 +175,7 @@ def run_into_bucket(
         raise UsageError(f"--work-dir {work} exists and is not a directory")
     bucket = open_bucket(opts.url, work)
     ensure_dirs(work)
-    opts.destination = BucketTarget(bucket)
+    target = opts.destination = BucketTarget(bucket, opts.jobs)
     try:
         with DestLock(work), BucketLock(bucket.s3):
             bucket.abort_uploads()
@@ -161,12 +186,14 @@ def run_into_bucket(
                     adopt(bucket, state)
                     return recorded(state)
             finally:
+                target.close()  # every upload answered before the state goes up
                 try:
                     push_state(bucket)
                 except Exception as exc:  # noqa: BLE001 - the run's own error matters more
                     log.warning("could not upload the state to %s: %s (the work directory "
                                 "keeps it; the next run uploads it)", bucket.url, exc)
     finally:
+        target.close()  # (again, if the lock was never taken: harmless)
         bucket.close()
 
 

@@ -208,6 +208,10 @@ class Committer(Phase):
                 self._report_dry(d, targets[d.id], summary)
             return
         records = self.state.get_many([d.id for d in batch])
+        self.target.prepare([
+            (partial_dir(self.dest) / str(d.id), targets[d.id], facts_of(records[d.id], d.sha256,
+                                                                         d.md5))
+            for d in batch if d.action in (Action.DOWNLOAD, Action.RESUME) and d.sha256])
         dirs: set[str] = set()
         removals: list[str] = []
         results: list[FileResult] = []
