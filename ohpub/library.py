@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from ohpub.bucket.objects import default_work_dir, is_bucket_url, normalise_url
+from ohpub.bucket.objects import bucket_url, default_work_dir
 from ohpub.local.index import read_index
 from ohpub.mirror.run import Mirror
 from ohpub.mirror.types import FileResult, MirrorOptions, MirrorSummary
@@ -303,9 +303,9 @@ def mirror(
 
 def _dest_of(dest: PathLike, work_dir: PathLike | None) -> tuple[str | None, Path]:
     """(the bucket URL or None, the local directory: DEST itself or the work dir)."""
-    if not is_bucket_url(dest):
+    url = bucket_url(dest)
+    if url is None:
         return None, Path(os.fspath(dest))
-    url = normalise_url(dest)
     return url, Path(os.fspath(work_dir)) if work_dir is not None else default_work_dir(url)
 
 
@@ -518,8 +518,9 @@ def status(
 
 def index(dest: PathLike) -> builtins.list[dict[str, Any]]:
     """The records of ``dest/index.jsonl``: one per tracked file (API fields, path, sha256)."""
-    if is_bucket_url(dest):
-        return bucketops.bucket_index(normalise_url(dest))
+    url = bucket_url(dest)
+    if url is not None:
+        return bucketops.bucket_index(url)
     try:
         return builtins.list(read_index(Path(os.fspath(dest))))
     except FileNotFoundError:

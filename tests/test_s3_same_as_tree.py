@@ -133,3 +133,22 @@ def test_removed_upstream_is_marked_and_kept_without_delete(
     lst = run_cli(oh_server, ["status", str(tmp_path / "tree"), "-f", "json"])
     assert st.code == lst.code == 0, st.stderr
     assert json.loads(st.stdout)["by_status"] == json.loads(lst.stdout)["by_status"]
+
+
+def test_a_local_folder_named_s3_colon_stays_local(oh_server: Any, s3_server: S3Server,
+                                                  tmp_path: Path,
+                                                  monkeypatch: Any) -> None:
+    """``./s3:/mirror`` is a folder below a local folder named ``s3:``, not a bucket."""
+    (tmp_path / "s3:").mkdir()
+    monkeypatch.chdir(tmp_path)
+    for dest in ("./s3:/mirror", "s3:/mirror"):
+        r = run_cli(oh_server, ["mirror", dest, "-p", "102"], env=s3_server.env())
+        assert r.code == 0, r.stderr
+        assert (tmp_path / "s3:" / "mirror" / "index.jsonl").is_file()
+        v = run_cli(oh_server, ["verify", dest], env=s3_server.env())
+        assert v.code == 0, v.stderr
+    assert all_keys(s3_server) == []
+    import ohpub
+
+    assert {r["path"] for r in ohpub.index("./s3:/mirror")} == set(
+        tree(tmp_path / "s3:" / "mirror"))

@@ -27,19 +27,27 @@ INDEX_KEY = "index.jsonl"
 LISTING_DB = "bucket-listing.sqlite3"
 
 
+def bucket_url(dest: object) -> str | None:
+    """DEST parsed once: the normalised ``s3://bucket/prefix`` when ``dest`` is a *string*
+    of that form, else None (a local path). A ``Path`` is always local: ``Path`` collapses
+    ``//``, so ``./s3:/x`` (a folder named ``s3:``) and a URL would look alike."""
+    if not isinstance(dest, str) or not dest.startswith("s3://"):
+        return None
+    return normalise_url(dest)
+
+
 def is_bucket_url(dest: object) -> bool:
-    """``s3://bucket/prefix`` (also as a ``Path`` made of it, which collapses ``//``)."""
-    text = os.fspath(dest) if isinstance(dest, os.PathLike) else dest
-    return isinstance(text, str) and (text.startswith("s3://") or text.startswith("s3:/"))
+    """``s3://bucket/prefix`` as a string (see :func:`bucket_url`)."""
+    return isinstance(dest, str) and dest.startswith("s3://")
 
 
-def normalise_url(dest: object) -> str:
-    text = os.fspath(dest) if isinstance(dest, os.PathLike) else str(dest)
-    if text.startswith("s3:/") and not text.startswith("s3://"):
-        text = "s3://" + text[4:]
-    bucket, _, prefix = text[5:].partition("/")
+def normalise_url(dest: str) -> str:
+    """``s3://bucket/prefix`` without trailing or doubled slashes at the ends."""
+    if not dest.startswith("s3://"):
+        raise BucketError("other", f"{dest}: not an s3://bucket/prefix URL")
+    bucket, _, prefix = dest[5:].partition("/")
     if not bucket:
-        raise BucketError("other", f"{text}: no bucket name (s3://bucket/prefix)")
+        raise BucketError("other", f"{dest}: no bucket name (s3://bucket/prefix)")
     return f"s3://{bucket}/{prefix.strip('/')}".rstrip("/")
 
 
@@ -195,5 +203,5 @@ class BucketDest:
         return ups
 
 
-__all__ = ["BucketDest", "default_work_dir", "etag_int", "is_bucket_url", "normalise_url",
-           "META_DIR", "INDEX_KEY"]
+__all__ = ["BucketDest", "bucket_url", "default_work_dir", "etag_int", "is_bucket_url",
+           "normalise_url", "META_DIR", "INDEX_KEY"]

@@ -251,7 +251,7 @@ def mirror_cmd(
 
 
 def _mirror_view(
-    state: CliState, fmt: MirrorFormat, dest: Path, *, dry_run: bool, unfiltered: bool
+    state: CliState, fmt: MirrorFormat, dest: str, *, dry_run: bool, unfiltered: bool
 ) -> MirrorView:
     """Records on stdout (jsonl), live lines on a terminal (not for a dry run), and, with
     no filter, a first line saying that everything public is coming."""

@@ -139,7 +139,7 @@ class StatusFormat(str, Enum):
 
 
 DestArg = Annotated[
-    Path,
+    str,  # not Path: Path turns s3://b/p into s3:/b/p (the library parses DEST once)
     typer.Argument(
         envvar="OHPUB_DEST",
         metavar="DEST",
@@ -186,7 +186,7 @@ _ListLimitOpt = Annotated[
 
 
 _MirrorDestOpt = Annotated[
-    Path,
+    str,  # not Path: see DestArg
     typer.Argument(
         envvar="OHPUB_DEST",
         metavar="DEST",
