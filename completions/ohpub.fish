@@ -65,6 +65,7 @@ complete -c ohpub -n '__fish_seen_subcommand_from mirror' -l checksum -d 'Re-has
 complete -c ohpub -n '__fish_seen_subcommand_from mirror' -l no-checksum -d 'Turn off --checksum'
 complete -c ohpub -n '__fish_seen_subcommand_from mirror' -l format -s f -x -a 'text jsonl' -d 'text: a summary line; jsonl: also one record per file on stdout (with --dry-run, a totals record last)'
 complete -c ohpub -n '__fish_seen_subcommand_from mirror' -l multi-thread-cutoff -x -d 'Fetch files of at least SIZE as parallel ranges over several connections (default 67.1 MB: 64M)'
+complete -c ohpub -n '__fish_seen_subcommand_from mirror' -l work-dir -r -F -d 'For an s3:// DEST: where partials and the state\'s working copy live (default: XDG_CACHE_HOME/ohpub/<bucket--prefix>)'
 complete -c ohpub -n '__fish_seen_subcommand_from mirror' -l help -s h -d 'Show the help and exit'
 complete -c ohpub -n '__fish_seen_subcommand_from mirror' -l base-url -x -d 'Open Humans server to talk to'
 complete -c ohpub -n '__fish_seen_subcommand_from mirror' -l verbose -s v -d 'Also log every HTTP request and every file\'s result (keys redacted)'

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
 
+from ohpub.bucket.objects import bucket_url, default_work_dir
 from ohpub.local.index import read_index
 from ohpub.mirror.run import Mirror
 from ohpub.mirror.types import FileResult, MirrorOptions, MirrorSummary
@@ -32,6 +33,7 @@ from ohpub.model.errors import (
 from ohpub.model.filters import FileFilter, Filters, IdLike, parse_id
 from ohpub.model.records import DataFile, FileStatus
 from ohpub.model.units import parse_duration, parse_size
+from ohpub.ops import bucketops
 from ohpub.ops import fetch as fetch_mod
 from ohpub.ops import status as status_mod
 from ohpub.ops import verify as verify_mod
@@ -311,11 +313,16 @@ def mirror(
     progress: Callable[[MirrorEvent], None] | None = None,
     client: ApiClient | None = None,
     keep_results: bool = True,
+    work_dir: PathLike | None = None,
     **where: object,
 ) -> MirrorResult:
     """Mirror the matching public files into ``dest/<username>/<project id>/<name>``.
 
     Filters as for ``files`` (a ``Filters``, or ``project=176`` and the other keywords).
+    ``dest`` may be ``s3://bucket/prefix`` (``pip install 'ohpub[s3]'``); partials and a
+    working copy of the state then live in ``work_dir`` (default: under
+    ``$XDG_CACHE_HOME/ohpub``).
+
     Resumable and verified like ``ohpub mirror``; a second call on an up-to-date mirror
     reports every file ``unchanged``. ``max_size`` takes bytes or a size like ``"500M"``.
     Raises ``LockedError`` when another run holds ``dest``, ``UsageError`` for a bad
@@ -325,8 +332,10 @@ def mirror(
     nightly mirror of 100,000 files need not hold them.
     """
     limit = parse_size(max_size) if isinstance(max_size, str) else max_size
+    url, local = _dest_of(dest, work_dir)
     opts = MirrorOptions(
-        dest=Path(os.fspath(dest)),
+        dest=local,
+        url=url,
         flt=Filters.of(filters, **where).to_filter(),
         jobs=jobs,
         dry_run=dry_run,
@@ -336,6 +345,14 @@ def mirror(
         checksum=checksum,
     )
     return run_mirror(opts, progress=progress, client=client, keep_results=keep_results)
+
+
+def _dest_of(dest: PathLike, work_dir: PathLike | None) -> tuple[str | None, Path]:
+    """(the bucket URL or None, the local directory: DEST itself or the work dir)."""
+    url = bucket_url(dest)
+    if url is None:
+        return None, Path(os.fspath(dest))
+    return url, Path(os.fspath(work_dir)) if work_dir is not None else default_work_dir(url)
 
 
 def run_mirror(
@@ -470,25 +487,37 @@ def verify(
     *,
     on_record: Callable[[VerifyRecord], None] | None = None,
     keep_records: bool = True,
+    work_dir: PathLike | None = None,
 ) -> VerifyResult:
     """Re-hash every tracked file of the mirror at ``dest`` against its state (and list
     untracked files). ``on_record`` sees each ``VerifyRecord`` as it is made; with
     ``keep_records=False`` the result's ``files`` stays empty."""
-    return verify_mod.verify_mirror(
-        Path(os.fspath(dest)), on_record or (lambda _r: None), keep=keep_records
-    )
+    url, local = _dest_of(dest, work_dir)
+    if url is not None:
+        return bucketops.verify_bucket(
+            url, local, on_record or (lambda _r: None), keep=keep_records
+        )
+    return verify_mod.verify_mirror(local, on_record or (lambda _r: None), keep=keep_records)
 
 
-def status(dest: PathLike, *, max_age: float | str | None = None) -> MirrorStatus:
+def status(
+    dest: PathLike, *, max_age: float | str | None = None, work_dir: PathLike | None = None
+) -> MirrorStatus:
     """What the mirror at ``dest`` holds and how its runs went (reads only; works on a
     mirror you cannot write). ``max_age`` (seconds, or a duration such as ``"26h"``)
     also judges whether it is fresh (``stale``, ``stale_reason``)."""
     age = parse_duration(max_age) if isinstance(max_age, str) else max_age
-    return status_mod.mirror_status(Path(os.fspath(dest)), max_age=age)
+    url, local = _dest_of(dest, work_dir)
+    if url is not None:
+        return bucketops.bucket_status(url, local, max_age=age)
+    return status_mod.mirror_status(local, max_age=age)
 
 
 def index(dest: PathLike) -> builtins.list[dict[str, Any]]:
     """The records of ``dest/index.jsonl``: one per tracked file (API fields, path, sha256)."""
+    url = bucket_url(dest)
+    if url is not None:
+        return bucketops.bucket_index(url)
     try:
         return builtins.list(read_index(Path(os.fspath(dest))))
     except FileNotFoundError:

@@ -10,7 +10,7 @@ import sys
 from collections.abc import Callable, Iterator
 from itertools import islice
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import typer
 
@@ -190,6 +190,18 @@ def _until_incomplete(
         failed.append(exc)
 
 
+_MirrorWorkDirOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--work-dir",
+        envvar="OHPUB_WORK_DIR",
+        show_default=False,
+        help="For an s3:// DEST: where partials and the state's working copy live "
+        "(default: $XDG_CACHE_HOME/ohpub/<bucket--prefix>).",
+    ),
+]
+
+
 @app.command("mirror", cls=_Command)
 @with_filters
 def mirror_cmd(
@@ -204,6 +216,7 @@ def mirror_cmd(
     checksum: _MirrorChecksumOpt = False,
     fmt: _MirrorFmtOpt = MirrorFormat.text,
     cutoff: CutoffOpt = None,
+    work_dir: _MirrorWorkDirOpt = None,
 ) -> int:
     """Mirror public files into DEST/<username>/<project id>/<name>, resumably.
 
@@ -236,6 +249,7 @@ def mirror_cmd(
             progress=view.on_event,
             client=client,
             keep_results=False,
+            work_dir=work_dir,
         )
     if dry_run and fmt is MirrorFormat.jsonl:
         write_jsonl(totals_record(result), sys.stdout)
@@ -244,7 +258,7 @@ def mirror_cmd(
 
 
 def _mirror_view(
-    state: CliState, fmt: MirrorFormat, dest: Path, *, dry_run: bool, unfiltered: bool
+    state: CliState, fmt: MirrorFormat, dest: str, *, dry_run: bool, unfiltered: bool
 ) -> MirrorView:
     """Records on stdout (jsonl), live lines on a terminal (not for a dry run), and, with
     no filter, a first line saying that everything public is coming."""

@@ -192,7 +192,7 @@ class StatusFormat(str, Enum):
 
 
 DestArg = Annotated[
-    Path,
+    str,  # not Path: Path turns s3://b/p into s3:/b/p (the library parses DEST once)
     typer.Argument(
         envvar="OHPUB_DEST",
         metavar="DEST",
@@ -251,7 +251,7 @@ _ListOldLimitOpt = Annotated[
 
 
 _MirrorDestOpt = Annotated[
-    Path,
+    str,  # not Path: see DestArg
     typer.Argument(
         envvar="OHPUB_DEST",
         metavar="DEST",

@@ -14,8 +14,8 @@ import os
 from pathlib import Path
 
 from ohpub.local.state import FileState, partial_dir
-from ohpub.local.tree import forget_partial, remove_within
-from ohpub.mirror.commit import Phase, prune_dirs, record_of
+from ohpub.local.tree import forget_partial
+from ohpub.mirror.commit import Phase, record_of
 from ohpub.mirror.types import FileResult, MirrorSummary
 from ohpub.model import plan
 from ohpub.model.records import Action, StateStatus
@@ -54,8 +54,8 @@ class Removals(Phase):
         if not self.dry and self.state is not None:
             if action is Action.DELETE:
                 if fs.path:
-                    remove_within(self.dest, fs.path)
-                    prune_dirs(self.dest, fs.path)
+                    self.target.remove(fs.path)
+                    self.target.prune(fs.path)
                 self.state.delete(fs.id)
             else:
                 new = plan.removed_status(StateStatus(fs.status), has_path=bool(fs.path))

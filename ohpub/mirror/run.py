@@ -47,9 +47,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ohpub.local.index import INDEX_NAME, write_index
+from ohpub.local.dest import LocalDest
+from ohpub.local.index import INDEX_NAME
 from ohpub.local.lock import DestLock
 from ohpub.local.state import FileState, RunInfo, StateDB, ensure_dirs, state_db_path
+from ohpub.mirror.bucketrun import dry_into_bucket, run_into_bucket
 from ohpub.mirror.commit import Committer
 from ohpub.mirror.listed import Listed
 from ohpub.mirror.removals import Removals
@@ -131,7 +133,11 @@ class Mirror:
     def run(self) -> MirrorSummary:
         """Carry out the run (or, with ``dry_run``, report what it would do)."""
         if self.opts.dry_run:
+            if self.opts.url is not None:
+                return dry_into_bucket(self.opts, self._dry_with)
             return self._dry()
+        if self.opts.url is not None:
+            return run_into_bucket(self.opts, self._recorded)
         dest = self.opts.dest
         prepare_dest(dest, create=True)
         refuse_lost_state(dest)
@@ -157,9 +163,10 @@ class Mirror:
             raise
         finally:
             run.summary.elapsed = time.monotonic() - run.started
-            if state.changes or index_stale or not (self.opts.dest / INDEX_NAME).is_file():
+            target = self.opts.destination or LocalDest(self.opts.dest)
+            if state.changes or index_stale or not target.has_index():
                 with contextlib.suppress(OhpubError, OSError):
-                    write_index(self.opts.dest, state)
+                    target.write_index(state)
             counts = {str(k): v for k, v in run.summary.counts.items() if v}
             complete = run.summary.listing_complete and outcome != "interrupted"
             error = run.summary.first_error if outcome == "failed" else None
@@ -175,12 +182,16 @@ class Mirror:
         if state_db_path(dest).exists():
             state = StateDB.open(dest, create=False, readonly=True)  # h4: writes nothing
         try:
-            prev = state.last_run() if state is not None else None
-            run = _Run(self.client, self.opts, self.events, state, dry=True, after_ok=_ok(prev))
-            run.execute()
+            return self._dry_with(state)
         finally:
             if state is not None:
                 state.close()
+
+    def _dry_with(self, state: StateDB | None) -> MirrorSummary:
+        """The dry run over a state opened read-only (or none: a new DEST)."""
+        prev = state.last_run() if state is not None else None
+        run = _Run(self.client, self.opts, self.events, state, dry=True, after_ok=_ok(prev))
+        run.execute()
         run.summary.elapsed = time.monotonic() - run.started
         return run.summary
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from ohpub.local.dest import Destination, LocalDest
 from ohpub.model import plan
 from ohpub.model.errors import UsageError
 from ohpub.model.filters import FileFilter
@@ -32,9 +33,17 @@ class MirrorOptions:
     strict: bool = False
     checksum: bool = False
     """Re-hash every placed file, whatever its size and mtime say (``--checksum``)."""
+    url: str | None = None
+    """An object-store DEST (``s3://bucket/prefix``); ``dest`` is then its local work
+    directory (state, partials)."""
+    destination: Destination | None = field(default=None, repr=False, compare=False)
+    """Where files are placed; a ``LocalDest`` of ``dest`` unless set (the bucket's, by
+    ``Mirror.run``)."""
 
     def __post_init__(self) -> None:
         self.dest = Path(os.fspath(self.dest))
+        if self.destination is None:
+            self.destination = LocalDest(self.dest)
         if self.jobs < 1:
             raise UsageError(f"jobs must be at least 1, not {self.jobs}")
 
