@@ -297,8 +297,10 @@ class S3Target:
                           "credentials (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or a profile)")
         # path-style (bucket in the path): what S3 compatibles all take; AWS still does
         endpoint = self.endpoint or f"https://s3.{self.region}.amazonaws.com"
-        path = f"/{self.bucket}/" + quote(key if full else self._full(key), safe="/~") \
-            if key else f"/{self.bucket}"
+        if key:
+            path = f"/{self.bucket}/" + quote(key if full else self._full(key), safe="/~")
+        else:
+            path = f"/{self.bucket}"
         headers = sigv4_headers(method, endpoint, path, query, self.region, self.credentials)
         url = endpoint + path + "?" + canonical_query(query)  # sent exactly as signed
         try:
