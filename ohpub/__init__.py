@@ -12,14 +12,19 @@ The Python API (the CLI is a thin shell over it)::
 Listings: ``files``, ``projects``, ``datatypes``, ``members``. Mirrors: ``mirror``,
 ``verify``, ``status``, ``index``. Single files: ``fetch``, ``fetch_many``, ``stream``,
 ``read_bytes``, ``open``.
-A reusable connection: ``Client``. Failures are ``OhpubError`` subclasses.
+A reusable connection: ``Client``. Failures are ``OhpubError`` subclasses. Nothing here
+prints: the ``ohpub`` logger has a ``NullHandler``, so its records (a retry, a warning)
+reach no stream unless the caller configures logging.
 """
 
 from __future__ import annotations
 
 import importlib
+import logging as _logging
 
-from ohpub.model.errors import (
+_logging.getLogger("ohpub").addHandler(_logging.NullHandler())
+
+from ohpub.model.errors import (  # noqa: E402 - after the logger's handler, before any record
     IncompleteListingError,
     IntegrityError,
     LockedError,
@@ -31,7 +36,7 @@ from ohpub.model.errors import (
     UnavailableError,
     UsageError,
 )
-from ohpub.model.version import __version__
+from ohpub.model.version import __version__  # noqa: E402
 
 TYPE_CHECKING = False  # typing costs ``import ohpub`` (and the entry point) time
 if TYPE_CHECKING:
@@ -65,6 +70,9 @@ _LAZY = {
     "FetchResult": "ohpub.ops.fetch",
     "DataFile": "ohpub.model.records",
     "FileStatus": "ohpub.model.records",
+    "Filters": "ohpub.model.filters",
+    "VerifyRecord": "ohpub.ops.verify",
+    **dict.fromkeys(("RunRecord", "Running", "Tally"), "ohpub.ops.status"),
 }
 """Names imported on first use (PEP 562): ``import ohpub`` stays light (no HTTP stack), so
 the command line can install its signal handlers before the heavy imports (a Ctrl-C in the
@@ -88,7 +96,9 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+    """The public API only: the layers (``ohpub.model``, ...) are subpackages that imports
+    bind here, not names for a caller (nor are this module's own helpers)."""
+    return sorted(__all__)
 
 
 __all__ = [
@@ -107,6 +117,7 @@ __all__ = [
     "status",
     "index",
     "Client",
+    "Filters",
     "DataFile",
     "FileResult",
     "FetchResult",
@@ -114,6 +125,10 @@ __all__ = [
     "MirrorEvent",
     "MirrorResult",
     "MirrorStatus",
+    "RunRecord",
+    "Running",
+    "Tally",
+    "VerifyRecord",
     "VerifyResult",
     "OhpubError",
     "NotFoundError",
@@ -126,3 +141,4 @@ __all__ = [
     "IncompleteListingError",
     "UsageError",
 ]
+

@@ -1,9 +1,11 @@
 """The public API as type checkers see it (``__init__.py`` imports it lazily)."""
 
 from ohpub.library import Client as Client
+from ohpub.library import Filters as Filters
 from ohpub.library import MirrorEvent as MirrorEvent
 from ohpub.library import MirrorResult as MirrorResult
 from ohpub.library import MirrorStatus as MirrorStatus
+from ohpub.library import VerifyRecord as VerifyRecord
 from ohpub.library import VerifyResult as VerifyResult
 from ohpub.library import datatypes as datatypes
 from ohpub.library import fetch as fetch
@@ -33,5 +35,8 @@ from ohpub.model.records import DataFile as DataFile
 from ohpub.model.records import FileStatus as FileStatus
 from ohpub.model.version import __version__ as __version__
 from ohpub.ops.fetch import FetchResult as FetchResult
+from ohpub.ops.status import Running as Running
+from ohpub.ops.status import RunRecord as RunRecord
+from ohpub.ops.status import Tally as Tally
 
 __all__: list[str]

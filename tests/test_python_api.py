@@ -176,7 +176,7 @@ def test_unknown_file_is_not_found(client: Any) -> None:
 def test_verify_status_index(oh176: Any, client: Any, tmp_path: Path) -> None:
     assert ohpub.mirror(tmp_path, project=176, client=client).ok
     v = ohpub.verify(tmp_path)
-    assert v.ok and len(v.files) == 31 and {r["status"] for r in v.files} == {"ok"}
+    assert v.ok and len(v.files) == 31 and {r.status for r in v.files} == {"ok"}
     st = ohpub.status(tmp_path)
     assert st.files == 31 and st.last_run is not None
     assert st.to_dict()["files"] == 31

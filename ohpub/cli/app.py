@@ -59,6 +59,9 @@ T = TypeVar("T")
 DEFAULTS = Config()
 """The library's defaults, shown in --help; the CLI writes none of its own."""
 
+HELP_WIDTH = 120
+"""The widest help text (a wider terminal gets this width: long lines read badly)."""
+
 # Typer bundles its own click; its exception base is reached through a public class.
 _ClickException: type[Exception] = next(
     c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException"
@@ -163,7 +166,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     # Plain help (like git, rclone, gh): compact on 80 columns, examples kept verbatim.
     rich_markup_mode=None,
-    context_settings={"help_option_names": ["-h", "--help"]},
+    # Help as wide as the terminal (up to HELP_WIDTH): click's default stops at 80 and
+    # cuts every command's summary there, even on a 120-column terminal.
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": HELP_WIDTH},
 )
 
 
@@ -388,7 +393,7 @@ def _main(
     )
     ctx.obj = CliState(config=config, quiet=quiet, verbose=verbose)
     configure_logging(verbose=verbose, quiet=quiet, log_file=log_file)
-    log_only(f"start (ohpub {__version__}): ohpub {shlex.join(argv)}")
+    log_only(f"start (ohpub {__version__}, server {config.base_url}): ohpub {shlex.join(argv)}")
     warn_unknown_env(ctx.command)
 
 

@@ -325,6 +325,12 @@ class RunInfo:
     counts: dict[str, int]
     complete: bool
 
+    @property
+    def error(self) -> str | None:
+        """What went wrong first in a failed run (None for older records)."""
+        value = self.scope.get("error") if isinstance(self.scope, dict) else None
+        return value if isinstance(value, str) else None
+
 
 def _without_download_url(raw: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in raw.items() if k != "download_url"}
@@ -440,17 +446,28 @@ class _RunLog(_Connection):
         outcome: str,
         counts: dict[str, int],
         complete: bool,
+        error: str | None = None,
     ) -> None:
         """Record how a run ended; ``complete`` means the run saw its whole scope (every
-        listing page). (The ``scope_counts`` table of schema 1 is no longer written.)"""
+        listing page); ``error`` is what went wrong first (kept with the run's scope, as
+        ``"error"``: no schema change). (The ``scope_counts`` table of schema 1 is no longer
+        written.)"""
         now = time.time()
         with self._write("recording the end of a run") as conn:
-            cur = conn.execute(
-                "UPDATE runs SET ended = ?, outcome = ?, counts = ?, complete = ? WHERE id = ?",
-                (now, outcome, _dumps(counts), int(complete), run_id),
-            )
-            if cur.rowcount != 1:
+            row = conn.execute("SELECT scope FROM runs WHERE id = ?", (run_id,)).fetchone()
+            if row is None:
                 raise ValueError(f"no run with id {run_id}")
+            details = json.loads(row[0]) if error is not None else None
+            if isinstance(details, dict):
+                details["error"] = error
+            conn.execute(
+                "UPDATE runs SET ended = ?, outcome = ?, counts = ?, complete = ?"
+                + (", scope = ?" if isinstance(details, dict) else "")
+                + " WHERE id = ?",
+                (now, outcome, _dumps(counts), int(complete))
+                + ((_dumps(details),) if isinstance(details, dict) else ())
+                + (run_id,),
+            )
 
     def last_run(self, *, complete_only: bool = False, before: int | None = None) -> RunInfo | None:
         """The most recently begun run (finished or not), or the latest complete one;

@@ -13,16 +13,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ohpub.local.state import FileState, StateDB, partial_dir, stat_fingerprint
-from ohpub.local.tree import (
-    DiskError,
-    forget_partial,
-    move_within,
-    place,
-    remove_within,
-    rmdir_within,
-    sync_dirs,
-)
+from ohpub.local.dest import Destination, LocalDest, facts_of
+from ohpub.local.state import FileState, StateDB, partial_dir
+from ohpub.local.tree import DiskError
 from ohpub.mirror.listed import Listed
 from ohpub.mirror.types import FileResult, Finished, MirrorOptions, MirrorSummary
 from ohpub.model import layout, plan
@@ -62,6 +55,7 @@ class Phase:
     ) -> None:
         self.opts = opts
         self.dest = opts.dest
+        self.target: Destination = opts.destination or LocalDest(opts.dest)
         self.state = state
         self.listed = listed
         self.report = report
@@ -170,20 +164,20 @@ class Committer(Phase):
         staged: list[tuple[FileState, str, str]] = []
         for fid, old, new in moves:
             fs = records[fid]
-            if stat_fingerprint(self.dest / old) is None:
+            if self.target.fingerprint(old) is None:
                 fs.path = None  # gone from disk; it will be downloaded again
                 state.put(fs)
                 continue
             tmp = f"{MOVING_DIR}/{fid}"
-            move_within(self.dest, old, tmp)
+            self.target.move(old, tmp)
             fs.path = tmp
             state.put(fs)
             staged.append((fs, old, new))
         for fs, old, new in staged:
-            move_within(self.dest, fs.path or "", new)
+            self.target.move(fs.path or "", new)
             fs.path = new
             state.put(fs)
-            prune_dirs(self.dest, old)
+            self.target.prune(old)
 
     def _save_refreshed(self) -> None:
         if not self._refreshed or self.state is None:
@@ -202,7 +196,7 @@ class Committer(Phase):
         self._save_refreshed()
         for k in self.listed.kept():
             status = FileStatus.RENAMED if k.action is Action.RENAME else FileStatus.UNCHANGED
-            self.report(FileResult(k.id, k.target, status, k.size, k.sha256))
+            self.report(FileResult(k.id, Path(k.target), status, k.size, k.sha256))
 
     # -- finished work -------------------------------------------------------------------------
 
@@ -214,6 +208,10 @@ class Committer(Phase):
                 self._report_dry(d, targets[d.id], summary)
             return
         records = self.state.get_many([d.id for d in batch])
+        self.target.prepare([
+            (partial_dir(self.dest) / str(d.id), targets[d.id], facts_of(records[d.id], d.sha256,
+                                                                         d.md5))
+            for d in batch if d.action in (Action.DOWNLOAD, Action.RESUME) and d.sha256])
         dirs: set[str] = set()
         removals: list[str] = []
         results: list[FileResult] = []
@@ -225,10 +223,10 @@ class Committer(Phase):
             if r is not None:
                 results.append(r)
         if dirs:
-            sync_dirs(self.dest, dirs)
+            self.target.sync(dirs)
         self.state.put_many(changed)
         for old in removals:
-            remove_within(self.dest, old)  # never a path another listed file now owns
+            self.target.remove(old)  # never a path another listed file now owns
         for r in results:
             self.report(r)
 
@@ -238,7 +236,7 @@ class Committer(Phase):
         if status is FileStatus.PLANNED:
             summary.bytes_planned += d.size or 0
         error = "larger than --max-size" if action is Action.SKIP else d.error
-        self.report(FileResult(d.id, target, status, d.size, None, error))
+        self.report(FileResult(d.id, Path(target), status, d.size, None, error))
 
     def _apply(
         self,
@@ -258,13 +256,13 @@ class Committer(Phase):
         part = partial_dir(self.dest) / str(d.id)
         old_path = fs.path
         try:
-            place(part, self.dest, target, sync=False)
+            fp = self.target.place(part, target, facts_of(fs, d.sha256, d.md5))
         except (DiskError, UsageError) as exc:
-            self.report(FileResult(d.id, target, FileStatus.FAILED, d.size, d.sha256, exc.message))
+            self.report(
+                FileResult(d.id, Path(target), FileStatus.FAILED, d.size, d.sha256, exc.message)
+            )
             return None
         dirs.add(target.rpartition("/")[0])
-        forget_partial(part, root=self.dest)  # h4: no symlink followed below DEST
-        fp = stat_fingerprint(self.dest / target)
         fs.path = target
         fs.size, fs.mtime_ns = fp if fp else (d.size, None)
         fs.sha256, fs.md5, fs.etag = d.sha256, d.md5, d.etag
@@ -274,22 +272,19 @@ class Committer(Phase):
             removals.append(old_path)
         summary.bytes_downloaded += d.size or 0
         summary.bytes_transferred += d.transferred
+        summary.bytes_reused += d.reused
         status = plan.DONE_STATUS[d.action]
-        return FileResult(d.id, target, status, d.size, d.sha256)
+        return FileResult(d.id, Path(target), status, d.size, d.sha256)
 
     def _failed(self, d: Finished, target: str, fs: FileState) -> None:
         status = plan.DONE_STATUS[d.action] if d.action is not None else FileStatus.FAILED
-        self.report(FileResult(d.id, fs.path or target, status, d.size, None, d.error))
+        self.report(FileResult(d.id, Path(fs.path or target), status, d.size, None, d.error))
         fs.status = plan.failed_status(StateStatus(fs.status), status).value
 
 
 def prune_dirs(dest: Path, relpath: str) -> None:
     """Remove directories a move or delete left empty (never DEST or .ohpub)."""
-    parts = relpath.split("/")[:-1]
-    while parts and parts[0] != ".ohpub":
-        if not rmdir_within(dest, "/".join(parts)):  # no symlink followed
-            return
-        parts.pop()
+    LocalDest(dest).prune(relpath)
 
 
 __all__ = ["Phase", "Committer", "FileResult", "record_of", "prune_dirs", "MOVING_DIR"]

@@ -46,7 +46,8 @@ CREATE TABLE finished (
     md5         TEXT,
     etag        TEXT,
     transferred INTEGER NOT NULL,
-    error       TEXT
+    error       TEXT,
+    reused      INTEGER NOT NULL
 );
 """
 Row = tuple[DataFile, Action, str | None, int | None, str | None]
@@ -193,7 +194,7 @@ class Listed:
         listing is complete): kept here, not in memory, on a big first run."""
         with self._tx():
             self._conn.executemany(
-                "INSERT OR REPLACE INTO finished VALUES (?,?,?,?,?,?,?,?,?)",
+                "INSERT OR REPLACE INTO finished VALUES (?,?,?,?,?,?,?,?,?,?)",
                 [
                     (
                         d.id,
@@ -205,6 +206,7 @@ class Listed:
                         d.etag,
                         d.transferred,
                         d.error,
+                        d.reused,
                     )
                     for d in done
                 ],
@@ -214,15 +216,28 @@ class Listed:
         """The stashed transfers, ``n`` at a time, each batch removed as it is handed out."""
         while True:
             rows = self._conn.execute(
-                "SELECT id, was, action, size, sha256, md5, etag, transferred, error"
+                "SELECT id, was, action, size, sha256, md5, etag, transferred, error, reused"
                 " FROM finished ORDER BY id LIMIT ?",
                 (n,),
             ).fetchall()
             if not rows:
                 return
             batch = [
-                Finished(i, Action(w), Action(a) if a else None, None, s, None, h, m, e, t, err)
-                for i, w, a, s, h, m, e, t, err in rows
+                Finished(
+                    i,
+                    Action(w),
+                    Action(a) if a else None,
+                    None,
+                    s,
+                    None,
+                    h,
+                    m,
+                    e,
+                    t,
+                    err,
+                    reused=r,
+                )
+                for i, w, a, s, h, m, e, t, err, r in rows
             ]
             self._conn.execute("DELETE FROM finished WHERE id <= ?", (rows[-1][0],))
             yield batch

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+from pathlib import Path
 
 from ohpub.local.state import FileState, partial_dir
-from ohpub.local.tree import forget_partial, remove_within
-from ohpub.mirror.commit import Phase, prune_dirs, record_of
+from ohpub.local.tree import forget_partial
+from ohpub.mirror.commit import Phase, record_of
 from ohpub.mirror.types import FileResult, MirrorSummary
 from ohpub.model import plan
 from ohpub.model.records import Action, StateStatus
@@ -53,15 +54,17 @@ class Removals(Phase):
         if not self.dry and self.state is not None:
             if action is Action.DELETE:
                 if fs.path:
-                    remove_within(self.dest, fs.path)
-                    prune_dirs(self.dest, fs.path)
+                    self.target.remove(fs.path)
+                    self.target.prune(fs.path)
                 self.state.delete(fs.id)
             else:
                 new = plan.removed_status(StateStatus(fs.status), has_path=bool(fs.path))
                 if new.value != fs.status:
                     fs.status = new.value
                     self.state.put(fs)
-        self.report(FileResult(fs.id, fs.path, status, fs.size, fs.sha256))
+        self.report(
+            FileResult(fs.id, Path(fs.path) if fs.path else None, status, fs.size, fs.sha256)
+        )
 
     def clean_partials(self) -> None:
         """Partials of files this scope's complete listing no longer has will never finish;

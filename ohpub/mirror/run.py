@@ -47,9 +47,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ohpub.local.index import INDEX_NAME, write_index
+from ohpub.local.dest import LocalDest
+from ohpub.local.index import INDEX_NAME
 from ohpub.local.lock import DestLock
 from ohpub.local.state import FileState, RunInfo, StateDB, ensure_dirs, state_db_path
+from ohpub.mirror.bucketrun import dry_into_bucket, run_into_bucket
 from ohpub.mirror.commit import Committer
 from ohpub.mirror.listed import Listed
 from ohpub.mirror.removals import Removals
@@ -131,7 +133,11 @@ class Mirror:
     def run(self) -> MirrorSummary:
         """Carry out the run (or, with ``dry_run``, report what it would do)."""
         if self.opts.dry_run:
+            if self.opts.url is not None:
+                return dry_into_bucket(self.opts, self._dry_with)
             return self._dry()
+        if self.opts.url is not None:
+            return run_into_bucket(self.opts, self._recorded)
         dest = self.opts.dest
         prepare_dest(dest, create=True)
         refuse_lost_state(dest)
@@ -152,15 +158,20 @@ class Mirror:
         except KeyboardInterrupt:  # Ctrl-C, SIGTERM, a cancelled token (Cancelled)
             outcome = "interrupted"
             raise
+        except OhpubError as exc:
+            run.summary.first_error = run.summary.first_error or str(exc)
+            raise
         finally:
             run.summary.elapsed = time.monotonic() - run.started
-            if state.changes or index_stale or not (self.opts.dest / INDEX_NAME).is_file():
+            target = self.opts.destination or LocalDest(self.opts.dest)
+            if state.changes or index_stale or not target.has_index():
                 with contextlib.suppress(OhpubError, OSError):
-                    write_index(self.opts.dest, state)
+                    target.write_index(state)
             counts = {str(k): v for k, v in run.summary.counts.items() if v}
             complete = run.summary.listing_complete and outcome != "interrupted"
+            error = run.summary.first_error if outcome == "failed" else None
             with shielded():  # a second Ctrl-C does not lose how this run ended
-                state.end_run(run_id, outcome, counts, complete=complete)
+                state.end_run(run_id, outcome, counts, complete=complete, error=error)
         return run.summary
 
     def _dry(self) -> MirrorSummary:
@@ -171,12 +182,16 @@ class Mirror:
         if state_db_path(dest).exists():
             state = StateDB.open(dest, create=False, readonly=True)  # h4: writes nothing
         try:
-            prev = state.last_run() if state is not None else None
-            run = _Run(self.client, self.opts, self.events, state, dry=True, after_ok=_ok(prev))
-            run.execute()
+            return self._dry_with(state)
         finally:
             if state is not None:
                 state.close()
+
+    def _dry_with(self, state: StateDB | None) -> MirrorSummary:
+        """The dry run over a state opened read-only (or none: a new DEST)."""
+        prev = state.last_run() if state is not None else None
+        run = _Run(self.client, self.opts, self.events, state, dry=True, after_ok=_ok(prev))
+        run.execute()
         run.summary.elapsed = time.monotonic() - run.started
         return run.summary
 
@@ -281,6 +296,7 @@ class _Run:
         stored = self.state.get_many(f.id for f in batch) if self.state is not None else {}
         now = time.time()
         rows = []
+        work: list[WorkItem] = []
         for f in batch:
             if f.id in self.listed.ids:
                 continue  # listed twice (two endpoints of one scope)
@@ -294,8 +310,11 @@ class _Run:
             )
             rows.append((f, action, tv.path, tv.size, tv.sha256))
             if action is not Action.KEEP:
-                self._submit(pool, WorkItem(f, tv, action))
+                work.append(WorkItem(f, tv, action))
         self.listed.add(rows)
+        self.events.kept(len(rows) - len(work))  # before any transfer: the bars count them
+        for item in work:
+            self._submit(pool, item)
         if len(self._changed) >= STATE_BATCH:
             self._save_listed(now)
 
@@ -357,6 +376,7 @@ class _Run:
             if done.action is Action.KEEP:
                 self.listed.set_action(done.id, Action.KEEP, done.size)
                 self.commit.refresh_fingerprint(done)
+                self.events.kept(1)
                 return
         self._finished.append(done)
         if len(self._finished) >= BATCH:
@@ -384,6 +404,11 @@ class _Run:
 
     def _report(self, r: FileResult) -> None:
         self.summary.counts[r.status] = self.summary.counts.get(r.status, 0) + 1
+        bad = r.status is FileStatus.FAILED or (
+            self.opts.strict and r.status is FileStatus.UNAVAILABLE
+        )
+        if bad and self.summary.first_error is None:
+            self.summary.first_error = f"{r.path}: {r.error}" if r.path else r.error
         self.events.result(r)
 
     def _report_rejected(self, report: ListingReport) -> None:
@@ -398,6 +423,9 @@ class _Run:
         bad = c[FileStatus.FAILED] + (c[FileStatus.UNAVAILABLE] if self.opts.strict else 0)
         if bad or not self.summary.listing_complete or self.removals.refused:
             self.summary.ok = False
+        if not self.summary.listing_complete and self.summary.first_error is None:
+            why = self.summary.warnings[-1] if self.summary.warnings else "some files missing"
+            self.summary.first_error = f"listing incomplete: {why}"
 
 
 def _ok(run: RunInfo | None) -> bool:

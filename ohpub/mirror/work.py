@@ -13,17 +13,16 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import stat
 import threading
 from pathlib import Path
 from typing import Any
 
-from ohpub.local.state import FileState, StateDB, partial_dir, stat_fingerprint
+from ohpub.local.dest import LocalDest
+from ohpub.local.state import FileState, StateDB, partial_dir
 from ohpub.local.tree import utime_within
 from ohpub.mirror.types import Events, Finished, MirrorOptions, WorkItem
 from ohpub.model import plan
 from ohpub.model.errors import NetworkError, OhpubError, ServerError, UnavailableError
-from ohpub.model.hashing import hash_file
 from ohpub.model.records import Action, DataFile, StateStatus
 from ohpub.remote.client import ApiClient as Client
 from ohpub.transfer.downloader import Downloader
@@ -106,20 +105,12 @@ def _resumable_ids(pdir: Path) -> set[int]:
     return out
 
 
-def _fingerprint(path: str) -> tuple[int, int] | None:
-    """``stat_fingerprint`` on a plain string path: the no-op run calls it once per file."""
-    try:
-        st = os.lstat(path)
-    except OSError:
-        return None
-    return (st.st_size, st.st_mtime_ns) if stat.S_ISREG(st.st_mode) else None
-
-
 class Worker:
     """Runs work items; shared by the pool's threads."""
 
     def __init__(self, client: Client, opts: MirrorOptions, events: Events, *, dry: bool) -> None:
         self.dest = opts.dest
+        self.target = opts.destination or LocalDest(opts.dest)
         self.max_size = opts.max_size
         self.events = events
         self.dry = dry
@@ -136,7 +127,7 @@ class Worker:
 
     def disk_facts(self, file_id: int, tracked: plan.Tracked) -> plan.Disk:
         """What the plan needs to know from disk about one file."""
-        fp = _fingerprint(os.path.join(self.dest, tracked.path)) if tracked.path else None
+        fp = self.target.fingerprint(tracked.path) if tracked.path else None
         return plan.Disk(fp, partial=file_id in self._partials)
 
     def run(self, item: WorkItem) -> Finished:
@@ -149,15 +140,14 @@ class Worker:
 
     def _rehash(self, item: WorkItem) -> Finished:
         tv = item.tracked
-        path = self.dest / (tv.path or "")
         try:
-            digest = hash_file(path)
+            digest = self.target.digest(tv.path or "")
         except OSError:
             verdict = Action.DOWNLOAD
         else:
             verdict = plan.after_rehash(tv, digest.sha256, digest.size)
         if verdict is Action.KEEP:
-            fp = stat_fingerprint(path)
+            fp = self.target.fingerprint(tv.path or "")
             return Finished(item.f.id, Action.REHASH, Action.KEEP, tv.path, size=tv.size, fp=fp)
         log.info("file %s at %s changed on disk; downloading again", item.f.id, tv.path)
         nxt = WorkItem(
@@ -191,6 +181,7 @@ class Worker:
                 max_size=self.max_size,
                 root=self.dest,
                 on_total=self.events.sized,
+                on_reused=self.events.reused,
             )
         except UnavailableError as exc:
             return Finished(f.id, item.action, Action.UNAVAILABLE, error=exc.message)
@@ -218,6 +209,7 @@ class Worker:
             md5=d.md5,
             etag=d.etag,
             transferred=d.transferred,
+            reused=d.reused,
         )
 
     def _server_trouble(self, exc: OhpubError) -> None:

@@ -14,12 +14,24 @@ if TYPE_CHECKING:
 
 
 class OhpubError(Exception):
-    """Base class: a failure with a user-facing message (and maybe a hint)."""
+    """Base class: a failure with a user-facing message (and maybe a hint).
+
+    ``str(exc)`` is the whole sentence a person should read, hint included
+    (``project 999 not found; 'ohpub list projects' shows the public projects``), so a
+    traceback in a notebook says what to do; ``message`` and ``hint`` are its two parts."""
 
     def __init__(self, message: str, *, hint: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.hint = hint
+
+    def __str__(self) -> str:
+        return with_hint(self.message, self.hint)
+
+
+def with_hint(message: str, hint: str | None) -> str:
+    """``message; hint``: the one way a hint joins its message (CLI lines, ``str(exc)``)."""
+    return f"{message}; {hint}" if hint else message
 
 
 class UsageError(OhpubError):

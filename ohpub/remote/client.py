@@ -219,7 +219,7 @@ class ApiClient:
                 raise NotFoundError(f"not found: {redact(resp.url)}")
             if resp.status_code >= 400:
                 raise ServerError(
-                    f"HTTP {resp.status_code} from {redact(resp.url)}{_html_title(resp)}"
+                    f"HTTP {resp.status_code}{_html_title(resp)} from {redact(resp.url)}"
                 )
             ctype = resp.headers.get("Content-Type", "")
             if "json" not in ctype.lower():
@@ -406,17 +406,24 @@ def check_http_url(url: str, file_id: int | None) -> None:
 
 def _hint_for(base_url: str, network: bool) -> str:
     if network:
-        return f"check the network and --base-url ({base_url})"
+        return f"check the network and --base-url {base_url}"
     return "the server is having trouble; try again later"
 
 
 def _html_title(resp: requests.Response) -> str:
+    """The error page's title, to follow ``HTTP 503``: `` Service Unavailable`` when the
+    title repeats the code, else ``: <title>`` (never in brackets: the whole reason often
+    sits in brackets already, ``failed (HTTP 503 Service Unavailable)``)."""
     try:
         text = resp.raw.read(4096, decode_content=True).decode("utf-8", "replace")
     except Exception:  # noqa: BLE001 - only decoration for an error message
         return ""
     m = re.search(r"<(?:title|h1)>([^<]{1,120})<", text, re.I)
-    return f" ({m.group(1).strip()})" if m else ""
+    if not m:
+        return ""
+    title = " ".join(m.group(1).split())
+    code = str(resp.status_code)
+    return f" {title[len(code) :].strip()}" if title.startswith(code + " ") else f": {title}"
 
 
 def _read_capped(resp: requests.Response, cap: int) -> bytes:

@@ -51,6 +51,7 @@ from ohpub.model.cancel import DaemonPool
 from ohpub.model.errors import NotFoundError, OhpubError, ServerError
 from ohpub.model.filters import FileFilter
 from ohpub.model.records import DataFile, RecordError, Rejected, parse_datafile
+from ohpub.model.units import plural
 from ohpub.remote.http import abandonable, redact
 
 log = logging.getLogger("ohpub")
@@ -523,19 +524,30 @@ def crawl_files(client: Client, flt: FileFilter, report: ListingReport) -> Itera
         complete = complete and crawl.complete
     report.complete = complete
     report.finished = True
-    log.info(
-        "listing done: %d files (%s), %d requests, %d records, %d passes, %d snapshots "
-        "(%d records), %d cut segments needed none, %d rejected items",
-        report.unique,
-        "complete" if complete else "INCOMPLETE",
-        report.requests,
-        report.records,
-        report.crawls,
-        report.snapshots,
-        report.snapshot_records,
-        report.verified_segments,
-        len(report.rejected),
-    )
+    log.info("%s", listing_summary(report))
+
+
+def listing_summary(report: ListingReport) -> str:
+    """The log's line about a listing, in a reader's words: ``listing done: 31 files,
+    complete, 1 request`` (and, when they happened, the pages asked again and why, the
+    malformed records left out)."""
+    n = report.requests
+    parts = [
+        f"listing done: {plural(report.unique, 'file')}",
+        "complete" if report.complete else "INCOMPLETE (some files may be missing)",
+        f"{plural(n, 'request')} ({report.records} records sent)",
+    ]
+    if report.crawls > 1:
+        parts.append(f"read in {report.crawls} passes over the pages")
+    if report.snapshots:
+        k = report.snapshots
+        parts.append(
+            f"{k} {'stretch' if k == 1 else 'stretches'} that a page boundary cut "
+            f"asked for again in one piece ({report.snapshot_records} records)"
+        )
+    if report.rejected:
+        parts.append(f"{len(report.rejected)} malformed records left out")
+    return ", ".join(parts)
 
 
 def walk_objects(client: Client, path: str) -> Iterator[dict[str, Any]]:

@@ -82,6 +82,7 @@ class Downloader(Lanes):
         max_size: int | None = None,
         root: Path | None = None,
         on_total: Callable[[int], None] | None = None,
+        on_reused: Callable[[int], None] | None = None,
     ) -> Downloaded:
         """Download into ``part`` (resuming what is there), verified and fsynced.
 
@@ -102,6 +103,7 @@ class Downloader(Lanes):
             sink = FileSink(fd, 0)
             job = Job(self.source(f), sink, etag, meta_path, progress, max_size)
             job.on_total = on_total
+            job.on_reused = on_reused
             try:
                 result = resume_ranged(self, job, sink, meta, size)
                 if result is None and "chunk" in meta:
@@ -126,8 +128,7 @@ class Downloader(Lanes):
         """From byte ``size`` of the partial over one connection, going parallel when the
         first answer shows a big file on a storage that serves ranges."""
         sink.resume_at(size)
-        if size:
-            job.progress(size)
+        job.reuse(size)
         seq = Sequential(self, job)
         result = seq.run()
         if result is not None:

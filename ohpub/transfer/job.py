@@ -47,6 +47,8 @@ class Downloaded:
     transferred: int
     record: DataFile
     """The record last used (a re-minted one when the key had to be refreshed)."""
+    reused: int = 0
+    """Bytes of the file that an earlier run had already downloaded (kept, not fetched)."""
 
 
 class TooLargeError(OhpubError):
@@ -165,14 +167,33 @@ class Job:
     checksum_retries: int = 0
     on_total: Callable[[int], None] | None = None
     """Told the object's size once, when storage first announces it (progress displays)."""
+    reused: int = 0
+    """Bytes of a partial from an earlier run that this transfer keeps (not fetched again)."""
+    on_reused: Callable[[int], None] | None = None
+    """Told how many bytes of the file were already on disk from an earlier run (negative
+    when a restart drops them); ``progress`` counts only the bytes that arrive now."""
 
     @property
     def f(self) -> DataFile:
         return self.source.record
 
+    def reuse(self, nbytes: int) -> None:
+        """``nbytes`` of a partial left by an earlier run are kept (negative: dropped).
+        Told to ``on_reused``, not to ``progress``: nothing was fetched, and a display that
+        counted them would show a rate and a total this run never had."""
+        nbytes = max(nbytes, -self.reused)
+        if not nbytes:
+            return
+        self.reused += nbytes
+        if self.on_reused is not None:
+            self.on_reused(nbytes)
+
     def restart(self) -> None:
         """Start over from byte 0 (the object changed, or the server ignores Range)."""
-        self.progress(-self.sink.offset if self.sink.restartable else 0)
+        if self.sink.restartable:
+            dropped = self.reused
+            self.reuse(-dropped)
+            self.progress(-(self.sink.offset - dropped))
         self.sink.restart()
         self.resumed = False
 
@@ -195,6 +216,7 @@ class Job:
             resumed=self.resumed and started_at > 0,
             transferred=self.transferred,
             record=self.f,
+            reused=self.reused,
         )
 
 

@@ -394,7 +394,10 @@ def _after(d: Lanes, job: Job, sink: FileSink, chunks: Chunks, outcome: str) -> 
         outcome = "changed"  # start over, once
     # Finish over one stream from the contiguous prefix (ranges ignored), or start over.
     keep = chunks.contiguous(0) if outcome == "single" else 0
-    job.progress(keep - chunks.written_bytes())
+    dropped = chunks.written_bytes() - keep
+    reused_dropped = max(0, job.reused - keep)  # a resumed prefix past ``keep`` goes too
+    job.reuse(-reused_dropped)
+    job.progress(-(dropped - reused_dropped))
     if job.meta_path is not None:
         # the done list no longer describes the partial
         tree.remove_within(job.meta_path.root, job.meta_path.rel)
@@ -428,8 +431,7 @@ def resume_ranged(
     job.total, job.resumed = total, bool(done)
     chunks_done = {k for k in done if 0 <= k * size < total}
     already = sum(min(total, (k + 1) * size) - k * size for k in chunks_done)
-    if already:
-        job.progress(already)
+    job.reuse(already)
     sink.offset = 0
     return run_ranged(d, job, sink, None, chunks_done, size)
 
