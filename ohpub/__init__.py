@@ -20,11 +20,8 @@ reach no stream unless the caller configures logging.
 from __future__ import annotations
 
 import importlib
-import logging as _logging
 
-_logging.getLogger("ohpub").addHandler(_logging.NullHandler())
-
-from ohpub.model.errors import (  # noqa: E402 - after the logger's handler, before any record
+from ohpub.model.errors import (
     IncompleteListingError,
     IntegrityError,
     LockedError,
@@ -36,7 +33,7 @@ from ohpub.model.errors import (  # noqa: E402 - after the logger's handler, bef
     UnavailableError,
     UsageError,
 )
-from ohpub.model.version import __version__  # noqa: E402
+from ohpub.model.version import __version__
 
 TYPE_CHECKING = False  # typing costs ``import ohpub`` (and the entry point) time
 if TYPE_CHECKING:
@@ -90,9 +87,25 @@ def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'ohpub' has no attribute {name!r}")
+    _quiet_logger()
     value = getattr(importlib.import_module(module), name)
     globals()[name] = value
     return value
+
+
+def _quiet_logger() -> None:
+    """The ``ohpub`` logger's ``NullHandler``, added before the API's first name is loaded
+    (not at ``import ohpub``: the logging module would cost the entry point the time in
+    which a Ctrl-C still meets Python's own handler)."""
+    global _quiet_logger
+    import logging
+
+    logging.getLogger("ohpub").addHandler(logging.NullHandler())
+    _quiet_logger = _noop
+
+
+def _noop() -> None:
+    return None
 
 
 def __dir__() -> list[str]:
