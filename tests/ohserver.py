@@ -16,6 +16,11 @@ objects give an HTML 500; ``re_path`` routes match by *search*, so
 file mints a new key; hidden memberships serialize as a null user, and as ``{}`` when the
 member's username is a substring of ``?username=``.
 
+Stored bytes are exactly what a caller passes (``content=b"..."`` or a :class:`Content`). The
+server's own data sets make bytes that match the names (:func:`named_content`): JSON lists for
+``.json``, CSV with a header row for ``.csv``, real gzip streams for ``.gz``, opaque bytes
+otherwise; deterministic per file id and of any size without holding it in memory.
+
 Typical use::
 
     with OHServer() as server:           # started; stop() on exit
@@ -25,6 +30,12 @@ Typical use::
         server.faults.script(role="storage", statuses=[503])
         ...
         assert server.count(role="storage") == 1
+
+``server.capacity = Capacity(per_record=0.002, cores=2, timeout=1.0)`` models the real server's
+limits on the file listings (off by default): each listed record costs CPU time, concurrent
+listings share the cores, and one still running at the timeout answers the router's HTML 500.
+``LogEntry.listing`` records what every file listing asked and got; ``listing_stats()`` counts
+requests, timeouts, records served and timed out, and timed-out requests re-sent unchanged.
 
 ``OHServer(tls=True)`` serves https:// on both listeners with a certificate from a CA made at
 start (``trustme``); clients trust ``server.ca_bundle`` (e.g. ``REQUESTS_CA_BUNDLE``).
@@ -36,11 +47,13 @@ from __future__ import annotations
 
 import argparse
 import base64
+import bisect
 import contextlib
 import copy
 import hashlib
 import hmac
 import json
+import math
 import random
 import re
 import selectors
@@ -61,7 +74,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from email.utils import formatdate, parsedate_to_datetime
-from functools import lru_cache
+from functools import cache, lru_cache
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -70,15 +83,19 @@ from urllib.parse import parse_qs, quote, unquote, urlencode, urlsplit, urlunspl
 
 __all__ = [
     "BytesContent",
+    "Capacity",
     "Content",
     "DataFile",
     "Datatype",
     "Faults",
+    "Listing",
+    "ListingStats",
     "LogEntry",
     "Member",
     "OHServer",
     "Project",
     "SyntheticContent",
+    "named_content",
 ]
 
 ROLES = ("api", "download", "storage")
@@ -229,6 +246,432 @@ def _as_content(content: bytes | bytearray | Content) -> Content:
 
 
 # ---------------------------------------------------------------------------------------------
+# Content whose bytes match the file's name (.json, .csv, .gz)
+# ---------------------------------------------------------------------------------------------
+
+
+class _Cycle:
+    """A cyclic byte stream made of whole pieces (records, compressed units), held once.
+
+    Runs start at a piece boundary (``first``) and, when cut by :meth:`fit`, end at one, so
+    a run of any length is valid text for formats whose pieces are whole records."""
+
+    def __init__(self, pieces: list[bytes]) -> None:
+        self.data = b"".join(pieces)
+        self.n = len(self.data)
+        self.count = len(pieces)
+        self.starts = [0]
+        for p in pieces:
+            self.starts.append(self.starts[-1] + len(p))
+
+    def span(self, first: int, k: int) -> int:
+        """Bytes in ``k`` pieces from piece ``first``."""
+        full, rem = divmod(k, self.count)
+        end = first + rem
+        out = full * self.n - self.starts[first]
+        return out + (
+            self.starts[end] if end <= self.count else self.n + self.starts[end - self.count]
+        )
+
+    def fit(self, first: int, budget: int) -> tuple[int, int]:
+        """(pieces, bytes) of the longest run of whole pieces from ``first`` within ``budget``."""
+        full = max(0, budget) // self.n
+        left = max(0, budget) - full * self.n
+        t = self.starts[first] + left
+        if t < self.n:
+            extra = bisect.bisect_right(self.starts, t) - 1 - first
+        else:
+            extra = self.count - first + bisect.bisect_right(self.starts, t - self.n) - 1
+        k = full * self.count + extra
+        return k, self.span(first, k)
+
+    def read(self, first: int, a: int, b: int) -> bytes:
+        """Bytes ``[a, b)`` of the stream that starts at piece ``first``."""
+        parts = []
+        while a < b:
+            i = (self.starts[first] + a) % self.n
+            take = min(b - a, self.n - i)
+            parts.append(self.data[i : i + take])
+            a += take
+        return b"".join(parts)
+
+
+@dataclass
+class _Run:
+    """``length`` bytes of a :class:`_Cycle` from piece ``first``."""
+
+    cycle: _Cycle
+    first: int
+    length: int
+
+
+@dataclass
+class _Deferred:
+    """``length`` bytes computed on first read (a gzip trailer's CRC)."""
+
+    length: int
+    make: Any
+    data: bytes | None = None
+
+
+class _Composed(Content):
+    """Content of a known size laid out on first use as byte strings, cyclic runs and deferred
+    pieces; slices are cut from those, so a 1 GB object costs no more memory than its cycle."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        if size < 0:
+            raise ValueError("size must be >= 0")
+        self.size = size
+        self._parts: list[tuple[int, bytes | _Run | _Deferred]] | None = None
+        self._layout_lock = threading.Lock()
+
+    def _layout(self) -> list[bytes | _Run | _Deferred]:
+        raise NotImplementedError
+
+    def _get_parts(self) -> list[tuple[int, bytes | _Run | _Deferred]]:
+        with self._layout_lock:
+            if self._parts is None:
+                parts, pos = [], 0
+                for part in self._layout():
+                    parts.append((pos, part))
+                    pos += part.length if isinstance(part, (_Run, _Deferred)) else len(part)
+                if pos != self.size:
+                    raise AssertionError(f"layout is {pos} bytes, not {self.size}")
+                self._parts = parts
+            return self._parts
+
+    def iter_range(self, start: int, end: int, chunk: int = CHUNK) -> Iterator[bytes]:
+        end = min(end, self.size)
+        pos = max(0, start)
+        while pos < end:
+            stop = min(pos + chunk, end)
+            yield self._slice(pos, stop)
+            pos = stop
+
+    def _slice(self, a: int, b: int) -> bytes:
+        out = []
+        for off, part in self._get_parts():
+            length = part.length if isinstance(part, (_Run, _Deferred)) else len(part)
+            lo, hi = max(a, off), min(b, off + length)
+            if lo >= hi:
+                continue
+            if isinstance(part, _Run):
+                out.append(part.cycle.read(part.first, lo - off, hi - off))
+            elif isinstance(part, _Deferred):
+                with self._layout_lock:
+                    if part.data is None:
+                        part.data = part.make()
+                        assert len(part.data) == part.length
+                out.append(part.data[lo - off : hi - off])
+            else:
+                out.append(part[lo - off : hi - off])
+        return b"".join(out)
+
+
+@dataclass(frozen=True)
+class _Format:
+    """A text format made of records: ``head(seed)`` (opening text and one record of the file's
+    own), then whole ``record``s from a shared cycle, then ``tail(seed, pad)`` (``pad`` extra
+    bytes of filler the format allows, e.g. JSON whitespace); ``tiny(size)`` when even head
+    and tail do not fit."""
+
+    name: str
+    record: Any  # (random.Random) -> bytes
+    head: Any  # (seed) -> bytes
+    tail: Any  # (seed, pad) -> bytes
+    tiny: Any  # (size) -> bytes
+
+
+# fmt: off
+_WORDS = (
+    "blue", "night", "river", "echo", "golden", "paper", "summer", "ghost", "light", "city",
+    "fire", "heart", "dream", "velvet", "ocean", "electric", "silent", "wild", "neon", "moon",
+)
+# fmt: on
+_ARTISTS = [
+    *("The Lanterns", "Mira Sol", "Northbound", "Kofi & the Tides", "Ada Quartet", "Low Orbit"),
+    *("Sable", "Juniper Hall", "Ostra", "The Paper Kites Club", "Nadia Brel", "Tin Roof Choir"),
+]
+_B62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+
+
+def _title(rng: random.Random, words: int) -> str:
+    return " ".join(rng.choice(_WORDS) for _ in range(words)).title()
+
+
+def _spotify_id(rng: random.Random) -> str:
+    return "".join(rng.choice(_B62) for _ in range(22))
+
+
+def _dumps(obj: Any) -> bytes:
+    return json.dumps(obj, ensure_ascii=False).encode()
+
+
+def _play(rng: random.Random) -> dict[str, Any]:
+    """One play of a Spotify "recently played" history (a trimmed ``PlayHistoryObject``)."""
+    duration = rng.randint(95_000, 420_000)
+    day, sec = rng.randint(1, 28), rng.randrange(86_400)
+    return {
+        "played_at": f"2022-11-{day:02d}T{sec // 3600:02d}:{sec // 60 % 60:02d}:{sec % 60:02d}"
+        f".{rng.randrange(1000):03d}Z",
+        "ms_played": rng.randint(20_000, duration),
+        "track": {
+            "id": _spotify_id(rng),
+            "name": _title(rng, rng.randint(1, 4)),
+            "artists": [{"name": rng.choice(_ARTISTS)}],
+            "album": {"name": _title(rng, rng.randint(1, 3))},
+            "duration_ms": duration,
+        },
+        "context": rng.choice([None, {"type": "playlist"}, {"type": "album"}]),
+    }
+
+
+def _track(rng: random.Random) -> dict[str, Any]:
+    """One track's metadata with audio features (Spotify ``TrackObject`` + features)."""
+    return {
+        "id": _spotify_id(rng),
+        "name": _title(rng, rng.randint(1, 4)),
+        "artists": [{"name": rng.choice(_ARTISTS)}],
+        "album": {
+            "name": _title(rng, rng.randint(1, 3)),
+            "release_date": str(rng.randint(1968, 2022)),
+        },
+        "duration_ms": rng.randint(95_000, 420_000),
+        "popularity": rng.randint(0, 100),
+        "explicit": rng.random() < 0.1,
+        "audio_features": {
+            "danceability": round(rng.random(), 3),
+            "energy": round(rng.random(), 3),
+            "tempo": round(rng.uniform(60, 190), 3),
+            "valence": round(rng.random(), 3),
+        },
+    }
+
+
+def _day(rng: random.Random) -> dict[str, Any]:
+    """One day of activity data (as in the sample's fitbit-data.json)."""
+    return {
+        "date": f"2024-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}",
+        "steps": rng.randint(1500, 18000),
+        "resting_heart_rate": rng.randint(52, 78),
+        "sleep_minutes": rng.randint(300, 540),
+    }
+
+
+def _tiny_json(size: int) -> bytes:
+    return b"" if size == 0 else b"0" if size == 1 else b"[" + b" " * (size - 2) + b"]"
+
+
+def _json_format(name: str, make: Any) -> _Format:
+    """A JSON list of records, one per line; whitespace before the closing ``]`` pads it."""
+    return _Format(
+        name,
+        record=lambda rng: _dumps(make(rng)) + b",\n",
+        head=lambda seed: b"[\n" + _dumps(make(random.Random(seed))) + b",\n",
+        tail=lambda seed, pad: _dumps(make(random.Random(f"{seed}:last"))) + b" " * pad + b"\n]\n",
+        tiny=_tiny_json,
+    )
+
+
+_CSV_HEADER = b"date,steps,resting_heart_rate,sleep_minutes\n"
+
+
+def _csv_row(rng: random.Random, pad: int = 0) -> bytes:
+    d = _day(rng)
+    sleep = d["sleep_minutes"]
+    sleep_text = f"{sleep:0{len(str(sleep)) + pad}d}"  # zero-padding the last field pads the file
+    return f"{d['date']},{d['steps']},{d['resting_heart_rate']},{sleep_text}\n".encode()
+
+
+def _tiny_csv(size: int) -> bytes:
+    if size <= 1:
+        return b"d"[:size]
+    return (b"date" + b"_" * size)[: size - 1] + b"\n"  # a header row alone
+
+
+def _fastq_record(rng: random.Random, name: str | None = None) -> bytes:
+    seq = rng.randbytes(100).translate(_ACGT)
+    qual = rng.randbytes(100).translate(_QUAL)
+    name = name or f"R{rng.randrange(10**7):07d}"
+    return b"@%s 1:N:0:1\n%s\n+\n%s\n" % (name.encode(), seq, qual)
+
+
+def _log_line(rng: random.Random) -> bytes:
+    day, sec = rng.randint(1, 28), rng.randrange(86_400)
+    return (
+        f"2024-02-{day:02d}T{sec // 3600:02d}:{sec // 60 % 60:02d}:{sec % 60:02d}Z\t"
+        f"{rng.choice(_WORDS)}\t{rng.randint(0, 99_999)}\n"
+    ).encode()
+
+
+_FORMATS: dict[str, _Format] = {
+    f.name: f
+    for f in (
+        _json_format("plays", _play),
+        _json_format("tracks", _track),
+        _json_format("days", _day),
+        _Format(
+            "csv",
+            record=_csv_row,
+            head=lambda seed: _CSV_HEADER + _csv_row(random.Random(seed)),
+            tail=lambda seed, pad: _csv_row(random.Random(f"{seed}:last"), pad),
+            tiny=_tiny_csv,
+        ),
+        # the two below only ever come gzipped (a plain .fastq or .txt stays opaque bytes)
+        _Format(
+            "fastq",
+            record=_fastq_record,
+            head=lambda seed: _fastq_record(random.Random(seed), f"S{seed}"),
+            tail=lambda seed, pad: _fastq_record(random.Random(f"{seed}:last")),
+            tiny=lambda size: b"",
+        ),
+        _Format(
+            "text",
+            record=_log_line,
+            head=lambda seed: f"# ohserver text seed={seed}\n".encode(),
+            tail=lambda seed, pad: b"# end\n",
+            tiny=lambda size: b"",
+        ),
+    )
+}
+
+
+def _format_of(name: str) -> _Format | None:
+    """The text format a basename calls for (``.json``, ``.csv``), or None."""
+    low = name.lower()
+    if low.endswith(".json"):
+        if "listening" in low or "history" in low:
+            return _FORMATS["plays"]
+        if "track" in low or "metadata" in low:
+            return _FORMATS["tracks"]
+        return _FORMATS["days"]
+    if low.endswith(".csv"):
+        return _FORMATS["csv"]
+    return None
+
+
+_CYCLE_BYTES = 256 * 1024  # text in one format's record cycle
+_UNIT_BYTES = 4096  # text per independently compressed gzip unit
+
+
+@cache
+def _records(fmt: str) -> _Cycle:
+    """The shared record cycle of a format (deterministic: seeded by the format's name)."""
+    rng = random.Random(f"ohserver {fmt} records")
+    record = _FORMATS[fmt].record
+    pieces, total = [], 0
+    while total < _CYCLE_BYTES:
+        pieces.append(record(rng))
+        total += len(pieces[-1])
+    return _Cycle(pieces)
+
+
+def _deflate(text: bytes, final: bool = False) -> bytes:
+    """Raw deflate of ``text`` by a fresh compressor, ending byte-aligned (sync flush) or with
+    the final block: such pieces concatenate into one valid deflate stream."""
+    c = zlib.compressobj(6, zlib.DEFLATED, -15)
+    return c.compress(text) + c.flush(zlib.Z_FINISH if final else zlib.Z_SYNC_FLUSH)
+
+
+@cache
+def _gzip_units(fmt: str) -> tuple[_Cycle, _Cycle]:
+    """The record cycle of ``fmt`` in units of about 4 KiB: (compressed units, their texts)."""
+    records = _records(fmt)
+    texts, unit = [], b""
+    for i in range(records.count):
+        unit += records.data[records.starts[i] : records.starts[i + 1]]
+        if len(unit) >= _UNIT_BYTES or i == records.count - 1:
+            texts.append(unit)
+            unit = b""
+    return _Cycle([_deflate(t) for t in texts]), _Cycle(texts)
+
+
+class _FormatContent(_Composed):
+    """Valid text of a format (JSON list, CSV with a header row) of exactly ``size`` bytes:
+    its own first and last records (from ``seed``), whole records of the format's shared
+    cycle from a seed-chosen record in between, and the format's filler to fill up."""
+
+    def __init__(self, fmt: _Format, size: int, seed: int = 0) -> None:
+        super().__init__(size)
+        self.format = fmt
+        self.seed = seed
+
+    def _layout(self) -> list[bytes | _Run | _Deferred]:
+        fmt, seed = self.format, self.seed
+        head, tail = fmt.head(seed), fmt.tail(seed, 0)
+        budget = self.size - len(head) - len(tail)
+        if budget < 0:
+            return [fmt.tiny(self.size)]
+        cycle = _records(fmt.name)
+        first = random.Random(seed).randrange(cycle.count)
+        _, length = cycle.fit(first, budget)
+        return [head, _Run(cycle, first, length), fmt.tail(seed, budget - length)]
+
+
+class _GzipContent(_Composed):
+    """A real gzip stream of exactly ``size`` bytes whose text is ``fmt`` (JSON, CSV, FASTQ or
+    log lines): independently deflated units of the format's cycle between the file's own
+    first and last records; the gzip header's comment field takes up the slack (< one unit).
+    Below 21 bytes no gzip fits: the first ``size`` bytes of an empty one."""
+
+    def __init__(self, fmt: _Format, size: int, seed: int = 0) -> None:
+        super().__init__(size)
+        self.format = fmt
+        self.seed = seed
+
+    def _layout(self) -> list[bytes | _Run | _Deferred]:
+        fmt, seed = self.format, self.seed
+        head_text, tail_text = fmt.head(seed), fmt.tail(seed, 0)
+        head, tail = _deflate(head_text), _deflate(tail_text, final=True)
+        fixed = 10 + 1 + 8  # header with an empty comment, trailer
+        budget = self.size - fixed - len(head) - len(tail)
+        if budget < 0:  # no room for the records: an empty (but valid) stream
+            head_text = tail_text = head = b""
+            tail = _deflate(b"", final=True)
+            budget = self.size - fixed - len(tail)
+        units, texts = _gzip_units(fmt.name)
+        first = random.Random(seed).randrange(units.count)
+        k, length = units.fit(first, budget)
+        text_length = texts.span(first, k)
+
+        def trailer() -> bytes:
+            crc = zlib.crc32(head_text)
+            for pos in range(0, text_length, 4 * CHUNK):
+                crc = zlib.crc32(texts.read(first, pos, min(text_length, pos + 4 * CHUNK)), crc)
+            crc = zlib.crc32(tail_text, crc)
+            isize = len(head_text) + text_length + len(tail_text)
+            return struct.pack("<II", crc, isize & 0xFFFFFFFF)
+
+        slack = max(0, budget - length)
+        comment = (b"ohserver " + b"." * slack)[:slack] + b"\x00"
+        header = b"\x1f\x8b\x08\x10" + b"\x00\x00\x00\x00" + b"\x00\x03" + comment
+        if budget < 0:  # fewer than 21 bytes: no gzip fits
+            return [(header + tail + trailer())[: self.size]]
+        return [header, head, _Run(units, first, length), tail, _Deferred(8, trailer)]
+
+
+def named_content(basename: str, size: int, seed: int = 0) -> Content:
+    """Deterministic content of exactly ``size`` bytes that matches ``basename``: a JSON list
+    of records for ``.json`` (Spotify plays for ``*listening*``/``*history*``, track metadata
+    for ``*track*``/``*metadata*``, daily activity otherwise), CSV with a header row for
+    ``.csv``, a real gzip stream for ``.gz`` (of JSON/CSV/FASTQ/log text after the inner name),
+    and opaque :class:`SyntheticContent` for anything else. Same arguments, same bytes."""
+    low = basename.lower()
+    if low.endswith(".gz"):
+        stem = low[:-3]
+        fmt = _format_of(stem)
+        if fmt is None:
+            fastq = stem.endswith((".fastq", ".fq"))
+            fmt = _FORMATS["fastq" if fastq else "text"]
+        return _GzipContent(fmt, size, seed)
+    fmt = _format_of(low)
+    if fmt is None:
+        return SyntheticContent(size, seed)
+    return _FormatContent(fmt, size, seed)
+
+
+# ---------------------------------------------------------------------------------------------
 # Model
 # ---------------------------------------------------------------------------------------------
 
@@ -327,6 +770,132 @@ class LogEntry:
     start: float = 0.0
     end: float = 0.0
     connection: int = 0  # serial number of the TCP connection (keep-alive reuse shows here)
+    listing: Listing | None = None  # file-listing requests only: what was asked and served
+
+
+@dataclass
+class Listing:
+    """One file-listing request (``/api/public/datafiles/``, the project, member and datatype
+    file lists, ``/api/public-data/``) as the server served it: ``LogEntry.listing``."""
+
+    view: str  # "datafiles" | "project_datafiles" | "member_datafiles" | ... | "legacy"
+    limit: int  # the page size in effect (missing, <= 0 or garbage: 100)
+    offset: int
+    count: int  # the envelope's "count"
+    records: int  # records in the page: what the server serialized (and, with capacity, paid)
+    outcome: str = "ok"
+    """"ok"; "timeout": past :attr:`Capacity.timeout`, answered with the router's HTML 500
+    (a worker timeout); "fault": ``faults.listing`` "500" or "html" answered instead."""
+    service: float = 0.0  # modelled CPU seconds the request received (0 without capacity)
+
+
+@dataclass
+class ListingStats:
+    """Counters over the file-listing requests in the log (:meth:`OHServer.listing_stats`)."""
+
+    requests: int = 0
+    timeouts: int = 0  # worker timeouts (router HTML 500s)
+    records_served: int = 0  # records in pages answered 200
+    records_timed_out: int = 0  # records in the pages of requests that timed out
+    repeated_timeouts: int = 0
+    """Requests (any outcome) for the same path, ``limit`` and ``offset`` as a request that had
+    timed out before they started: a heavy request re-sent unchanged."""
+
+
+@dataclass
+class Capacity:
+    """The real server's capacity, for the file listings: each listed record costs CPU, the
+    gunicorn workers share ``cores``, and a request still running at ``timeout`` is killed
+    (HTTP 500 with the router's HTML page). Reference section 6 on a 2-core machine: about
+    8 ms per record (13-16 ms under other load) behind a 30 s limit, i.e. about 3,750
+    records per request alone (about 2,000 under load), fewer when requests run in parallel.
+    The defaults keep those ratios at 1/20 of real time.
+
+    Processor sharing: a request needs ``per_request + records * per_record`` seconds of CPU;
+    while ``k`` requests are in it, each progresses at ``min(1, cores / k)``. The time limit
+    runs from the start of the view (after ``faults.latency``). Only file listings are
+    charged (details, downloads and storage are free and do not slow the listings)."""
+
+    per_record: float = 0.0004
+    """CPU seconds per listed record (real: 0.008; 0.013-0.016 under load)."""
+    cores: int = 2
+    """Cores the workers share."""
+    timeout: float = 1.5
+    """Router/worker timeout in seconds (real: 30)."""
+    per_request: float = 0.0
+    """CPU seconds per listing request on top of its records."""
+
+    @classmethod
+    def scaled(cls, scale: float, per_record: float = 0.008, cores: int = 2) -> Capacity:
+        """The real figures (``per_record`` real seconds, a 30 s limit) times ``scale``."""
+        return cls(per_record=per_record * scale, cores=cores, timeout=30.0 * scale)
+
+    def cost(self, records: int) -> float:
+        """CPU seconds a page of ``records`` records needs."""
+        return self.per_request + records * self.per_record
+
+    def records_alone(self) -> int | None:
+        """The most records one request can list in time with the cores to itself (None:
+        any number)."""
+        if self.per_record <= 0:
+            return None if self.per_request < self.timeout else 0
+        return max(0, math.ceil((self.timeout - self.per_request) / self.per_record) - 1)
+
+
+class _Processors:
+    """Cores shared by the requests in flight (processor sharing, with real sleeping).
+
+    ``_work`` is the running total of service that any one job in flight receives: it grows at
+    ``min(1, cores / jobs)`` per second, brought up to date under the lock at every arrival,
+    departure and look. A job is done once ``_work`` has grown by its cost since it arrived;
+    it sleeps in steps of at most ``STEP`` so that a departure speeds the others up soon."""
+
+    STEP = 0.01  # longest sleep between looks (a departure speeds the others up)
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._jobs = 0
+        self._work = 0.0
+        self._stamp = time.monotonic()
+        self.peak = 0  # most jobs in flight at once
+
+    def _advance(self, cores: int) -> float:
+        now = time.monotonic()
+        if self._jobs:
+            self._work += (now - self._stamp) * min(1.0, cores / self._jobs)
+        self._stamp = now
+        return now
+
+    @property
+    def jobs(self) -> int:
+        with self._lock:
+            return self._jobs
+
+    def run(self, cost: float, deadline: float, cores: int, stopping: threading.Event) -> float:
+        """Serve ``cost`` CPU seconds before the monotonic ``deadline``; return the service
+        received (``cost`` when done, less when the deadline came first)."""
+        with self._lock:
+            self._advance(cores)
+            self._jobs += 1
+            self.peak = max(self.peak, self._jobs)
+            start = self._work
+        try:
+            while True:
+                with self._lock:
+                    now = self._advance(cores)
+                    got = self._work - start
+                    rate = min(1.0, cores / self._jobs)
+                if got >= cost - 1e-9:
+                    return cost
+                if now >= deadline:
+                    return got
+                wait = min((cost - got) / rate, deadline - now, self.STEP)
+                if stopping.wait(max(wait, 0.0005)):
+                    raise ConnectionAbortedError("server stopping")
+        finally:
+            with self._lock:
+                self._advance(cores)
+                self._jobs -= 1
 
 
 @dataclass
@@ -504,6 +1073,7 @@ class _Request:
     query_string: str
     query: dict[str, list[str]]
     headers: dict[str, str]
+    listing: Listing | None = None  # set by the file-listing views
 
     def q(self, name: str) -> str | None:
         values = self.query.get(name)
@@ -585,7 +1155,7 @@ def _api_json(obj: Any, status: int = 200) -> _Reply:
     return _Reply(status, [*_API_HEADERS, ("Expires", formatdate(usegmt=True))], _json_bytes(obj))
 
 
-SERVER_ERROR_HTML = b"<h1>Server Error (500)</h1>"
+SERVER_ERROR_HTML = b"<h1>Server Error (500)</h1>"  # Django's, from the app itself
 NOT_FOUND_HTML = b"<h1>Not Found</h1><p>The requested resource was not found on this server.</p>"
 UNAVAILABLE_HTML = b"<h1>This file is unavailable.</h1>"
 NOT_AUTHORIZED_HTML = b"<h1>You are not authorized to view this file.</h1>"
@@ -623,6 +1193,8 @@ def _status_page(status: int) -> bytes:
         f"<body><h1>{status} {phrase}</h1></body></html>"
     ).encode()
 
+
+ROUTER_TIMEOUT_HTML = _status_page(500)  # the router's, when it gave up on a worker
 
 _S3_CODES = {500: "InternalError", 503: "SlowDown", 429: "SlowDown", 403: "AccessDenied"}
 
@@ -690,6 +1262,10 @@ class OHServer:
         """With ``shuffle``: order a member's files the same way for every request whose
         ``offset + limit`` is the same, as Postgres' top-N sort did on the real server
         (reference section 6: re-walking the same pages lost the same files every time)."""
+        self.capacity: Capacity | None = None
+        """The capacity model of the file listings (None: off, every page is free and
+        immediate). Safe to set or change while requests run."""
+        self._cpu = _Processors()
         self.faults = Faults()
         self.storage_missing: set[int] = set()
         """File ids whose storage object is gone: storage answers 404 NoSuchKey."""
@@ -869,6 +1445,35 @@ class OHServer:
             and (path_prefix is None or e.path.startswith(path_prefix))
             and (method is None or e.method == method)
         )
+
+    def listings(self, path_prefix: str | None = None) -> list[LogEntry]:
+        """Logged file-listing requests (those with ``entry.listing``), in order of start."""
+        entries = [
+            e
+            for e in list(self.log)
+            if e.listing is not None and (path_prefix is None or e.path.startswith(path_prefix))
+        ]
+        return sorted(entries, key=lambda e: e.start)
+
+    def listing_stats(self, path_prefix: str | None = None) -> ListingStats:
+        """Counters over :meth:`listings`: requests, worker timeouts, records served, records
+        of the requests that timed out, and timed-out requests re-sent unchanged."""
+        stats = ListingStats()
+        timed_out: list[tuple[float, tuple[str, int, int]]] = []
+        for e in self.listings(path_prefix):
+            info = e.listing
+            assert info is not None
+            key = (e.path, info.limit, info.offset)
+            stats.requests += 1
+            if any(k == key and end <= e.start for end, k in timed_out):
+                stats.repeated_timeouts += 1
+            if info.outcome == "timeout":
+                stats.timeouts += 1
+                stats.records_timed_out += info.records
+                timed_out.append((e.end, key))
+            elif info.outcome == "ok" and e.status == 200:
+                stats.records_served += info.records
+        return stats
 
     def clear_log(self) -> None:
         with self._lock:
@@ -1125,7 +1730,9 @@ class OHServer:
         return self
 
     def load_project176(self) -> OHServer:
-        """The real listing of project 176 (Spotify): 31 files of 10 members."""
+        """The real listing of project 176 (Spotify): 31 files of 10 members. The bytes are
+        made up but match the names: JSON lists of plays or of track metadata, 3-100 KB,
+        deterministic per file id (:func:`named_content`)."""
         _load_project176(self)
         return self
 
@@ -1143,7 +1750,9 @@ class OHServer:
     ) -> list[int]:
         """Add ``n_files`` synthetic files spread over ``n_members`` new members (``m00001``...)
         in ``project_id`` (created when missing); sizes log-uniform in [min_size, max_size];
-        basenames repeat within a member. Returns the new ids."""
+        basenames repeat within a member; the bytes match the name (:func:`named_content`:
+        ``data.json`` a JSON list, ``export.csv`` CSV with a header row, the others opaque).
+        Returns the new ids."""
         return _generate(
             self,
             n_files,
@@ -1376,6 +1985,7 @@ class OHServer:
         return self._api(req)
 
     def _api(self, req: _Request) -> _Reply:
+        started = time.monotonic()
         if req.method not in ("GET", "HEAD"):
             return _api_json({"detail": f'Method "{req.method}" not allowed.'}, 405)
         view, kw = _resolve(req.path)
@@ -1388,9 +1998,24 @@ class OHServer:
             return _html(404, NOT_FOUND_HTML)
         try:
             with self._lock:
-                return self._api_view(view, kw, req)
+                reply = self._api_view(view, kw, req)
         except _ObjectMissing:
             return _server_error()
+        capacity = self.capacity
+        if capacity is not None and req.listing is not None and req.listing.outcome == "ok":
+            return self._serve(capacity, req.listing, started, reply)
+        return reply
+
+    def _serve(self, capacity: Capacity, listing: Listing, started: float, reply: _Reply) -> _Reply:
+        """Pay the page's CPU on the shared cores (outside the data lock): the computed reply
+        when done in time, the router's HTML 500 at the time limit otherwise."""
+        cost = capacity.cost(listing.records)
+        deadline = started + capacity.timeout
+        listing.service = self._cpu.run(cost, deadline, capacity.cores, self._stopping)
+        if listing.service < cost:
+            listing.outcome = "timeout"
+            return _html(500, ROUTER_TIMEOUT_HTML)
+        return reply
 
     def _api_view(self, view: str, kw: dict[str, str], req: _Request) -> _Reply:
         not_found = {"detail": "Not found."}
@@ -1448,7 +2073,13 @@ class OHServer:
                 if pid == project.id and ms.visible
             )
 
+        limit = _get_limit(req)
+        offset = _get_offset(req)
+        count = len(items)
+        files = view in _FILE_LISTS or view == "legacy"
         mode = self.faults._take_listing(req.target)
+        if mode in ("500", "html") and files:
+            req.listing = Listing(view, limit, offset, count, 0, outcome="fault")
         if mode == "500":
             return _server_error()
         if mode == "html":
@@ -1458,12 +2089,10 @@ class OHServer:
                 b"<body><h1>Down for maintenance</h1></body></html>",
             )
 
-        limit = _get_limit(req)
-        offset = _get_offset(req)
-        count = len(items)
         page = [] if count == 0 or offset > count else items
-        if view in _FILE_LISTS or view == "legacy":
+        if files:
             page = self._window(page, offset, limit)
+            req.listing = Listing(view, limit, offset, count, len(page))
             if view == "legacy":
                 results = [self._legacy_json(f, req.query.get("username", [])) for f in page]
             else:
@@ -1879,6 +2508,7 @@ class _Handler(BaseHTTPRequestHandler):
             except Exception:
                 oh.errors.append(traceback.format_exc())
                 reply = _server_error()
+            self._entry.listing = req.listing
             self._send(reply, req, role)
         except OSError:
             self.close_connection = True
@@ -2225,7 +2855,7 @@ def _load_project176(s: OHServer) -> None:
         s.add_file(
             id=fid,
             basename=basename,
-            content=SyntheticContent(size, seed=fid),
+            content=named_content(basename, size, seed=fid),
             project_id=176,
             username=username,
             created=created + "Z",
@@ -2268,9 +2898,10 @@ def _generate(
         for _ in range(n_files):
             size = int(round(lo * (hi / lo) ** rng.random())) if hi > lo else lo
             size = max(min_size, min(max_size, size))
+            basename = rng.choice(names)
             fid = s.add_file(
-                basename=rng.choice(names),
-                content=SyntheticContent(size, seed=seed * 1_000_003 + s._next_id),
+                basename=basename,
+                content=named_content(basename, size, seed=seed * 1_000_003 + s._next_id),
                 project_id=project_id,
                 username=rng.choice(usernames),
                 datatype_ids=(datatype_id,),
@@ -2309,7 +2940,55 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--tls", action="store_true", help="serve https:// (prints the CA bundle to trust)"
     )
+    parser.add_argument(
+        "--same-ties",
+        action="store_true",
+        help="order a member's files the same way for every request with the same offset+limit",
+    )
+    cap = parser.add_argument_group(
+        "capacity model of the file listings",
+        "Off unless one of these is given. Defaults: the real server's figures at 1/20 of real "
+        "time. A listing past the timeout answers HTTP 500 (HTML) and counts as a timeout.",
+    )
+    defaults = Capacity()
+    cap.add_argument("--capacity", action="store_true", help="turn it on with the defaults")
+    cap.add_argument(
+        "--per-record",
+        type=float,
+        metavar="S",
+        help=f"CPU seconds per listed record (default {defaults.per_record}; real 0.008)",
+    )
+    cap.add_argument(
+        "--per-request",
+        type=float,
+        metavar="S",
+        help=f"CPU seconds per listing request (default {defaults.per_request})",
+    )
+    cap.add_argument(
+        "--cores",
+        type=int,
+        metavar="N",
+        help=f"cores the workers share (default {defaults.cores})",
+    )
+    cap.add_argument(
+        "--router-timeout",
+        type=float,
+        metavar="S",
+        help=f"seconds before a listing is killed with an HTML 500 (default {defaults.timeout}; "
+        "real 30)",
+    )
     args = parser.parse_args(argv)
+    capacity = None
+    settings = {
+        "per_record": args.per_record,
+        "per_request": args.per_request,
+        "cores": args.cores,
+        "timeout": args.router_timeout,
+    }
+    if args.capacity or any(v is not None for v in settings.values()):
+        capacity = Capacity(**{k: v for k, v in settings.items() if v is not None})
+        if capacity.cores < 1 or capacity.timeout <= 0 or capacity.per_record < 0:
+            parser.error("--cores must be >= 1, --router-timeout > 0, --per-record >= 0")
 
     server = OHServer(
         host=args.host,
@@ -2328,6 +3007,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.latency:
         server.faults.latency.update(dict.fromkeys(ROLES, args.latency))
     server.faults.bandwidth = args.bandwidth
+    server.same_ties = args.same_ties
+    server.capacity = capacity
     server.start()
 
     def terminate(signum: int, frame: object) -> None:
@@ -2342,6 +3023,14 @@ def main(argv: list[str] | None = None) -> int:
         f"files {len(server.file_ids(public_only=True))} listed; Ctrl-C stops",
         flush=True,
     )
+    if capacity is not None:
+        print(
+            f"ohserver: capacity {capacity.per_record * 1000:g} ms/record + "
+            f"{capacity.per_request * 1000:g} ms/request on {capacity.cores} cores, "
+            f"listings killed at {capacity.timeout:g} s "
+            f"(at most {capacity.records_alone()} records per request alone)",
+            flush=True,
+        )
     try:
         while True:
             time.sleep(3600)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import csv
 import gzip
 import hashlib
+import io
 import json
+import random
 import re
 import signal
 import socket
@@ -19,7 +22,8 @@ import pytest
 import requests
 import urllib3
 
-from tests.ohserver import OHServer, SyntheticContent
+from tests.ohserver import Capacity, ListingStats, OHServer, SyntheticContent, named_content
+from tests.ohserver import main as ohserver_main
 
 REFERENCE = Path("/work/shared/reference/samples")
 UUID4 = r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}"
@@ -816,3 +820,305 @@ def test_query_parsing_helpers(oh_server: OHServer) -> None:
     assert parse_qs(urlsplit(oh_server.signed_url(1)).query)["AWSAccessKeyId"] == [
         "AKIALOCALTESTING0000"
     ]
+
+
+# --- content that matches its name -------------------------------------------------------------
+
+
+def test_project176_files_are_json_like_their_names(oh176: OHServer) -> None:
+    for fid in oh176.file_ids():
+        f = oh176.file(fid)
+        assert f.size == random.Random(fid).randint(3_000, 100_000)  # sizes as before
+        data = requests.get(oh176.download_url(fid), timeout=5).content
+        assert data == oh176.content(fid)
+        records = json.loads(data)
+        assert isinstance(records, list) and len(records) >= 5
+        if f.basename == "spotify-listening-archive.json":
+            assert all({"played_at", "ms_played", "track"} <= set(r) for r in records)
+        else:
+            assert all({"id", "name", "artists", "audio_features"} <= set(r) for r in records)
+    with OHServer().load_project176() as again:  # deterministic per id, and files differ
+        assert [again.md5(i) for i in again.file_ids()] == [oh176.md5(i) for i in oh176.file_ids()]
+    assert len({oh176.md5(i) for i in oh176.file_ids()}) == 31
+
+
+def test_generated_json_and_csv_parse() -> None:
+    with OHServer() as server:
+        ids = server.generate(60, 5, 50, 20_000, seed=3)
+        seen = set()
+        for fid in ids:
+            f = server.file(fid)
+            data = server.content(fid)
+            assert len(data) == f.size
+            if f.basename == "data.json":
+                assert isinstance(json.loads(data), list)
+            elif f.basename == "export.csv":
+                rows = list(csv.reader(io.StringIO(data.decode())))
+                if f.size > 200:
+                    assert rows[0] == ["date", "steps", "resting_heart_rate", "sleep_minutes"]
+                    assert all(len(row) == 4 and int(row[1]) > 0 for row in rows[1:])
+            seen.add(f.basename)
+        assert {"data.json", "export.csv"} <= seen
+
+
+@pytest.mark.parametrize(
+    "name", ["a.json", "spotify-listening-archive.json", "b.csv", "c.json.gz", "r.fastq.gz", "n.gz"]
+)
+def test_named_content_is_valid_at_every_size(name: str) -> None:
+    sizes = [0, 1, 2, 20, 21, 22, 60, 200, 999, 4_096, 65_600, 300_000, 1_300_007]
+    for size in sizes:
+        content = named_content(name, size, seed=size + 1)
+        data = content.read()
+        assert len(data) == size == content.size
+        assert data == named_content(name, size, seed=size + 1).read()  # deterministic
+        assert b"".join(content.iter_range(7, size, 1000)) == data[7:]
+        assert content.md5_hex() == hashlib.md5(data).hexdigest()
+        if name.endswith(".gz"):
+            if size >= 21:  # the smallest gzip stream
+                text = gzip.decompress(data)
+                if size >= 4_096:
+                    assert len(text) > size  # really compressed
+                if name.endswith(".json.gz") and size >= 999:
+                    assert isinstance(json.loads(text), list)
+        elif name.endswith(".json"):
+            if size:
+                assert json.loads(data) is not None
+        elif size:
+            rows = list(csv.reader(io.StringIO(data.decode())))
+            assert rows and rows[0]
+    assert named_content("x.bin", 5000, 1).read() == SyntheticContent(5000, 1).read()
+    assert named_content(name, 5000, 1).read() != named_content(name, 5000, 2).read()
+
+
+def test_gz_file_is_served_as_stored_gzip(oh_server: OHServer) -> None:
+    fid = oh_server.add_file(
+        basename="export.csv.gz",
+        content=named_content("export.csv.gz", 50_000, seed=4),
+        project_id=102,
+        username="alice",
+    )
+    r = requests.get(oh_server.download_url(fid), stream=True, timeout=5)
+    raw = r.raw.read(decode_content=False)
+    assert r.headers["Content-Encoding"] == "gzip" and raw == oh_server.content(fid)
+    rows = list(csv.reader(io.StringIO(gzip.decompress(raw).decode())))
+    assert rows[0] == ["date", "steps", "resting_heart_rate", "sleep_minutes"]
+    assert gzip.decompress(oh_server.content(3)).startswith(b"@AG0000001 ")  # the sample's
+
+
+def test_explicit_content_is_stored_exactly(oh_server: OHServer) -> None:
+    fid = oh_server.add_file(
+        basename="x.json", content=b"not json", project_id=102, username="alice"
+    )
+    assert oh_server.content(fid) == b"not json"
+    assert requests.get(oh_server.download_url(fid), timeout=5).content == b"not json"
+    synthetic = SyntheticContent(3000, seed=9)
+    fid = oh_server.add_file(basename="y.csv", content=synthetic, project_id=102, username="alice")
+    assert oh_server.file(fid).content is synthetic
+    assert oh_server.content(fid) == synthetic.read()
+
+
+# --- capacity model --------------------------------------------------------------------------
+
+
+def capacity_server(n_files: int = 1000) -> OHServer:
+    server = OHServer().start()
+    server.generate(n_files, 8, 10, 10)
+    return server
+
+
+def timed(server: OHServer, path: str) -> tuple[requests.Response, float]:
+    t0 = time.perf_counter()
+    r = requests.get(server.url(path), timeout=30)
+    return r, time.perf_counter() - t0
+
+
+def test_capacity_is_off_by_default_and_listings_are_logged() -> None:
+    with OHServer().load_sample() as server:
+        assert server.capacity is None
+        listing(server, "/api/public/datafiles/?limit=4&offset=1")
+        listing(server, "/api/public/projects/")
+        listing(server, "/api/public/datafile/1/")
+        for path in (
+            "/api/public/project/102/datafiles/",
+            "/api/public/member/alice/datafiles/?limit=zz",
+            "/api/public/datatype/1/datafiles/?include_children=true",
+            "/api/public-data/",
+        ):
+            listing(server, path)
+        got = [
+            (e.listing.view, e.listing.limit, e.listing.offset, e.listing.records)
+            for e in server.listings()
+            if e.listing is not None
+        ]
+        assert got == [
+            ("datafiles", 4, 1, 4),
+            ("project_datafiles", 100, 0, 4),
+            ("member_datafiles", 100, 0, 3),
+            ("datatype_datafiles", 100, 0, 8),
+            ("legacy", 100, 0, 6),
+        ]
+        assert all(e.listing.outcome == "ok" and e.listing.service == 0 for e in server.listings())
+        stats = server.listing_stats()
+        assert (stats.requests, stats.timeouts, stats.records_served) == (5, 0, 25)
+        server.faults.listing("500", times=1)
+        assert get(server, "/api/public/datafiles/").status_code == 500
+        assert server.listings()[-1].listing.outcome == "fault"  # type: ignore[union-attr]
+
+
+def test_capacity_cost_grows_with_the_page_and_the_timeout_is_an_html_500() -> None:
+    server = capacity_server()
+    try:
+        server.capacity = Capacity(per_record=0.001, cores=2, timeout=0.4)
+        assert server.capacity.records_alone() == 399
+        real = Capacity.scaled(1.0)
+        assert (real.per_record, real.timeout, real.records_alone()) == (0.008, 30.0, 3749)
+        assert Capacity.scaled(1 / 20).timeout == pytest.approx(Capacity().timeout)
+        durations = []
+        for n in (5, 100, 200):
+            r, seconds = timed(server, f"/api/public/datafiles/?limit={n}")
+            assert r.status_code == 200 and len(r.json()["results"]) == n
+            durations.append(seconds)
+        assert durations == sorted(durations)  # about n x per_record each
+        r, slow = timed(server, "/api/public/datafiles/?limit=600&offset=100")
+        assert r.status_code == 500
+        assert r.headers["Content-Type"].startswith("text/html")
+        assert r.text.startswith("<!DOCTYPE html>") and "500 Internal Server Error" in r.text
+        assert slow > durations[-1]
+        entry = server.log[-1]
+        assert entry.status == 500 and entry.listing is not None
+        assert (entry.listing.outcome, entry.listing.records) == ("timeout", 600)
+        assert entry.listing.service < server.capacity.cost(600)
+        # the same request again, unchanged: counted as a repeat; a smaller one is not
+        assert get(server, "/api/public/datafiles/?limit=600&offset=100").status_code == 500
+        assert get(server, "/api/public/datafiles/?limit=200&offset=100").status_code == 200
+        stats = server.listing_stats()
+        assert stats == ListingStats(
+            requests=6,
+            timeouts=2,
+            records_served=5 + 100 + 200 + 200,
+            records_timed_out=1200,
+            repeated_timeouts=1,
+        )
+        assert server.listing_stats("/api/public/project/").requests == 0
+        assert server.errors == []
+    finally:
+        server.stop()
+
+
+def test_capacity_parallel_requests_share_the_cores() -> None:
+    server = capacity_server(1300)
+    try:
+        # 320 records need 0.64 s of CPU: alone in time, four at once on two cores need 1.28 s
+        server.capacity = Capacity(per_record=0.002, cores=2, timeout=1.0)
+        assert get(server, "/api/public/datafiles/?limit=320").status_code == 200
+        barrier = threading.Barrier(4)
+        statuses: dict[int, int] = {}
+
+        def page(i: int) -> None:
+            barrier.wait()
+            statuses[i] = get(
+                server, f"/api/public/datafiles/?limit=320&offset={320 * i}"
+            ).status_code
+
+        threads = [threading.Thread(target=page, args=(i,)) for i in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert statuses == {0: 500, 1: 500, 2: 500, 3: 500}
+        assert server._cpu.peak == 4
+        stats = server.listing_stats()
+        assert (stats.requests, stats.timeouts, stats.records_timed_out) == (5, 4, 1280)
+        assert stats.repeated_timeouts == 0  # four different pages, each sent once
+        # with four cores the same four pages all answer
+        server.capacity.cores = 4
+        threads = [threading.Thread(target=page, args=(i,)) for i in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert statuses == {0: 200, 1: 200, 2: 200, 3: 200}
+    finally:
+        server.stop()
+
+
+def test_capacity_keeps_same_ties_order() -> None:
+    def walk(server: OHServer) -> list[int]:
+        return crawl(server, "/api/public/project/300/datafiles/", limit=70)
+
+    with OHServer(seed=5) as server:
+        server.generate(300, 3, 10, 10)  # about 100 files per member: pages cut members
+        server.same_ties = True
+        plain = walk(server)
+        server.capacity = Capacity(per_record=0.001, cores=2, timeout=0.25)
+        first = walk(server)
+        assert get(server, "/api/public/datafiles/?limit=300").status_code == 500  # a timeout
+        second = walk(server)
+        assert plain == first == second
+        assert len(set(first)) < 300  # the same files lost on every walk
+        assert server.listing_stats().timeouts == 1
+
+
+def test_capacity_command_line(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        ohserver_main(["--help"])
+    text = capsys.readouterr().out
+    for flag in ("--capacity", "--per-record", "--per-request", "--cores", "--router-timeout"):
+        assert flag in text
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tests.ohserver",
+            "--port",
+            "0",
+            "--generate",
+            "200",
+            "--per-record",
+            "0.01",
+            "--router-timeout",
+            "0.5",
+            "--same-ties",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        m = re.fullmatch(r"OHPUB_BASE_URL=(http://\S+)\n", proc.stdout.readline())
+        assert m
+        proc.stdout.readline()
+        assert "capacity 10 ms/record" in proc.stdout.readline()
+        assert requests.get(m[1] + "/api/public/datafiles/?limit=5", timeout=5).status_code == 200
+        r = requests.get(m[1] + "/api/public/datafiles/?limit=200", timeout=5)
+        assert r.status_code == 500 and r.headers["Content-Type"].startswith("text/html")
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=5) == 0
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_capacity_stop_ends_requests_waiting_for_cpu() -> None:
+    server = capacity_server(200)
+    server.capacity = Capacity(per_record=1.0, cores=1, timeout=600)
+    errors: list[BaseException] = []
+
+    def slow() -> None:
+        try:
+            get(server, "/api/public/datafiles/?limit=200")
+        except requests.RequestException as exc:
+            errors.append(exc)
+
+    t = threading.Thread(target=slow)
+    t.start()
+    deadline = time.monotonic() + 10
+    while server._cpu.jobs == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert server._cpu.jobs == 1
+    server.stop()
+    t.join(10)
+    assert not t.is_alive() and len(errors) == 1
+    assert not [t for t in threading.enumerate() if t.name.startswith("ohserver")]
+    assert server._cpu.jobs == 0
