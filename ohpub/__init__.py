@@ -15,27 +15,9 @@ Listings: ``files``, ``projects``, ``datatypes``, ``members``. Mirrors: ``mirror
 A reusable connection: ``Client``. Failures are ``OhpubError`` subclasses.
 """
 
-from ohpub.library import (
-    Client,
-    MirrorEvent,
-    MirrorResult,
-    MirrorStatus,
-    VerifyResult,
-    datatypes,
-    fetch,
-    fetch_many,
-    files,
-    index,
-    members,
-    mirror,
-    open,
-    projects,
-    read_bytes,
-    status,
-    stream,
-    verify,
-)
-from ohpub.mirror.types import FileResult
+import importlib
+from typing import Any
+
 from ohpub.model.errors import (
     IncompleteListingError,
     IntegrityError,
@@ -50,7 +32,58 @@ from ohpub.model.errors import (
 )
 from ohpub.model.records import DataFile, FileStatus
 from ohpub.model.version import __version__
-from ohpub.ops.fetch import FetchResult
+
+_LAZY = {
+    **dict.fromkeys(
+        (
+            "Client",
+            "MirrorEvent",
+            "MirrorResult",
+            "MirrorStatus",
+            "VerifyResult",
+            "datatypes",
+            "fetch",
+            "fetch_many",
+            "files",
+            "index",
+            "members",
+            "mirror",
+            "open",
+            "projects",
+            "read_bytes",
+            "status",
+            "stream",
+            "verify",
+        ),
+        "ohpub.library",
+    ),
+    "FileResult": "ohpub.mirror.types",
+    "FetchResult": "ohpub.ops.fetch",
+}
+"""Names imported on first use (PEP 562): ``import ohpub`` stays light (no HTTP stack), so
+the command line can install its signal handlers before the heavy imports (a Ctrl-C in the
+first moments ends quietly). Type checkers read ``__init__.pyi``."""
+
+
+# The function ``mirror`` shares its name with the subpackage ``ohpub.mirror``, whose first
+# import binds the subpackage here; import it now (it is light) and drop the binding, so
+# the name stays the function's.
+importlib.import_module("ohpub.mirror")
+globals().pop("mirror", None)
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'ohpub' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
 
 __all__ = [
     "__version__",

@@ -18,10 +18,7 @@ import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, BinaryIO
-
-import requests
-import urllib3
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from ohpub.local.index import read_index
 from ohpub.mirror.run import Mirror
@@ -36,6 +33,7 @@ from ohpub.model.errors import (
     UsageError,
 )
 from ohpub.model.filters import DateLike, IdFilter, TextFilter, make_filter, to_datetime
+from ohpub.model.lazy import lazy_import
 from ohpub.model.records import DataFile, FileStatus
 from ohpub.model.units import parse_duration, parse_size
 from ohpub.ops import fetch as fetch_mod
@@ -46,6 +44,13 @@ from ohpub.remote.client import ApiClient
 from ohpub.remote.http import describe_exception
 from ohpub.remote.listing import ListingReport
 from ohpub.transfer.downloader import Downloader
+
+if TYPE_CHECKING:
+    import requests
+    import urllib3
+else:  # imported with the first request (``model.lazy``)
+    requests = lazy_import("requests")
+    urllib3 = lazy_import("urllib3")
 
 PathLike = str | os.PathLike[str]
 

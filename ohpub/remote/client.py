@@ -23,10 +23,8 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urljoin, urlsplit, urlunsplit
-
-import requests
 
 from ohpub.model.config import Config, RetryPolicy
 from ohpub.model.errors import (
@@ -39,11 +37,12 @@ from ohpub.model.errors import (
     UsageError,
 )
 from ohpub.model.filters import FileFilter
+from ohpub.model.lazy import lazy_import
 from ohpub.model.records import DataFile, RecordError, parse_datafile
 from ohpub.model.version import __version__
+from ohpub.remote import http
 from ohpub.remote.http import (
     RETRY_STATUSES,
-    TRANSPORT_ERRORS,
     Failure,
     Retrier,
     describe_exception,
@@ -54,12 +53,23 @@ from ohpub.remote.http import (
 )
 from ohpub.remote.listing import ListingReport, crawl_files, walk_objects
 
+if TYPE_CHECKING:
+    import requests
+else:
+    requests = lazy_import("requests")  # imported with the first request (``model.lazy``)
+
 log = logging.getLogger("ohpub")
 T = TypeVar("T")
 
-USER_AGENT = (
-    f"ohpub/{__version__} (Open Humans public data mirror; python-requests/{requests.__version__})"
-)
+
+def agent() -> str:
+    """The User-Agent of every request (names requests' version: made with the first)."""
+    return (
+        f"ohpub/{__version__} (Open Humans public data mirror; "
+        f"python-requests/{requests.__version__})"
+    )
+
+
 MAX_PAGE_BYTES = 16 * 1024 * 1024
 """A real page of 500 files is about 350 kB; anything this large is not a listing page."""
 
@@ -117,7 +127,7 @@ class ApiClient:
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
         self.session.headers.update(
-            {"User-Agent": USER_AGENT, "Accept": "application/json", "Accept-Encoding": "identity"}
+            {"User-Agent": agent(), "Accept": "application/json", "Accept-Encoding": "identity"}
         )
 
     def close(self) -> None:
@@ -173,7 +183,7 @@ class ApiClient:
                     )
                 except requests.exceptions.InvalidURL as exc:
                     raise UsageError(f"invalid URL {redact(url)}: {exc}") from exc
-                except TRANSPORT_ERRORS as exc:
+                except http.TRANSPORT_ERRORS as exc:
                     failure = failure_of(exc, url)
                 else:
                     with resp:

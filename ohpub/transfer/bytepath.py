@@ -32,6 +32,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from ohpub.remote import http
+
 BUFFER = 1024 * 1024
 """One write and one hash call: large enough that per-call costs vanish."""
 PIECE = 128 * 1024
@@ -67,8 +69,6 @@ class BodyReader:
     def fill(self, view: memoryview) -> Filled:
         """Fill ``view`` as far as the body allows within ``FLUSH_AFTER`` seconds; the bytes
         read before an error are kept (and reported with it)."""
-        from ohpub.remote.http import TRANSPORT_ERRORS
-
         raw, size, filled = self.raw, len(view), 0
         deadline = time.monotonic() + FLUSH_AFTER
         try:
@@ -87,7 +87,7 @@ class BodyReader:
                     break  # the socket had no more: hand on what arrived (a stall keeps nothing)
                 if filled < size and time.monotonic() >= deadline:
                     break
-        except TRANSPORT_ERRORS as exc:
+        except http.TRANSPORT_ERRORS as exc:
             return Filled(filled, error=exc)
         return Filled(filled)
 

@@ -40,7 +40,8 @@ from typing import Any
 from ohpub.local import tree
 from ohpub.local.tree import DiskError
 from ohpub.model.errors import ChecksumError, ServerError
-from ohpub.remote.http import TRANSPORT_ERRORS, Failure, Retrier, failure_of
+from ohpub.remote import http
+from ohpub.remote.http import Failure, Retrier, failure_of
 from ohpub.transfer.bytepath import BUFFER, Writeback, pwrite_all
 from ohpub.transfer.decide import block_size
 from ohpub.transfer.job import Downloaded, FileSink, Job, Lanes, TooLargeError, pump, save_meta
@@ -335,7 +336,7 @@ class Ranged:
             try:
                 pump(answer.resp, sink, retry, end, self._got)
                 answer.consumed = sink.offset - answer.first
-            except TRANSPORT_ERRORS as exc:
+            except http.TRANSPORT_ERRORS as exc:
                 answer.close()
                 answer = None
                 retry.wait(failure_of(exc))

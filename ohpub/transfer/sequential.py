@@ -8,7 +8,8 @@ from __future__ import annotations
 import logging
 
 from ohpub.model.errors import ChecksumError, ServerError
-from ohpub.remote.http import TRANSPORT_ERRORS, Failure, failure_of
+from ohpub.remote import http
+from ohpub.remote.http import Failure, failure_of
 from ohpub.transfer.decide import SplitProbe, block_size
 from ohpub.transfer.job import SMALL_OBJECT, Downloaded, Job, Lanes, TooLargeError, pump, save_meta
 from ohpub.transfer.storage import MD5_ETAG, Answer, open_answer, storage_retrier
@@ -35,7 +36,7 @@ class Sequential:
             answer = open_answer(job.source, job.headers(), self.retry, self.d.slots)
             try:
                 outcome = self._read(answer)
-            except TRANSPORT_ERRORS as exc:
+            except http.TRANSPORT_ERRORS as exc:
                 answer.close()
                 self.retry.wait(failure_of(exc), answer.resp.url)
                 continue
