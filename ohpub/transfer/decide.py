@@ -19,12 +19,16 @@ for bytes to arrive; everything outside the fills, the writes and hashes, is wor
 It splits when the rest would take at most half as long that way, saving at least
 ``SAVES`` seconds, and the reader waited at least half the time; otherwise the stream
 goes on and the probe looks again after twice as long (a link that slows down later).
-Each look is logged at DEBUG (``--verbose``).
+On a machine busier than its cores (load average at least the CPU count) a thread that
+is ready but not running looks like one waiting for bytes, so the probe then asks for
+``WAITED_BUSY`` (a capped stream waits 90% or more of the time either way). Each look is
+logged at DEBUG (``--verbose``).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import time
 
 log = logging.getLogger("ohpub")
@@ -32,7 +36,9 @@ log = logging.getLogger("ohpub")
 FIRST_LOOK = 0.1
 """Seconds of the first stream before the first look (then 2x, 4x, ...)."""
 WAITED = 0.5
-"""Split only if the reader waited for bytes at least this share of the time."""
+"""Split only if the reader waited for bytes at least this share of the time ..."""
+WAITED_BUSY = 0.8
+"""... or this share, when the machine is busier than its cores."""
 GAIN = 2.0
 """... and the rest would take at most 1 / GAIN of its time on one stream ..."""
 SAVES = 0.5
@@ -67,6 +73,7 @@ class SplitProbe:
         self.looks = 0
         self._t0 = 0.0
         self._cpu0 = 0.0
+        self.needed = WAITED_BUSY if _busy() else WAITED
 
     @property
     def watching(self) -> bool:
@@ -101,13 +108,15 @@ class SplitProbe:
         limit = self.bytes / busy if busy > 0 else float("inf")
         one = self.remaining / rate
         many = self.remaining / min(self.width * rate, limit)
-        verdict = waited >= WAITED and many * GAIN <= one and one - many >= SAVES
+        verdict = waited >= self.needed and many * GAIN <= one and one - many >= SAVES
         log.debug(
-            "file %s: one stream at %.1f MB/s, waiting for bytes %.0f%% of the time; "
-            "the rest (%.0f MB) in about %.1f s over %d connections against %.1f s: %s",
+            "file %s: one stream at %.1f MB/s, waiting for bytes %.0f%% of the time "
+            "(%.0f%% needed); the rest (%.0f MB) in about %.1f s over %d connections "
+            "against %.1f s: %s",
             self.file_id,
             rate / 1e6,
             waited * 100,
+            self.needed * 100,
             self.remaining / 1e6,
             many,
             self.width,
@@ -115,6 +124,14 @@ class SplitProbe:
             "splitting into ranges" if verdict else "one stream",
         )
         return verdict
+
+
+def _busy() -> bool:
+    """Is the machine running more than it has cores for (1-minute load average)?"""
+    try:
+        return os.getloadavg()[0] >= (os.cpu_count() or 1)
+    except (AttributeError, OSError):
+        return False
 
 
 __all__ = ["MAX_BLOCKS", "SplitProbe", "block_size"]
