@@ -120,7 +120,9 @@ class ApiClient:
         self.on_warning = on_warning or (lambda msg: log.warning(msg))
         self.api_concurrency = max(1, cfg.api_concurrency)
         self._api_slots = threading.BoundedSemaphore(self.api_concurrency)
-        self.session = requests.Session()
+        from ohpub.remote.session import EnvOnceSession  # the HTTP stack: with the first client
+
+        self.session = EnvOnceSession()
         adapter = requests.adapters.HTTPAdapter(
             pool_connections=4, pool_maxsize=max(pool_size, self.api_concurrency), max_retries=0
         )

@@ -14,8 +14,9 @@ writes.
   over TLS the buffer is handed on when full, or every ``FLUSH_AFTER`` seconds.
 - ``Digests``: sha256 and md5 of one byte sequence, each computed once. A small body is
   hashed inline in one buffer of its own size; a big one through a small ring of 1 MiB
-  buffers, allocated as needed, with md5 on one helper thread (hashlib releases the GIL on
-  large buffers, so md5, the slower hash, runs beside the reads on the other core).
+  buffers, allocated as needed, each hash on a helper thread of its own (hashlib releases
+  the GIL on large buffers, so the hashes run beside the reads on other cores, off the
+  reading thread's path).
 - ``Writeback``: starts the kernel's writeback every few MiB (``sync_file_range``), so
   the final fsync of a big file is short.
 """
@@ -47,6 +48,9 @@ FLUSH_AFTER = 0.25
 WRITEBACK_EVERY = 8 * 1024 * 1024
 INLINE_UP_TO = 8 * 1024 * 1024
 """Bodies up to this size are hashed inline in one buffer (no helper thread, no ring)."""
+HELPERS = 2
+"""Hash threads of a big body: 2, one per hash (the reading thread only reads and writes),
+or 1 (md5 there, sha256 on the reading thread). See benchmarks/RESULTS.md."""
 SMALLEST_BUFFER = 16 * 1024
 
 
@@ -106,22 +110,24 @@ class Digests:
 
     ``buffer()`` lends a buffer to fill; ``consume(n)`` hashes its first ``n`` bytes and
     takes it back. ``expect(nbytes)``, told the size before the first buffer, keeps a small
-    body inline in one buffer of its size; otherwise sha256 runs at once and md5 on the
-    helper thread, which returns each buffer to the ring when it is done with it.
+    body inline in one buffer of its size; a big one goes to ``HELPERS`` helper threads
+    (with 1: md5 there, sha256 at once; with 2: each hash on a thread of its own, so the
+    reading thread only reads and writes), and a buffer returns to the ring when every
+    helper is done with it.
     """
 
     RING = 4
 
-    def __init__(self, *, threaded: bool = True) -> None:
+    def __init__(self, *, helpers: int | None = None) -> None:
         self.sha256 = hashlib.sha256()
         self.md5 = hashlib.md5()
         self.count = 0
-        self._threaded = threaded
+        self.helpers = HELPERS if helpers is None else helpers
         self._size = BUFFER
         self._allocated = 0
         self._free: queue.SimpleQueue[bytearray] = queue.SimpleQueue()
-        self._work: queue.SimpleQueue[tuple[bytearray, int, int] | None] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
+        self._queues: list[queue.SimpleQueue[list[Any] | None]] = []
+        self._threads: list[threading.Thread] = []
         self._idle = threading.Condition()
         self._pending = 0
         self._current: bytearray | None = None
@@ -130,7 +136,7 @@ class Digests:
         """Size the buffers for a body of ``nbytes`` (None: unknown, taken as big)."""
         if self._allocated or nbytes is None or nbytes > INLINE_UP_TO:
             return
-        self._threaded = False
+        self.helpers = 0
         self._size = max(SMALLEST_BUFFER, min(BUFFER, nbytes))
 
     def buffer(self) -> memoryview:
@@ -141,10 +147,10 @@ class Digests:
     def _take(self) -> bytearray:
         with contextlib.suppress(queue.Empty):
             return self._free.get_nowait()
-        if self._allocated < (self.RING if self._threaded else 1):
+        if self._allocated < (self.RING if self.helpers else 1):
             self._allocated += 1
             return bytearray(self._size)
-        return self._free.get()  # every buffer is with the helper: wait for one
+        return self._free.get()  # every buffer is with the helpers: wait for one
 
     def consume(self, n: int, start: int = 0) -> None:
         """Hash bytes ``[start, n)`` of the lent buffer and take it back."""
@@ -152,25 +158,41 @@ class Digests:
         if buf is None:
             raise RuntimeError("Digests.consume() without buffer()")
         self.count += n - start
-        view = memoryview(buf)[start:n]
-        self.sha256.update(view)
-        if not self._threaded:
+        if not self.helpers:
+            view = memoryview(buf)[start:n]
+            self.sha256.update(view)
             self.md5.update(view)
             self._free.put(buf)
             return
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="ohpub-hash", daemon=True)
-            self._thread.start()
+        if not self._threads:
+            self._start_helpers()
+        if self.helpers == 1:
+            self.sha256.update(memoryview(buf)[start:n])
+        item = [buf, start, n, len(self._queues)]
         with self._idle:
             self._pending += 1
-        self._work.put((buf, start, n))
+        for q in self._queues:
+            q.put(item)
 
-    def _run(self) -> None:
-        while (item := self._work.get()) is not None:
-            buf, start, n = item
-            self.md5.update(memoryview(buf)[start:n])
-            self._free.put(buf)
+    def _start_helpers(self) -> None:
+        names = ["md5"] if self.helpers == 1 else ["sha256", "md5"]
+        for name in names:
+            q: queue.SimpleQueue[list[Any] | None] = queue.SimpleQueue()
+            t = threading.Thread(target=self._run, args=(q, name), name=f"ohpub-{name}")
+            t.daemon = True
+            self._queues.append(q)
+            self._threads.append(t)
+            t.start()
+
+    def _run(self, q: queue.SimpleQueue[list[Any] | None], name: str) -> None:
+        while (item := q.get()) is not None:
+            buf, start, n, _ = item
+            getattr(self, name).update(memoryview(buf)[start:n])
             with self._idle:
+                item[3] -= 1
+                if item[3]:
+                    continue
+                self._free.put(buf)
                 self._pending -= 1
                 if not self._pending:
                     self._idle.notify_all()
@@ -201,11 +223,13 @@ class Digests:
             pos += n
 
     def close(self) -> None:
-        if self._thread is not None:
+        if self._threads:
             self.drain()
-            self._work.put(None)
-            self._thread.join()
-            self._thread = None
+            for q in self._queues:
+                q.put(None)
+            for t in self._threads:
+                t.join()
+            self._queues, self._threads = [], []
 
 
 def _pread_into(fd: int, view: memoryview, offset: int) -> int:
