@@ -35,7 +35,7 @@ CATEGORIES = [
     ("md5", r"md5_block|MD5_Update|md5_update|_md5"),
     ("sha256", r"sha256_block|SHA256_Update|sha256_update|_sha256"),
     ("TLS (decrypt, records)", r"gcm|aesni|AES_|chacha|poly1305|ssl3_read|SSL_read|tls1_|ossl_ssl"),
-    ("socket reads", r"\brecv\b|__libc_recv|sock_recv|recvfrom|recv_into"),
+    ("socket reads (TLS included)", r"\brecv\b|__libc_recv|sock_recv|recvfrom|recv_into"),
     ("writes (pwrite)", r"pwrite"),
     ("read-back (pread)", r"preadv|pread"),
     ("fsync, writeback", r"fsync|sync_file_range|fdatasync"),
@@ -60,6 +60,7 @@ LINES = [
     ("GIL, locks, queues", r"\.get\(|\.put\(|\.wait|acquire|with self\._idle|notify"),
 ]
 COMPILED_LINES = [(name, re.compile(rx)) for name, rx in LINES]
+TRANSFER = re.compile(r"Downloader\.to_part|Sequential\.|Ranged\.|run_ranged")
 
 
 def classify(raw: Path, tree: Path) -> dict[str, collections.Counter[str]]:
@@ -76,8 +77,10 @@ def classify(raw: Path, tree: Path) -> dict[str, collections.Counter[str]]:
         name = re.sub(r"-\d+$", "-*", frames[0].partition("): ")[2] or frames[0])
         if any("_find_and_load" in f for f in frames[:12]):
             threads[name]["imports"] += int(count)
-            continue
-        threads[name][_category(frames[1:], tree, source)] += int(count)
+        elif name == "MainThread" and not any(TRANSFER.search(f) for f in frames):
+            threads[name]["start-up, listing, bookkeeping"] += int(count)
+        else:
+            threads[name][_category(frames[1:], tree, source)] += int(count)
     return threads
 
 

@@ -160,6 +160,20 @@ def test_the_decision_is_logged_with_verbose(
         assert ranged == [] and len(storage_gets_of(oh_server, fid)) == 1
 
 
+def test_a_file_of_whole_blocks_ends_with_its_last_range(oh_server: Any, tmp_path: Path) -> None:
+    """The last block ends at the end of the file: once every range is in, the transfer is
+    done (no extra request past the end, answered 416, to finish it over one stream)."""
+    size = 12 * CHUNK
+    fid = add_big_file(oh_server, size)
+    oh_server.faults.bandwidth = CAP
+    d = fetch(oh_server, fid, tmp_path / "part")
+    assert (tmp_path / "part").read_bytes() == content_of(oh_server, fid)
+    assert d.md5 == oh_server.md5(fid) and d.size == size
+    gets = gets_of(oh_server, fid)
+    assert len(ranges_of(gets)) >= 2
+    assert [g.status for g in gets[1:]] == [206] * (len(gets) - 1)
+
+
 def test_resets_in_the_middle_of_ranges_resume_within_the_range(
     oh_server: Any, tmp_path: Path
 ) -> None:

@@ -158,7 +158,7 @@ class Blocks:
             before = span.pos
             span.pos += n
             self.written += n
-            for k in range(before // self.size, span.pos // self.size + 1):
+            for k in range(before // self.size, min(self.n, span.pos // self.size + 1)):
                 a, b = self.bounds(k)
                 if before < b <= span.pos and k not in self.done:
                     self.done.add(k)
@@ -211,6 +211,10 @@ class Blocks:
                 return pos
             pos = self.bounds(k)[1]
         return self.total
+
+    def complete(self) -> bool:
+        with self.cond:
+            return all(k in self.done for k in range(self.n))
 
     def done_list(self) -> list[int]:
         with self.cond:
@@ -399,7 +403,7 @@ class Ranged:
             return "changed"
         if err is not None:
             raise err
-        return "done" if len(blocks.done) == blocks.n else "single"
+        return "done" if blocks.complete() else "single"
 
     def _hash_in_order(self, threads: list[threading.Thread]) -> None:
         """Hash the file from where the digests stand, as far as it is written."""
@@ -430,8 +434,7 @@ class _Saver(threading.Thread):
         try:
             while True:
                 stopped = blocks.ended.wait(SAVE_EVERY)
-                with blocks.cond:
-                    changes, complete = blocks.changes, len(blocks.done) == blocks.n
+                changes, complete = blocks.changes, blocks.complete()
                 if changes != self.saved and not (stopped and complete):
                     self.saved = changes
                     self.save(blocks.done_list())
