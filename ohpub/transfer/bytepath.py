@@ -267,14 +267,16 @@ def _sync_file_range() -> Callable[[int, int, int], None] | None:
 
 
 class Writeback:
-    """Start writeback of each ``WRITEBACK_EVERY`` bytes written, so fsync finds little."""
+    """Start the writeback of a file's dirty pages every ``WRITEBACK_EVERY`` bytes written,
+    so the final fsync finds little. Shared by every writer of one file (the ranges of a
+    parallel transfer): it starts the writeback of the whole file, wherever the bytes went."""
 
     def __init__(self, fd: int) -> None:
         self.fd = fd
         self._unsynced = 0
         self._lock = threading.Lock()
 
-    def wrote(self, offset: int, nbytes: int) -> None:
+    def wrote(self, nbytes: int) -> None:
         with self._lock:
             self._unsynced += nbytes
             if self._unsynced < WRITEBACK_EVERY:
@@ -282,7 +284,7 @@ class Writeback:
             self._unsynced = 0
         start = _sync_file_range()
         if start is not None:
-            start(self.fd, max(0, offset + nbytes - WRITEBACK_EVERY), WRITEBACK_EVERY)
+            start(self.fd, 0, 0)  # 0 bytes: to the end of the file
 
 
 def pwrite_all(fd: int, view: memoryview, offset: int) -> None:

@@ -99,7 +99,7 @@ class FileSink(Sink):
         except OSError as exc:
             raise DiskError(exc) from exc
         self.digests.consume(n)
-        self.writeback.wrote(self.offset, n)
+        self.writeback.wrote(n)
         self.offset += n
 
     def resume_at(self, size: int) -> None:

@@ -224,11 +224,13 @@ class Blocks:
 class _RangeSink:
     """One worker's writes into its span, at their offsets."""
 
-    def __init__(self, fd: int, blocks: Blocks, span: Span, buf: memoryview) -> None:
+    def __init__(
+        self, fd: int, blocks: Blocks, span: Span, buf: memoryview, writeback: Writeback
+    ) -> None:
         self.fd, self.blocks, self.span = fd, blocks, span
         self.offset = span.pos
         self._buf = buf
-        self._writeback = Writeback(fd)
+        self._writeback = writeback
 
     def buffer(self) -> memoryview:
         return self._buf
@@ -238,7 +240,7 @@ class _RangeSink:
             pwrite_all(self.fd, self._buf[:n], self.offset)
         except OSError as exc:
             raise DiskError(exc) from exc
-        self._writeback.wrote(self.offset, n)
+        self._writeback.wrote(n)
         self.offset += n
         self.blocks.wrote(self.span, n)
 
@@ -251,6 +253,7 @@ class Ranged:
         self.fd = sink.fd
         self.no_ranges = False
         self._lock = threading.Lock()
+        self._writeback = Writeback(sink.fd)
 
     def _got(self, n: int) -> None:
         with self._lock:
@@ -336,7 +339,7 @@ class Ranged:
                 except (_NoRanges, _Changed):
                     self.blocks.release(span)
                     raise
-            sink = _RangeSink(self.fd, self.blocks, span, buf)
+            sink = _RangeSink(self.fd, self.blocks, span, buf, self._writeback)
             try:
                 pump(answer.resp, sink, retry, end, self._got)
                 answer.consumed = sink.offset - answer.first
