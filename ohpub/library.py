@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from ohpub.local.index import read_index
-from ohpub.mirror.run import Mirror
 from ohpub.mirror.types import FileResult, MirrorOptions, MirrorSummary
 from ohpub.model.config import Config
 from ohpub.model.errors import (
@@ -308,6 +307,8 @@ def run_mirror(
     """``mirror`` with options already built (the CLI's way in; it keeps no per-file list)."""
     events = _Events(progress, keep_results)
     with _using(client) as c:
+        from ohpub.mirror.run import Mirror  # the run's machinery: imported for a run only
+
         summary = Mirror(c, opts, events).run()
     return MirrorResult.of(summary, events.results)
 
