@@ -11,28 +11,22 @@ from __future__ import annotations
 
 import builtins
 import contextlib
-import hashlib
 import io
 import os
-import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import Any, BinaryIO
 
 from ohpub.local.index import read_index
 from ohpub.mirror.types import FileResult, MirrorOptions, MirrorSummary
 from ohpub.model.config import Config
 from ohpub.model.errors import (
     IncompleteListingError,
-    IntegrityError,
-    NetworkError,
     OhpubError,
-    UnavailableError,
     UsageError,
 )
 from ohpub.model.filters import DateLike, IdFilter, TextFilter, make_filter, to_datetime
-from ohpub.model.lazy import lazy_import
 from ohpub.model.records import DataFile, FileStatus
 from ohpub.model.units import parse_duration, parse_size
 from ohpub.ops import fetch as fetch_mod
@@ -40,16 +34,9 @@ from ohpub.ops import status as status_mod
 from ohpub.ops import verify as verify_mod
 from ohpub.ops.fetch import FetchResult
 from ohpub.remote.client import ApiClient
-from ohpub.remote.http import describe_exception
 from ohpub.remote.listing import ListingReport
 from ohpub.transfer.downloader import Downloader
-
-if TYPE_CHECKING:
-    import requests
-    import urllib3
-else:  # imported with the first request (``model.lazy``)
-    requests = lazy_import("requests")
-    urllib3 = lazy_import("urllib3")
+from ohpub.transfer.reader import StreamReader
 
 PathLike = str | os.PathLike[str]
 
@@ -212,16 +199,23 @@ class MirrorResult:
 
 
 class _Events:
-    """The engine's watcher for ``ohpub.mirror``: collect results, forward to ``progress``."""
+    """The mirror run's watcher for ``ohpub.mirror``: collect results, forward to
+    ``progress``."""
 
     def __init__(self, progress: Callable[[MirrorEvent], None] | None, keep: bool) -> None:
         self._progress = progress
         self._keep = keep
         self.results: list[FileResult] = []
 
+    def close(self) -> None:
+        """The run is over: a worker still letting go of a cancelled transfer reports
+        nothing more."""
+        self._progress = None
+
     def _emit(self, event: MirrorEvent) -> None:
-        if self._progress is not None:
-            self._progress(event)
+        progress = self._progress
+        if progress is not None:
+            progress(event)
 
     def listed(self, n: int) -> None:
         self._emit(MirrorEvent("listed", count=n))
@@ -309,7 +303,10 @@ def run_mirror(
     with _using(client) as c:
         from ohpub.mirror.run import Mirror  # the run's machinery: imported for a run only
 
-        summary = Mirror(c, opts, events).run()
+        try:
+            summary = Mirror(c, opts, events).run()
+        finally:
+            events.close()
     return MirrorResult.of(summary, events.results)
 
 
@@ -384,69 +381,22 @@ def read_bytes(file_id: int, *, client: ApiClient | None = None) -> bytes:
 def open(file_id: int, *, client: ApiClient | None = None) -> Iterator[BinaryIO]:  # noqa: A001
     """A readable binary stream of one file's stored bytes (not decompressed).
 
-    The length and (for single-part uploads) the MD5 are checked as the stream ends:
-    reading to the end raises ``IntegrityError`` when they do not match. There is no
-    resume inside one stream; ``fetch`` resumes.
+    The bytes come through the same downloader as ``fetch`` and ``read_bytes``: a failed
+    request is retried, a broken connection resumes where it stopped, and the length and
+    (for single-part uploads) the MD5 are checked: reading to the end raises
+    ``IntegrityError`` when they do not match. Memory stays bounded (a few MiB ahead of
+    the reader); leaving the ``with`` block early stops the transfer.
     """
     with _using(client) as c:
         f = c.get_file(file_id)
-        url = c.resolve_download(f)
+        own = c.scoped()  # closing the stream cancels this transfer only
+        raw = StreamReader(Downloader(own), f)
         try:
-            resp = c.open_storage(url, {"Accept-Encoding": "identity"})
-        except (requests.exceptions.RequestException, OSError) as exc:
-            raise NetworkError(f"file {file_id}: {describe_exception(exc)}") from exc
-        with resp:
-            if resp.status_code != 200:
-                raise UnavailableError(f"file {file_id}: storage answered {resp.status_code}")
-            raw = _VerifiedStream(resp, file_id)
+            raw.wait_ready()
             with io.BufferedReader(raw, 1024 * 1024) as stream:
                 yield stream
-
-
-class _VerifiedStream(io.RawIOBase):
-    """The body of a storage response, checked for length and MD5 at its end."""
-
-    def __init__(self, resp: requests.Response, file_id: int) -> None:
-        self._resp = resp
-        self._id = file_id
-        self._md5 = hashlib.md5()
-        self._n = 0
-        length = resp.headers.get("Content-Length", "")
-        self._total = int(length) if length.isdigit() else None
-        etag = resp.headers.get("ETag", "").strip().removeprefix("W/").strip('"')
-        self._etag = etag if re.fullmatch(r"[0-9a-f]{32}", etag) else None
-        self._checked = False
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, b: Any) -> int:
-        try:
-            data = self._resp.raw.read(len(b), decode_content=False)
-        except (urllib3.exceptions.HTTPError, OSError) as exc:
-            raise NetworkError(f"file {self._id}: {describe_exception(exc)}") from exc
-        if not data:
-            self._check()
-            return 0
-        n = len(data)
-        b[:n] = data
-        self._md5.update(data)
-        self._n += n
-        return n
-
-    def _check(self) -> None:
-        if self._checked:
-            return
-        self._checked = True
-        if self._total is not None and self._n != self._total:
-            raise IntegrityError(
-                f"file {self._id}: got {self._n} bytes, storage announced {self._total}"
-            )
-        if self._etag is not None and self._md5.hexdigest() != self._etag:
-            raise IntegrityError(
-                f"file {self._id}: checksum mismatch (md5 {self._md5.hexdigest()}, "
-                f"storage ETag {self._etag})"
-            )
+        finally:
+            raw.close()
 
 
 # -- existing mirrors -------------------------------------------------------------------------

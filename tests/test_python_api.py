@@ -6,6 +6,7 @@ import hashlib
 import os
 import subprocess
 import sys
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -119,6 +120,45 @@ def test_open_raises_integrity_error_at_the_end(oh176: Any, client: Any) -> None
         while fh.read(4096):
             pass
     assert issubclass(ohpub.IntegrityError, ohpub.OhpubError)
+
+
+def test_open_retries_a_storage_503_as_read_bytes_does(oh176: Any, client: Any) -> None:
+    """0.3.0: ``read_bytes`` retried and succeeded, ``open`` raised UnavailableError."""
+    fid = oh176.file_ids(public_only=True)[2]
+    want = _bytes(oh176, fid)
+    oh176.faults.script(role="storage", statuses=[503])
+    with ohpub.open(fid, client=client) as fh:
+        assert fh.read() == want
+    oh176.faults.script(role="storage", statuses=[503])
+    assert ohpub.read_bytes(fid, client=client) == want
+
+
+def test_open_resumes_a_broken_connection_and_checks_the_bytes(oh_server: Any) -> None:
+    from tests.helpers import add_big_file, storage_gets_of
+
+    fid = add_big_file(oh_server, 3_000_000)
+    oh_server.faults.reset_after[fid] = (1_000_000, 1)
+    with ohpub.Client(oh_server.base_url) as c, ohpub.open(fid, client=c) as fh:
+        got = b"".join(iter(lambda: fh.read(65536), b""))
+    assert got == _bytes(oh_server, fid)
+    gets = storage_gets_of(oh_server, fid)
+    assert len(gets) == 2 and gets[1].headers["range"].startswith("bytes=")
+
+
+def test_open_stops_the_transfer_when_the_reader_leaves_early(oh_server: Any) -> None:
+    """The stream is read as it arrives (a few MiB ahead at most): leaving the ``with``
+    block after the first MiB ends the transfer, it does not go on to the end unseen."""
+    from tests.helpers import add_big_file, storage_gets_of
+
+    fid = add_big_file(oh_server, 64 * 1024 * 1024)
+    with ohpub.Client(oh_server.base_url) as c:
+        with ohpub.open(fid, client=c) as fh:
+            assert len(fh.read(1024 * 1024)) == 1024 * 1024
+        deadline = time.monotonic() + 30
+        while not storage_gets_of(oh_server, fid) and time.monotonic() < deadline:
+            time.sleep(0.01)
+    (get,) = storage_gets_of(oh_server, fid)
+    assert get.bytes_sent < 32 * 1024 * 1024
 
 
 def test_unknown_file_is_not_found(client: Any) -> None:

@@ -1,8 +1,10 @@
 """The entry point of the ``ohpub`` console script and ``python -m ohpub``.
 
-Light on purpose: ``ohpub -V`` prints the version without building the Typer app, and
-every other command imports the app's modules only when it runs (the HTTP stack only
-with the first request, ``model.lazy``).
+Light on purpose: ``ohpub -V`` prints the version without building the Typer app; the
+signal handlers (``cli.interrupts``) are installed before the command line's modules are
+imported, so that a Ctrl-C in the first moments ends like any other (``ohpub:
+interrupted``, exit 130; 143 for SIGTERM), not with a traceback; and the HTTP stack is
+imported with the first request (``model.lazy``).
 """
 
 from __future__ import annotations
@@ -11,30 +13,46 @@ import contextlib
 import signal
 import sys
 from collections.abc import Sequence
-from typing import Any, NoReturn
+from typing import Any
+
+from ohpub.cli import interrupts
 
 VERSION_ARGS = (["-V"], ["--version"])
 """Command lines answered without the app (the same line the app's ``--version`` prints)."""
 
 
-def _on_sigterm(signum: int, frame: Any) -> NoReturn:
-    raise KeyboardInterrupt
-
-
 def main(argv: Sequence[str] | None = None) -> None:
     """Console-script entry point."""
-    args = list(argv) if argv is not None else sys.argv[1:]
-    if args in VERSION_ARGS:
+    if (list(argv) if argv is not None else sys.argv[1:]) in VERSION_ARGS:
         from ohpub.model.version import __version__
 
         print(f"ohpub {__version__}")
         return
-    with contextlib.suppress(AttributeError, ValueError):
-        # A file-size limit (ulimit -f) must be an EFBIG error we can report, not a kill.
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-    with contextlib.suppress(ValueError):
-        signal.signal(signal.SIGTERM, _on_sigterm)
-    _app()(args=list(argv) if argv is not None else None, prog_name="ohpub")
+    try:
+        with interrupts.installed():
+            with contextlib.suppress(AttributeError, ValueError):
+                # A file-size limit (ulimit -f) must be an EFBIG error we can report, not a
+                # kill.
+                signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+            try:
+                app = _app()
+            except Exception:
+                if interrupts.signalled():  # an import cut short by the signal
+                    raise KeyboardInterrupt from None
+                raise
+            app(args=list(argv) if argv is not None else None, prog_name="ohpub")
+    except KeyboardInterrupt:  # before the app's own handler runs, or after it ended
+        interrupts.quit_interrupted()
+    finally:
+        _handled_interrupt()
+
+
+def _handled_interrupt() -> None:
+    """CPython notes a ``KeyboardInterrupt`` that leaves an ``exec`` of a string (such as
+    the one ``dataclasses`` runs for every class it makes, at import time) as unhandled,
+    even when it is caught later, and then ends the process by SIGINT instead of with its
+    exit code. Every interrupt was handled here: evaluating a string clears that note."""
+    exec("None")  # noqa: S102 - a constant; see the docstring
 
 
 def _app() -> Any:

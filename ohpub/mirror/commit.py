@@ -23,12 +23,18 @@ from ohpub.local.tree import (
     rmdir_within,
     sync_dirs,
 )
-from ohpub.mirror import plan
 from ohpub.mirror.listed import Listed
 from ohpub.mirror.types import FileResult, Finished, MirrorOptions, MirrorSummary
-from ohpub.model import layout
+from ohpub.model import layout, plan
 from ohpub.model.errors import UsageError
-from ohpub.model.records import Action, FileStatus, RecordError, StateStatus, parse_datafile
+from ohpub.model.records import (
+    Action,
+    FileStatus,
+    RecordError,
+    Rejected,
+    StateStatus,
+    parse_datafile,
+)
 
 MOVING_DIR = ".ohpub/moving"
 
@@ -82,6 +88,36 @@ class Committer(Phase):
                 if path and status in plan.PLACED:
                     counts[path.rpartition("/")[0]] += 1
         return counts
+
+    def incomplete_dirs(self, rejected: list[Rejected]) -> dict[str, set[str]]:
+        """The directories a rejected record may belong to, each with the (folded) paths
+        placed in it: where the listing is not complete, so the layout must not change.
+
+        A rejected record with an id is the file the state knows by that id; one without
+        is any placed file of the scope that this listing did not bring."""
+        if not rejected or self.state is None:
+            return {}
+        ids = {r.file_id for r in rejected if r.file_id is not None}
+        anonymous = len(ids) < len(rejected)
+        dirs: set[str] = set()
+        placed: list[tuple[str, str]] = []
+        for fid, path, status in self.state.iter_paths():
+            if not path or status not in plan.PLACED:
+                continue
+            directory = path.rpartition("/")[0]
+            placed.append((directory, path))
+            if fid in ids or (anonymous and fid not in self.listed.ids and self._in_scope(fid)):
+                dirs.add(directory)
+        out: dict[str, set[str]] = {d: set() for d in dirs}
+        for directory, path in placed:
+            if directory in out:
+                out[directory].add(layout.fold(path))
+        return out
+
+    def _in_scope(self, fid: int) -> bool:
+        fs = self.state.get(fid) if self.state is not None else None
+        rec = record_of(fs) if fs is not None else None
+        return rec is not None and self.opts.flt.matches(rec)
 
     def reconcile(self) -> None:
         """Move kept files whose path changed; move aside unlisted files in the way.
@@ -157,7 +193,7 @@ class Committer(Phase):
             fs = records.get(d.id)
             if fs is not None and d.fp is not None:
                 fs.size, fs.mtime_ns = d.fp
-                fs.status = StateStatus.PRESENT.value
+                fs.status = plan.placed_status().value
         self.state.put_many(records.values())
         self._refreshed = []
 
@@ -233,7 +269,7 @@ class Committer(Phase):
         fs.size, fs.mtime_ns = fp if fp else (d.size, None)
         fs.sha256, fs.md5, fs.etag = d.sha256, d.md5, d.etag
         fs.downloaded_at = time.time()
-        fs.status = StateStatus.PRESENT.value
+        fs.status = plan.placed_status().value
         if old_path and old_path != target and not self.listed.owners([layout.fold(old_path)]):
             removals.append(old_path)
         summary.bytes_downloaded += d.size or 0
@@ -244,11 +280,7 @@ class Committer(Phase):
     def _failed(self, d: Finished, target: str, fs: FileState) -> None:
         status = plan.DONE_STATUS[d.action] if d.action is not None else FileStatus.FAILED
         self.report(FileResult(d.id, fs.path or target, status, d.size, None, d.error))
-        if fs.status != StateStatus.PRESENT:
-            fs.status = {
-                FileStatus.UNAVAILABLE: StateStatus.UNAVAILABLE,
-                FileStatus.SKIPPED: StateStatus.PENDING,
-            }.get(status, StateStatus.FAILED).value
+        fs.status = plan.failed_status(StateStatus(fs.status), status).value
 
 
 def prune_dirs(dest: Path, relpath: str) -> None:

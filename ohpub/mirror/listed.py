@@ -118,7 +118,9 @@ class Listed:
             (action.value, size, file_id),
         )
 
-    def plan_targets(self, placed_in: Mapping[str, int]) -> None:
+    def plan_targets(
+        self, placed_in: Mapping[str, int], frozen: Mapping[str, set[str]] | None = None
+    ) -> None:
         """Give every listed file its path, one directory at a time (``layout``).
 
         ``placed_in`` counts the tracked files placed in each directory. A directory is
@@ -126,7 +128,12 @@ class Listed:
         placed file is there: its files are the ones whose names the last run planned,
         so the layout (a pure function of that set) gives each its current path again,
         and the planning is skipped. That is what keeps a no-op run near the listing.
+
+        ``frozen`` maps each directory this run did not list completely (a record of it was
+        rejected) to the folded paths placed in it: there nothing placed moves, and a new
+        file takes its layout name only when that is free (``_frozen_targets``).
         """
+        frozen = frozen or {}
         dirs = [r[0] for r in self._conn.execute("SELECT DISTINCT dir FROM listed")]
         for d in dirs:
             rows = self._conn.execute(
@@ -142,6 +149,8 @@ class Listed:
                     for i, b, c, u, p, _a, _path in rows
                 ]
                 targets = layout.plan_paths(entries)
+                if d in frozen:
+                    targets = _frozen_targets(d, rows, targets, frozen[d])
             with self._tx():
                 self._conn.executemany(
                     "UPDATE listed SET target = ?, fold = ? WHERE id = ?",
@@ -231,6 +240,31 @@ class Listed:
 
     def _tx(self) -> _Tx:
         return _Tx(self._conn)
+
+
+def _frozen_targets(
+    directory: str, rows: list[Any], planned: dict[int, str], occupied: set[str]
+) -> dict[int, str]:
+    """Targets in a directory that was not listed completely: a file placed in it keeps
+    its path (the layout of the whole set is not known, so no name may change hands), and
+    any other file takes its planned name if no placed file holds it, else the first free
+    id-bearing name (``layout.id_name``)."""
+    prefix = directory + "/"
+    out: dict[int, str] = {}
+    for fid, _b, _c, _u, _p, _a, path in rows:
+        if path is not None and path.startswith(prefix) and "/" not in path[len(prefix) :]:
+            out[fid] = path
+    taken = set(occupied) | {layout.fold(p) for p in out.values()}
+    for fid, basename, *_rest in rows:
+        if fid in out:
+            continue
+        target, tier = planned[fid], 1
+        while layout.fold(target) in taken:
+            target = prefix + layout.id_name(basename, fid, tier)
+            tier += 1
+        out[fid] = target
+        taken.add(layout.fold(target))
+    return out
 
 
 def _settled(directory: str, rows: list[Any], placed: int) -> bool:

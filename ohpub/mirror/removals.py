@@ -14,9 +14,9 @@ import os
 
 from ohpub.local.state import FileState, partial_dir
 from ohpub.local.tree import forget_partial, remove_within
-from ohpub.mirror import plan
 from ohpub.mirror.commit import Phase, prune_dirs, record_of
 from ohpub.mirror.types import FileResult, MirrorSummary
+from ohpub.model import plan
 from ohpub.model.records import Action, StateStatus
 
 
@@ -56,12 +56,11 @@ class Removals(Phase):
                     remove_within(self.dest, fs.path)
                     prune_dirs(self.dest, fs.path)
                 self.state.delete(fs.id)
-            elif fs.status != StateStatus.REMOVED_UPSTREAM:
-                placed = fs.path and fs.status in plan.PLACED
-                fs.status = (
-                    StateStatus.REMOVED_UPSTREAM if placed else StateStatus.UNAVAILABLE
-                ).value
-                self.state.put(fs)
+            else:
+                new = plan.removed_status(StateStatus(fs.status), has_path=bool(fs.path))
+                if new.value != fs.status:
+                    fs.status = new.value
+                    self.state.put(fs)
         self.report(FileResult(fs.id, fs.path, status, fs.size, fs.sha256))
 
     def clean_partials(self) -> None:

@@ -1,6 +1,6 @@
 """The types the rooms of a mirror run share: what a run is asked (``MirrorOptions``), how
 it went (``MirrorSummary``, ``FileResult``), what it tells its watcher (``Events``), and
-what passes between the run and its workers (``WorkItem``, ``Finished``, ``Cancelled``).
+what passes between the run and its workers (``WorkItem``, ``Finished``).
 They live here, below every room that uses them, so that no room imports the run."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from ohpub.mirror import plan
+from ohpub.model import plan
 from ohpub.model.errors import UsageError
 from ohpub.model.filters import FileFilter
 from ohpub.model.records import Action, DataFile, FileStatus
@@ -125,10 +125,6 @@ class FileResult:
             "sha256": self.sha256,
             "error": self.error,
         }
-
-
-class Cancelled(Exception):
-    """Raised inside workers when the run is interrupted."""
 
 
 @dataclass

@@ -4,7 +4,8 @@ Workers never touch the state or the tree: a download fills ``.ohpub/partial/<id
 and returns a ``Finished`` record; the main thread places it (``commit``). Failures
 come back as records too, so one bad file never stops the others. A streak of network
 or server failures (each after its own retries) stops the run in bounded time instead
-of spending the retry budget once per file.
+of spending the retry budget once per file: the workers' own cancel token (a child of the
+run's) is cancelled, and every transfer still waiting gives up.
 """
 
 from __future__ import annotations
@@ -17,10 +18,10 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from ohpub.local.state import FileState, StateDB, StoredRow, partial_dir, stat_fingerprint
+from ohpub.local.state import FileState, StateDB, partial_dir, stat_fingerprint
 from ohpub.local.tree import utime_within
-from ohpub.mirror import plan
-from ohpub.mirror.types import Cancelled, Events, Finished, MirrorOptions, WorkItem
+from ohpub.mirror.types import Events, Finished, MirrorOptions, WorkItem
+from ohpub.model import plan
 from ohpub.model.errors import NetworkError, OhpubError, ServerError, UnavailableError
 from ohpub.model.hashing import hash_file
 from ohpub.model.records import Action, DataFile, StateStatus
@@ -40,7 +41,7 @@ def tracked_view(fs: FileState) -> plan.Tracked:
 
 
 def fresh_state(
-    f: DataFile, row: StoredRow | None, state: StateDB | None, now: float
+    f: DataFile, row: FileState | None, state: StateDB | None, now: float
 ) -> tuple[FileState | None, plan.Tracked]:
     """The state record to write for a listed file (None: unchanged, only seen again),
     and the plan's view of what the state knew.
@@ -53,16 +54,15 @@ def fresh_state(
         return fresh, tracked_view(fresh)
     status = StateStatus(row.status)
     tracked = plan.Tracked(row.id, row.path, row.size, row.mtime_ns, row.sha256, status)
-    if status is not StateStatus.REMOVED_UPSTREAM and (
-        row.raw == StoredRow.text_of(f.raw)
-        and (row.username, row.user_id, row.datatype_ids)
-        == (f.username, f.user.id, StoredRow.ids_text(f.datatype_ids))
+    if plan.relisted_status(status, has_path=row.path is not None) is status and (
+        row.stored("raw") == FileState.text_of(f.raw)
+        and (row.username, row.user_id, row.stored("datatype_ids"))
+        == (f.username, f.user.id, FileState.ids_text(f.datatype_ids))
     ):
         return None, tracked
-    ts = state.parse_row(row)
+    ts = row  # its JSON columns are parsed from here on, where they are read
     fresh = FileState.from_datafile(f, now)
-    if status is StateStatus.REMOVED_UPSTREAM:
-        status = StateStatus.PRESENT if ts.path else StateStatus.PENDING
+    status = plan.relisted_status(status, has_path=bool(ts.path))
     ts.last_seen = now
     if (
         _stable(ts.raw) == _stable(fresh.raw)
@@ -123,8 +123,10 @@ class Worker:
         self.max_size = opts.max_size
         self.events = events
         self.dry = dry
-        self.downloader = Downloader(client, storage_slots=opts.jobs)
-        self.cancel = threading.Event()
+        own = client.scoped()
+        self.stop = own.cancel
+        """Cancelled with the run, or alone after a streak of failures (``dead``)."""
+        self.downloader = Downloader(own, storage_slots=opts.jobs)
         self.dead: str | None = None
         self._partials = _resumable_ids(partial_dir(self.dest))
         """Ids with a resumable partial when the run began (one directory scan, not two
@@ -138,8 +140,7 @@ class Worker:
         return plan.Disk(fp, partial=file_id in self._partials)
 
     def run(self, item: WorkItem) -> Finished:
-        if self.cancel.is_set():
-            raise Cancelled()
+        self.stop.check()
         if item.action is Action.REHASH:
             return self._rehash(item)
         if self.dry:
@@ -178,8 +179,7 @@ class Worker:
         part = partial_dir(self.dest) / str(f.id)
 
         def progress(n: int) -> None:
-            if self.cancel.is_set():
-                raise Cancelled()
+            self.stop.check()
             self.events.progress(n)
 
         self.events.started(f)
@@ -228,7 +228,7 @@ class Worker:
                 self.dead = (
                     f"stopping: {self._trouble} downloads in a row failed; last: {exc.message}"
                 )
-                self.cancel.set()
+                self.stop.cancel()
 
 
-__all__ = ["Worker", "WorkItem", "Finished", "Cancelled", "fresh_state", "tracked_view"]
+__all__ = ["Worker", "WorkItem", "Finished", "fresh_state", "tracked_view"]

@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from ohpub.model.cancel import CancelToken
+
 DEFAULT_BASE_URL = "https://www.openhumans.org"
 MiB = 1024 * 1024
 
@@ -69,6 +71,9 @@ class Config:
     range_size: int = 4 * MiB
     """The smallest range of a parallel transfer, and the unit its resume record counts in
     (ranges are longer while much of the file is left)."""
+    cancel: CancelToken = field(default_factory=CancelToken, compare=False, repr=False)
+    """Cancels every wait of what this Config drives (``model.cancel``: the CLI's signal
+    handlers set it; ``with_()`` keeps it, ``Config()`` makes a fresh one)."""
 
     def with_(self, **changes: object) -> Config:
         """A copy with some fields changed (``dataclasses.replace``)."""

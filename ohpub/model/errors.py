@@ -2,7 +2,7 @@
 
 Every failure a user can cause or meet is an ``OhpubError``: a ``message`` and an
 optional ``hint``. They carry meaning, not exit codes: the CLI maps each class to its
-documented exit code (``ohpub.exits``), and a library caller catches the class it
+documented exit code (``ohpub.cli.exits``), and a library caller catches the class it
 cares about. Library code raises them and never prints.
 """
 
@@ -57,7 +57,8 @@ class IncompleteListingError(OhpubError):
     """The listing did not return every file in scope (see the README's listing
     guarantees), or some of its records were malformed; every good file that arrived was
     delivered. ``complete`` says whether the walk itself was whole; ``rejected`` holds
-    the malformed records (``records.Rejected``: ``file_id``, ``where``, ``reason``)."""
+    the malformed records (``model.records.Rejected``: ``file_id``, ``where``,
+    ``reason``)."""
 
     def __init__(
         self,

@@ -10,7 +10,6 @@ overwritten silently: identical bytes count as done, different bytes need --forc
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import sys
 from collections.abc import Callable, Iterable
@@ -20,6 +19,7 @@ from pathlib import Path
 from ohpub.local.tree import DiskError, forget_partial
 from ohpub.model import layout
 from ohpub.model.errors import NotFoundError, OhpubError, UsageError
+from ohpub.model.hashing import hash_file
 from ohpub.model.records import DataFile
 from ohpub.remote.client import ApiClient as Client
 from ohpub.transfer.downloader import Downloader
@@ -39,14 +39,6 @@ class FetchResult:
     @property
     def ok(self) -> bool:
         return self.error is None
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1024 * 1024):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 _SIDECAR_SUFFIX = ".json.tmp"
@@ -128,7 +120,8 @@ def _fetch_one(downloader: Downloader, f: DataFile, target: Path, force: bool) -
     try:
         d = downloader.to_part(f, part)
         if os.path.lexists(target):
-            same = target.is_file() and not target.is_symlink() and _sha256(target) == d.sha256
+            regular = target.is_file() and not target.is_symlink()
+            same = regular and hash_file(target).sha256 == d.sha256
             if same:
                 forget_partial(part)
                 return FetchResult(f.id, str(target), "unchanged", d.size)

@@ -24,12 +24,13 @@ from ohpub.local import tree
 from ohpub.local.index import INDEX_NAME
 from ohpub.local.lock import DestLock
 from ohpub.local.state import OHPUB_DIR, FileState, StateDB, check_ohpub_dir, state_db_path
+from ohpub.model import plan
 from ohpub.model.errors import UsageError
 from ohpub.model.hashing import hash_file
 from ohpub.model.records import StateStatus
 
-PLACED = ("present", "removed-upstream")
-FLAGGED = (StateStatus.MODIFIED.value, StateStatus.MISSING.value)
+PLACED = tuple(sorted(s.value for s in plan.PLACED))
+FLAGGED = tuple(sorted(s.value for s in plan.FLAGGED))
 """Statuses verify records; the files are still tracked at their path."""
 CHECKED = PLACED + FLAGGED
 
@@ -99,10 +100,8 @@ def _record(state: StateDB, files: dict[int, FileState], recs: list[dict[str, An
     changed = []
     for rec in recs:
         fs = files[rec["id"]]
-        new = rec["status"] if rec["status"] != "ok" else None
-        if new is None and fs.status in FLAGGED:
-            new = StateStatus.PRESENT.value
-        if new is not None and new != fs.status:
+        new = plan.verified_status(StateStatus(fs.status), rec["status"]).value
+        if new != fs.status:
             fs.status = new
             changed.append(fs)
     state.put_many(changed)

@@ -1,15 +1,20 @@
 """A thin client for the Open Humans public data API.
 
-One ``requests.Session`` carries every request. Requests to Open Humans itself
-(listing pages, detail lookups, the download view's 302) share a small
-concurrency limit, because that is one Django site behind a router; transfers
-from the storage host do not pass through it (the caller bounds them).
+Each thread that makes requests gets its own ``requests.Session`` (``session``), all
+configured the same way and all closed by ``close()``: requests does not promise that one
+session is safe to share between threads, and a run has a dozen of them (ARCHITECTURE.md,
+"Threads and sessions"). Requests to Open Humans itself (listing pages, detail lookups,
+the download view's 302) share a small concurrency limit, because that is one Django
+site behind a router; transfers from the storage host do not pass through it (the
+caller bounds them). Every wait (that limit, the retry engine's backoff) ends at once when
+the Config's cancel token is cancelled (``model.cancel``); ``scoped`` gives a run a view
+of the client with a token of its own.
 
 The server's traps, and where they are handled:
 - query filters are ignored, so filters go into the PATH and every item is
   checked again on this side (``FileFilter.matches``);
 - paging order is by username only, so a page boundary can cut a member's files:
-  ``ohpub.listing`` finds those cuts and heals them with one snapshot request each;
+  ``remote.listing`` finds those cuts and heals them with one snapshot request each;
 - unknown ids on a path endpoint give an HTML 500, so a 500 there is checked
   against the JSON detail endpoint and turned into "project 999 not found";
 - error pages are HTML, so a body is only parsed as JSON when it is JSON.
@@ -17,15 +22,18 @@ The server's traps, and where they are handled:
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import re
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
+from ohpub.model.cancel import CancelToken
 from ohpub.model.config import Config, RetryPolicy
 from ohpub.model.errors import (
     KeyRefusedError,
@@ -74,8 +82,11 @@ MAX_PAGE_BYTES = 16 * 1024 * 1024
 """A real page of 500 files is about 350 kB; anything this large is not a listing page."""
 
 
+SessionHook = Callable[..., Any]
+
+
 class ApiClient:
-    """Open Humans public API over one ``requests.Session``."""
+    """Open Humans public API over one ``requests.Session`` per thread."""
 
     def __init__(
         self,
@@ -86,7 +97,6 @@ class ApiClient:
         connect_timeout: float | None = None,
         retry: RetryPolicy | None = None,
         api_concurrency: int | None = None,
-        pool_size: int | None = None,
         page_size: int | None = None,
         max_crawls: int = 4,
         on_warning: Callable[[str], None] | None = None,
@@ -105,7 +115,6 @@ class ApiClient:
         cfg = (config or Config()).with_(**{k: v for k, v in given.items() if v is not None})
         self.config = cfg
         base_url = cfg.base_url
-        pool_size = pool_size or max(16, cfg.jobs + cfg.api_concurrency)
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise UsageError(
@@ -120,20 +129,33 @@ class ApiClient:
         self.on_warning = on_warning or (lambda msg: log.warning(msg))
         self.api_concurrency = max(1, cfg.api_concurrency)
         self._api_slots = threading.BoundedSemaphore(self.api_concurrency)
-        from ohpub.remote.session import EnvOnceSession  # the HTTP stack: with the first client
+        self._sessions = _Sessions()
 
-        self.session = EnvOnceSession()
-        adapter = requests.adapters.HTTPAdapter(
-            pool_connections=4, pool_maxsize=max(pool_size, self.api_concurrency), max_retries=0
-        )
-        self.session.mount("http://", adapter)
-        self.session.mount("https://", adapter)
-        self.session.headers.update(
-            {"User-Agent": agent(), "Accept": "application/json", "Accept-Encoding": "identity"}
-        )
+    @property
+    def cancel(self) -> CancelToken:
+        """The token every wait of this client gives up on (``Config.cancel``)."""
+        return self.config.cancel
+
+    def scoped(self, cancel: CancelToken | None = None) -> ApiClient:
+        """This client under another cancel token (by default a child of its own), sharing
+        everything else: the sessions, the Open Humans limit. A run works through one, so it
+        can stop its own waits (a phase failed) without cancelling the caller's client."""
+        view = copy.copy(self)
+        view.config = self.config.with_(cancel=cancel or self.cancel.child())
+        return view
+
+    @property
+    def session(self) -> requests.Session:
+        """The calling thread's session (made on first use, configured like all others)."""
+        return self._sessions.get()
+
+    def add_response_hook(self, hook: SessionHook) -> None:
+        """Call ``hook(response, ...)`` for every response of every session (``--verbose``)."""
+        self._sessions.add_hook(hook)
 
     def close(self) -> None:
-        self.session.close()
+        """Close every session this client made (those of threads still running too)."""
+        self._sessions.close()
 
     def __enter__(self) -> ApiClient:
         return self
@@ -172,9 +194,9 @@ class ApiClient:
                 hint=_hint_for(self.base_url, failure.status is None),
             )
 
-        retry = Retrier(self.retry, url, give_up)
+        retry = Retrier(self.retry, url, give_up, cancel=self.cancel)
         while True:
-            with self._api_slots:
+            with self.cancel.holding(self._api_slots):
                 try:
                     resp = self.session.get(
                         url,
@@ -249,7 +271,7 @@ class ApiClient:
 
         The strategy (one pass, then one snapshot request per segment that a page
         boundary cut and that came back with a gap; again while the listing moves) is in
-        ``ohpub.listing``. ``report`` is filled in as the crawl goes: ``complete`` is only
+        ``remote.listing``. ``report`` is filled in as the crawl goes: ``complete`` is only
         True when every endpoint was covered without a gap, and ``rejected`` lists every
         malformed item (each also passed to ``on_warning``), which callers must treat as
         failures.
@@ -318,6 +340,67 @@ class ApiClient:
                 continue
             return resp
         raise ServerError(f"too many redirects fetching {redact(url)}")
+
+
+class _Sessions:
+    """One ``requests.Session`` per thread, all configured alike; closed together.
+
+    A thread's session is closed when the thread object goes (a run's pool threads end
+    with the run), so a long-lived client does not collect the sessions of dead threads.
+    """
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._open: dict[requests.Session, weakref.finalize[Any, Any]] = {}
+        self._hooks: list[SessionHook] = []
+
+    def get(self) -> requests.Session:
+        session: requests.Session | None = getattr(self._local, "session", None)
+        if session is not None:
+            return session
+        session = _new_session()
+        with self._lock:
+            session.hooks["response"].extend(self._hooks)
+            ender = weakref.finalize(threading.current_thread(), self._drop, session)
+            self._open[session] = ender
+        self._local.session = session
+        return session
+
+    def _drop(self, session: requests.Session) -> None:
+        with self._lock:
+            self._open.pop(session, None)
+        session.close()
+
+    def add_hook(self, hook: SessionHook) -> None:
+        with self._lock:
+            self._hooks.append(hook)
+            for session in self._open:
+                session.hooks["response"].append(hook)
+
+    def close(self) -> None:
+        """Close every session; a thread that goes on using the client gets a new one."""
+        with self._lock:
+            sessions, self._open = self._open, {}
+            self._local = threading.local()
+        for session, ender in sessions.items():
+            ender.detach()
+            session.close()
+
+
+def _new_session() -> requests.Session:
+    """A session as every thread's is: no retries of its own (the Retrier retries), a
+    connection per host kept alive, identity encoding (bytes are stored as served)."""
+    from ohpub.remote.session import EnvOnceSession  # the HTTP stack: with the first session
+
+    session = EnvOnceSession()
+    adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=2, max_retries=0)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    session.headers.update(
+        {"User-Agent": agent(), "Accept": "application/json", "Accept-Encoding": "identity"}
+    )
+    return session
 
 
 def _keep_dot_segments(url: str) -> str:

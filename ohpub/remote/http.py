@@ -23,6 +23,7 @@ from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
+from ohpub.model.cancel import CancelToken
 from ohpub.model.config import RetryPolicy
 from ohpub.model.lazy import lazy_import
 
@@ -254,6 +255,11 @@ class Retrier:
     progress reach ``policy.attempts``, or the time since the last progress plus the wait
     would pass ``policy.budget``. Each retry logs ONE line at WARNING on ``ohpub.retry``:
     ``GET <url> failed (<reason>); retry 2 of 5 in 4 s`` (the URL redacted).
+
+    ``cancel`` (``model.cancel``) ends the wait at once: a cancelled token raises
+    ``Cancelled`` from ``wait`` (before, or in the middle of, its sleep) and from
+    ``progress`` (which every read that brings bytes calls), so a request stops at its next
+    wait or its next buffer, however long the server asked it to wait.
     """
 
     def __init__(
@@ -263,7 +269,8 @@ class Retrier:
         give_up: GiveUp,
         *,
         method: str = "GET",
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], None] | None = None,
+        cancel: CancelToken | None = None,
     ) -> None:
         self.policy = policy
         self.url = url
@@ -271,16 +278,21 @@ class Retrier:
         self.give_up = give_up
         self.failures = 0
         self.since = time.monotonic()
-        self._sleep = sleep
+        self.cancel = cancel if cancel is not None else CancelToken()
+        self._sleep = sleep if sleep is not None else self.cancel.sleep
 
     def progress(self) -> None:
-        """Bytes arrived: the next failure is the first of a new streak."""
+        """Bytes arrived: the next failure is the first of a new streak (or, cancelled,
+        ``Cancelled``)."""
+        self.cancel.check()
         self.failures = 0
         self.since = time.monotonic()
 
     def wait(self, failure: Failure, url: str | None = None) -> None:
         """Back off before the next attempt, or raise when this was the last one (or when
-        nobody waits for the answer any more: see ``abandoned``)."""
+        nobody waits for the answer any more: see ``abandoned``); ``Cancelled`` when the
+        token is cancelled, before or during the wait."""
+        self.cancel.check()
         stop = _ABANDONED.get()
         if stop is not None and stop.is_set():
             raise self.give_up(failure, self.failures + 1)

@@ -67,6 +67,7 @@ class Downloader(Lanes):
         self.client = client
         config = config or client.config
         super().__init__(config, retry or client.retry, storage_slots)
+        self.cancel = client.cancel  # the client's (a run's scoped one), whatever ``config``
         self.key_max_age = config.key_max_age if key_max_age is None else key_max_age
         self.refresh = refresh or client.get_file
 
@@ -138,7 +139,7 @@ class Downloader(Lanes):
 
     def probe_size(self, f: DataFile) -> int | None:
         """The object's size, from a one-byte Range request (the API has no size field)."""
-        retry = storage_retrier(self.retry, f)
+        retry = storage_retrier(self.retry, f, self.cancel)
         headers = {"Range": "bytes=0-0", "Accept-Encoding": "identity"}
         with open_answer(self.source(f), headers, retry, self.slots) as answer:
             return answer.total

@@ -270,12 +270,15 @@ def save_meta(path: tree.Below, file_id: int, etag: str, total: int | None, **ex
 
 class Lanes:
     """What one transfer needs of the downloader that runs it: its settings, its retry
-    policy, and the storage connections it may use (``slots``, ``width``). The
+    policy, its cancel token, and the storage connections it may use (``slots``,
+    ``width``). The
     ``Downloader`` is one; ``Sequential`` and ``Ranged`` see only this."""
 
     def __init__(self, config: Config, retry: RetryPolicy, storage_slots: int | None) -> None:
         self.config = config
         self.retry = retry
+        self.cancel = config.cancel
+        """Every wait of a transfer gives up on it (``model.cancel``)."""
         self.width = max(1, storage_slots or config.jobs)
         """Storage connections one big file may use at once (its ranges)."""
         self.slots: Any = (

@@ -303,11 +303,12 @@ class Ranged:
             slot.close()
 
     def _acquire(self) -> bool:
-        """One storage slot, waiting as long as the transfer runs (False: it ended)."""
+        """One storage slot, waiting as long as the transfer runs (False: it ended, or was
+        cancelled: the consumer raises that)."""
         slots = self.d.slots
         if not isinstance(slots, threading.Semaphore):
             return True
-        while not self.blocks.stopped:
+        while not self.blocks.stopped and not self.d.cancel.cancelled:
             if slots.acquire(timeout=0.2):
                 return True
         return False
@@ -320,7 +321,7 @@ class Ranged:
     def _fill(self, span: Span, answer: Answer | None, buf: memoryview) -> Answer | None:
         """Fill ``span`` (resuming within it after errors); returns the answer when its
         body goes on past the span (an open-ended stream), else None."""
-        retry = storage_retrier(self.d.retry, self.job.f)
+        retry = storage_retrier(self.d.retry, self.job.f, self.d.cancel)
         while True:
             pos, end = span.pos, span.end
             if pos >= end:
@@ -398,9 +399,7 @@ class Ranged:
             raise
         finally:
             blocks.stop()
-            for t in threads:
-                t.join()
-            saver.join()
+            _join([*threads, saver])
         err = blocks.error
         if isinstance(err, _Changed):
             return "changed"
@@ -417,6 +416,7 @@ class Ranged:
                 while (avail := blocks.contiguous(pos)) == pos:
                     if blocks.error is not None or not any(t.is_alive() for t in threads):
                         return
+                    self.d.cancel.check()
                     blocks.cond.wait(0.2)
             digests.hash_fd(self.fd, pos, avail)
             pos = avail
@@ -445,6 +445,20 @@ class _Saver(threading.Thread):
                     return
         except BaseException as exc:  # noqa: BLE001 - handed to the calling thread
             blocks.stop(exc)
+
+
+def _join(threads: list[threading.Thread]) -> None:
+    """Wait for every range worker, even through Ctrl-C (raised again after): they write
+    into the caller's file descriptor, which must not be closed under them."""
+    interrupted: BaseException | None = None
+    for t in threads:
+        while t.is_alive():
+            try:
+                t.join()
+            except KeyboardInterrupt as exc:
+                interrupted = exc
+    if interrupted is not None:
+        raise interrupted
 
 
 def _at(answer: Answer) -> int:

@@ -24,7 +24,7 @@ class Sequential:
         self.d = downloader
         self.job = job
         self.parallel = parallel
-        self.retry = storage_retrier(downloader.retry, job.f)
+        self.retry = storage_retrier(downloader.retry, job.f, downloader.cancel)
 
     def run(self) -> Downloaded | None:
         """The finished download, or None when the caller should go parallel

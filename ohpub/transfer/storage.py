@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ohpub.model.cancel import CancelToken
 from ohpub.model.errors import (
     KeyRefusedError,
     NetworkError,
@@ -135,11 +136,13 @@ class Answer:
         self.close()
 
 
-def storage_retrier(policy: Any, f: DataFile) -> Retrier:
+def storage_retrier(policy: Any, f: DataFile, cancel: CancelToken | None = None) -> Retrier:
+    """The retry engine of one file's storage requests (``cancel``: the run's token)."""
+
     def give_up(failure: Failure, attempts: int) -> OhpubError:
         return NetworkError(f"file {f.id}: {failure.reason} ({gave_up_note(failure, attempts)})")
 
-    return Retrier(policy, "", give_up)
+    return Retrier(policy, "", give_up, cancel=cancel)
 
 
 def open_answer(
@@ -149,12 +152,13 @@ def open_answer(
     slots: Any,
 ) -> Answer:
     """One storage GET, retried until it answers 200, 206 or 416 (the one place that
-    reads storage statuses). ``slots`` bounds the storage connections (held by the Answer)."""
+    reads storage statuses). ``slots`` bounds the storage connections (held by the Answer);
+    waiting for one gives up when ``retry``'s token is cancelled."""
     fid = source.record.id
     while True:
         url = source.url()
         slot = contextlib.ExitStack()
-        slot.enter_context(slots)
+        slot.enter_context(retry.cancel.holding(slots))
         try:
             resp = source.client.open_storage(url, headers)
         except http.TRANSPORT_ERRORS as exc:
