@@ -421,9 +421,9 @@ def render_big(results: list[dict[str, Any]]) -> str:
     each ohpub row as a ratio to peers of the same run."""
     out = [
         "| protocol | peer | MiB/s GET->exit (median) | runs | MiB/s end to end | wall s "
-        "| peak RSS MB | other load | load | / min(curl, md5) | / min(curl, md5, disk) "
-        "| / ranges off | / aria2c | notes |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| storage GETs | peak RSS MB | other load | load | / min(curl, md5) "
+        "| / min(curl, md5, disk) | / ranges off | / aria2c | notes |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     targets = []
     for res in results:
@@ -437,7 +437,7 @@ def render_big(results: list[dict[str, Any]]) -> str:
         for row in res["rows"]:
             if row.unavailable or not row.runs:
                 why = row.unavailable or "no run"
-                out.append(f"| {proto} | {row.name} | {why} |" + " |" * 11)
+                out.append(f"| {proto} | {row.name} | {why} |" + " |" * 12)
                 continue
             rate = size / row.xfer
             cells = ["", "", "", ""]
@@ -452,10 +452,11 @@ def render_big(results: list[dict[str, Any]]) -> str:
             out.append(
                 f"| {proto} | {row.name} | {_rate(size, row.xfer)} | "
                 f"{_runs_cell(row, size)} | {_rate(size, row.wall)} | {row.wall:.2f} | "
+                f"{', '.join(str(r.storage_gets) for r in row.runs)} | "
                 f"{row.rss / MB:.0f} | {bl.median([r.other for r in row.runs]):.2f} | "
                 f"{row.load:.1f} | {' | '.join(cells)} | {_notes(row)} |"
             )
-        out.append(f"| {proto} | md5 (hashlib, 1 thread) | {md5 / MIB:.0f} |" + " |" * 11)
+        out.append(f"| {proto} | md5 (hashlib, 1 thread) | {md5 / MIB:.0f} |" + " |" * 12)
     return "\n".join(out + [""] + targets) + "\n"
 
 

@@ -30,7 +30,6 @@ from ohpub.model.errors import (
     UnavailableError,
     UsageError,
 )
-from ohpub.model.records import DataFile, FileStatus
 from ohpub.model.version import __version__
 
 _LAZY = {
@@ -57,6 +56,8 @@ _LAZY = {
         ),
         "ohpub.library",
     ),
+    "DataFile": "ohpub.model.records",
+    "FileStatus": "ohpub.model.records",
     "FileResult": "ohpub.mirror.types",
     "FetchResult": "ohpub.ops.fetch",
 }

@@ -109,3 +109,11 @@ def test_quick_scale_benchmark_reports_a_row_per_size_and_the_slopes(tmp_path: P
     for r in results:
         assert r["noop"]["storage"] == 0, r
         assert r["listing_alone"]["rc"] == 0 and r["replay"]["rc"] == 0, r
+
+
+def test_quick_startup_benchmark_reports_every_command() -> None:
+    out = _run_bench("startup", "--quick", "--quiet").stdout
+    assert "- machine: nproc " in out and "- date: " in out, out
+    for name in ("python -c pass", "ohpub -V", "ohpub status DEST", "ohpub mirror DEST (no-op)"):
+        assert re.search(rf"^\| {re.escape(name)}", out, re.M), (name, out)
+    assert "the interpreter's share of the no-op" in out and "target ohpub -V" in out, out

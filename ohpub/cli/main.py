@@ -15,8 +15,6 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from ohpub.cli import interrupts
-
 VERSION_ARGS = (["-V"], ["--version"])
 """Command lines answered without the app (the same line the app's ``--version`` prints)."""
 
@@ -28,6 +26,8 @@ def main(argv: Sequence[str] | None = None) -> None:
 
         print(f"ohpub {__version__}")
         return
+    from ohpub.cli import interrupts  # before anything heavy: a Ctrl-C from here on is handled
+
     try:
         with interrupts.installed():
             with contextlib.suppress(AttributeError, ValueError):
