@@ -63,6 +63,8 @@ _LAZY = {
         ),
         "ohpub.library",
     ),
+    "DataFile": "ohpub.model.records",
+    "FileStatus": "ohpub.model.records",
     "FileResult": "ohpub.mirror.types",
     "FetchResult": "ohpub.ops.fetch",
     "DataFile": "ohpub.model.records",
