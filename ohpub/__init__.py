@@ -67,8 +67,6 @@ _LAZY = {
     "FileStatus": "ohpub.model.records",
     "FileResult": "ohpub.mirror.types",
     "FetchResult": "ohpub.ops.fetch",
-    "DataFile": "ohpub.model.records",
-    "FileStatus": "ohpub.model.records",
     "Filters": "ohpub.model.filters",
     "VerifyRecord": "ohpub.ops.verify",
     **dict.fromkeys(("RunRecord", "Running", "Tally"), "ohpub.ops.status"),
