@@ -1,10 +1,13 @@
 """Declared = imported (issue #18): every package the code imports at run time is a
-declared dependency in pyproject.toml, and every declared dependency is imported.
+declared dependency in pyproject.toml (``[project] dependencies``, or an extra such as
+``s3`` for an import made only when its feature is used), and every declared dependency is
+imported.
 
 urllib3 was imported (and its 2.x API used) but not declared, so an environment with
 urllib3 1.26, which requests allows, installed ohpub and then failed at the first transport
 error. The scan reads every module's imports with ``ast``: module level and inside
-functions, but not under ``if TYPE_CHECKING:`` (those never run).
+functions, the modules named to ``lazy_import("...")`` (``model.lazy``: imported on first
+use), but not under ``if TYPE_CHECKING:`` (those never run).
 """
 
 from __future__ import annotations
@@ -36,6 +39,17 @@ def _type_checking_nodes(tree: ast.AST) -> set[int]:
     return hidden
 
 
+def _is_lazy_import(node: ast.AST) -> bool:
+    """``lazy_import("requests")``: the module is imported on first use."""
+    return (
+        isinstance(node, ast.Call)
+        and getattr(node.func, "id", getattr(node.func, "attr", None)) == "lazy_import"
+        and len(node.args) == 1
+        and isinstance(node.args[0], ast.Constant)
+        and isinstance(node.args[0].value, str)
+    )
+
+
 def runtime_imports(pkg: Path) -> dict[str, list[str]]:
     """Top-level names of the third-party modules the package imports at run time ->
     where (``path:line``)."""
@@ -50,6 +64,8 @@ def runtime_imports(pkg: Path) -> dict[str, list[str]]:
                 names = [a.name for a in node.names]
             elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
                 names = [node.module]
+            elif _is_lazy_import(node):
+                names = [node.args[0].value]  # type: ignore[attr-defined]
             else:
                 continue
             for name in names:
@@ -62,10 +78,14 @@ def runtime_imports(pkg: Path) -> dict[str, list[str]]:
 
 
 def declared() -> dict[str, str]:
-    """Import name -> requirement, from [project] dependencies."""
+    """Import name -> requirement, from [project] dependencies and the extras a user
+    installs for a feature (not ``test``, the suite's own)."""
     project = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    extras = project.get("optional-dependencies", {})
+    reqs = list(project["dependencies"])
+    reqs += [r for name, rs in extras.items() if name != "test" for r in rs]
     out = {}
-    for req in project["dependencies"]:
+    for req in reqs:
         dist = re.split(r"[\s<>=!~;\[]", req, maxsplit=1)[0].lower()
         out[IMPORT_NAME.get(dist, dist.replace("-", "_"))] = req
     return out
@@ -83,11 +103,6 @@ def test_urllib3_is_declared_at_the_version_the_byte_path_needs() -> None:
     assert m and (int(m.group(1)), int(m.group(2))) >= (2, 2), req  # HTTPResponse.read1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="tqdm is declared for the progress bars the CLI engineer is moving to (issue #18); "
-    "strict: this marker must go once it is imported",
-)
 def test_every_declared_dependency_is_imported() -> None:
     unused = set(declared()) - set(runtime_imports(REPO / "ohpub"))
     assert not unused, f"declared in pyproject.toml but never imported: {sorted(unused)}"
