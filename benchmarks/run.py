@@ -4,6 +4,8 @@
     .venv/bin/python benchmarks/run.py [--quick] [--scenario N ...] [--runs K]
     .venv/bin/python -m benchmarks.run transfer [--help]   # issue 13: big files, HTTPS
     .venv/bin/python -m benchmarks.run scale --sizes 10000,30000   # issue 10
+    .venv/bin/python -m benchmarks.run startup [--baseline main]   # issue 20: start-up
+    .venv/bin/python -m benchmarks.run profile [--baseline main]   # issue 20: byte path
 
 Every scenario runs on one local Open Humans server (``tests/ohserver.py``) in benchmark mode:
 latency on every request (default 30 ms), an optional per-connection bandwidth cap on
@@ -1046,9 +1048,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-SUBCOMMANDS = {"transfer": "transfer", "scale": "scale"}
-"""``run.py transfer ...`` (issue 13: big files, HTTP/HTTPS, parallel ranges) and
-``run.py scale ...`` (issue 10: 10,000-100,000 files); without one, scenarios 1-5."""
+SUBCOMMANDS = {
+    "transfer": "transfer",
+    "scale": "scale",
+    "startup": "startup",
+    "profile": "profile_bytepath",
+}
+"""``run.py transfer ...`` (issues 13 and 20: big files, HTTP/HTTPS, parallel ranges),
+``run.py scale ...`` (issue 10: 10,000-100,000 files) and ``run.py startup ...`` (issue 20:
+start-up, the interpreter's share of a no-op) and ``run.py profile ...`` (issue 20: where
+one big download's time goes, per thread); without one, scenarios 1-5."""
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -22,7 +22,6 @@ from typing import Any, BinaryIO, TypeVar
 
 from ohpub.bucket.objects import bucket_url, default_work_dir
 from ohpub.local.index import read_index
-from ohpub.mirror.run import Mirror
 from ohpub.mirror.types import FileResult, MirrorOptions, MirrorSummary
 from ohpub.model.config import Config
 from ohpub.model.errors import (
@@ -365,6 +364,8 @@ def run_mirror(
     """``mirror`` with options already built."""
     events = _Events(progress, keep_results)
     with _using(client) as c:
+        from ohpub.mirror.run import Mirror  # the run's machinery: imported for a run only
+
         try:
             summary = Mirror(c, opts, events).run()
         finally:

@@ -1,17 +1,21 @@
 """The entry point of the ``ohpub`` console script and ``python -m ohpub``.
 
-Light on purpose: the signal handlers (``cli.interrupts``) are installed before the
-command line's modules are imported, so that a Ctrl-C in the first moments ends like any
-other (``ohpub: interrupted``, exit 130; 143 for SIGTERM), not with a traceback.
+Light on purpose: ``ohpub -V`` prints the version without building the Typer app; the
+signal handlers (``cli.interrupts``) are installed before the command line's modules are
+imported, so that a Ctrl-C in the first moments ends like any other (``ohpub:
+interrupted``, exit 130; 143 for SIGTERM), not with a traceback; and the HTTP stack is
+imported with the first request (``model.lazy``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import signal
+import sys
 from collections.abc import Sequence
 
-from ohpub.cli import interrupts
+VERSION_ARGS = (["-V"], ["--version"])
+"""Command lines answered without the app (the same line the app's ``--version`` prints)."""
 
 TYPE_CHECKING = False  # typing costs time before the handlers are in place
 if TYPE_CHECKING:
@@ -20,6 +24,13 @@ if TYPE_CHECKING:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Console-script entry point."""
+    if (list(argv) if argv is not None else sys.argv[1:]) in VERSION_ARGS:
+        from ohpub.model.version import __version__
+
+        print(f"ohpub {__version__}")
+        return
+    from ohpub.cli import interrupts  # before anything heavy: a Ctrl-C from here on is handled
+
     try:
         with interrupts.installed():
             with contextlib.suppress(AttributeError, ValueError):

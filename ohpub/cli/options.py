@@ -110,7 +110,8 @@ CutoffOpt = Annotated[
         envvar="OHPUB_MULTI_THREAD_CUTOFF",
         metavar="SIZE",
         show_default=False,
-        help="Fetch files of at least SIZE as parallel ranges over several connections "
+        help="Files of at least SIZE may come as parallel ranges over several connections, "
+        "when one stream is held back "
         f"(default {human_bytes(DEFAULTS.range_cutoff)}: {DEFAULTS.range_cutoff // 2**20}M).",
     ),
 ]

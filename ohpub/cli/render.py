@@ -24,11 +24,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import IO, Any, Literal, TextIO
-
-from rich import box
-from rich.console import Console
-from rich.table import Table
+from typing import IO, TYPE_CHECKING, Any, Literal, TextIO
 
 from ohpub.cli.screen import above_bars, width_of
 from ohpub.library import MirrorResult
@@ -36,6 +32,9 @@ from ohpub.model.errors import UsageError, with_hint
 from ohpub.model.records import DataFile
 from ohpub.model.units import human_bytes, plural
 from ohpub.remote.http import redact
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 log = logging.getLogger("ohpub")
 
@@ -68,6 +67,8 @@ def use_color(stream: IO[str]) -> bool:
 
 
 def stderr_console() -> Console:
+    from rich.console import Console  # imported when a coloured message is printed
+
     return Console(
         file=sys.stderr,
         no_color=not use_color(sys.stderr),
@@ -333,6 +334,10 @@ _FOLD_BUDGET = 30
 def print_table(rows: Iterable[dict[str, Any]], columns: tuple[Column, ...], out: TextIO) -> int:
     """A borderless table that reads well on 80 columns: ids, dates and usernames stay on
     one line, names fold, free text is cut to fit. Everything is collected first."""
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
     color = use_color(out)
     console = Console(file=out, no_color=not color, soft_wrap=False, highlight=False)
     width = console.width

@@ -79,6 +79,8 @@ BATCH = 64
 transaction). A crash loses at most the files of the batch in flight (re-downloaded)."""
 LIST_BATCH = 200
 """Listed files planned together: one state query per batch."""
+IN_FLIGHT = 1024
+"""Work items handed out at most (``_max_in_flight``)."""
 STATE_BATCH = 2000
 """New or changed records written together (one fsynced transaction)."""
 GRACE = 1.0
@@ -334,8 +336,12 @@ class _Run:
             self._rehashing += 1
 
     def _max_in_flight(self) -> int:
-        """Work handed out but not collected, at most: bounds memory on a big seed run."""
-        return (self.opts.jobs + self.client.api_concurrency) * 8
+        """Work handed out but not collected, at most: bounds memory on a big seed run
+        (a queued item is a few KB). Large enough that a run of a few hundred files hands
+        out all of them at once: the paths are fixed, and finished files placed as they
+        come, only once the listing loop is through (with 96, a run of 600 small files
+        placed nothing until 500 were downloaded, then committed the backlog at the end)."""
+        return max(IN_FLIGHT, (self.opts.jobs + self.client.api_concurrency) * 8)
 
     # -- 2. collect work -------------------------------------------------------------------
 

@@ -30,10 +30,8 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urljoin, urlsplit, urlunsplit
-
-import requests
 
 from ohpub.model.cancel import CancelToken
 from ohpub.model.config import Config, RetryPolicy
@@ -47,11 +45,12 @@ from ohpub.model.errors import (
     UsageError,
 )
 from ohpub.model.filters import FileFilter
+from ohpub.model.lazy import lazy_import
 from ohpub.model.records import DataFile, RecordError, parse_datafile
 from ohpub.model.version import __version__
+from ohpub.remote import http
 from ohpub.remote.http import (
     RETRY_STATUSES,
-    TRANSPORT_ERRORS,
     Failure,
     Retrier,
     describe_exception,
@@ -62,12 +61,23 @@ from ohpub.remote.http import (
 )
 from ohpub.remote.listing import ListingReport, crawl_files, walk_objects
 
+if TYPE_CHECKING:
+    import requests
+else:
+    requests = lazy_import("requests")  # imported with the first request (``model.lazy``)
+
 log = logging.getLogger("ohpub")
 T = TypeVar("T")
 
-USER_AGENT = (
-    f"ohpub/{__version__} (Open Humans public data mirror; python-requests/{requests.__version__})"
-)
+
+def agent() -> str:
+    """The User-Agent of every request (names requests' version: made with the first)."""
+    return (
+        f"ohpub/{__version__} (Open Humans public data mirror; "
+        f"python-requests/{requests.__version__})"
+    )
+
+
 MAX_PAGE_BYTES = 16 * 1024 * 1024
 """A real page of 500 files is about 350 kB; anything this large is not a listing page."""
 
@@ -189,7 +199,7 @@ class ApiClient:
                     )
                 except requests.exceptions.InvalidURL as exc:
                     raise UsageError(f"invalid URL {redact(url)}: {exc}") from exc
-                except TRANSPORT_ERRORS as exc:
+                except http.TRANSPORT_ERRORS as exc:
                     failure = failure_of(exc, url)
                 else:
                     with resp:
@@ -375,12 +385,14 @@ class Sessions:
 def _new_session() -> requests.Session:
     """A session as every thread's is: no retries of its own (the Retrier retries), a
     connection per host kept alive, identity encoding (bytes are stored as served)."""
-    session = requests.Session()
+    from ohpub.remote.session import EnvOnceSession  # the HTTP stack: with the first session
+
+    session = EnvOnceSession()
     adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=2, max_retries=0)
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     session.headers.update(
-        {"User-Agent": USER_AGENT, "Accept": "application/json", "Accept-Encoding": "identity"}
+        {"User-Agent": agent(), "Accept": "application/json", "Accept-Encoding": "identity"}
     )
     return session
 

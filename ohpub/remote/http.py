@@ -13,23 +13,31 @@
 from __future__ import annotations
 
 import contextvars
-import http.client
 import logging
 import re
-import ssl
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
-from typing import TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
-
-import requests
-import urllib3
 
 from ohpub.model.cancel import CancelToken
 from ohpub.model.config import RetryPolicy
+from ohpub.model.lazy import lazy_import
+
+if TYPE_CHECKING:
+    import http.client as http_client
+    import ssl
+
+    import requests
+    import urllib3
+else:  # imported on first use: commands that make no request never load the HTTP stack
+    http_client = lazy_import("http.client")
+    ssl = lazy_import("ssl")
+    requests = lazy_import("requests")
+    urllib3 = lazy_import("urllib3")
 
 T = TypeVar("T")
 
@@ -98,15 +106,26 @@ def parse_content_range(value: str | None) -> ContentRange | None:
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 """Answers worth another attempt (everything else is the caller's to interpret)."""
 
-TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (
-    requests.exceptions.RequestException,
-    urllib3.exceptions.HTTPError,
-    http.client.HTTPException,
-    ssl.SSLError,
-    ConnectionError,
-    TimeoutError,
-)
-"""Exceptions of a request or of a body read; ``retry_limit`` says how often to retry."""
+TRANSPORT_ERRORS: tuple[type[BaseException], ...]
+"""Exceptions of a request or of a body read; ``retry_limit`` says how often to retry.
+Made on first use (it names the HTTP stack's classes): modules on the way of commands that
+make no request read it as ``http.TRANSPORT_ERRORS`` in their ``except`` clauses, which
+Python evaluates only when something was raised."""
+
+
+def __getattr__(name: str) -> Any:
+    if name == "TRANSPORT_ERRORS":
+        errors = (
+            requests.exceptions.RequestException,
+            urllib3.exceptions.HTTPError,
+            http_client.HTTPException,
+            ssl.SSLError,
+            ConnectionError,
+            TimeoutError,
+        )
+        globals()[name] = errors
+        return errors
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def retry_limit(exc: BaseException) -> int | None:
@@ -186,7 +205,7 @@ def describe_exception(exc: BaseException, url: str | None = None) -> str:
     # Raised by raw body reads (urllib3, http.client, or the socket under them).
     if isinstance(exc, (urllib3.exceptions.ReadTimeoutError, TimeoutError)):
         return "read timed out"
-    broken = (urllib3.exceptions.ProtocolError, ConnectionError, http.client.HTTPException)
+    broken = (urllib3.exceptions.ProtocolError, ConnectionError, http_client.HTTPException)
     if isinstance(exc, broken):
         return "connection reset" if "reset" in text else "connection broken mid-body"
     return type(exc).__name__

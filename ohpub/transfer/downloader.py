@@ -7,9 +7,10 @@ and md5 as they arrive. An interrupted transfer continues with ``Range: bytes=N-
 instead of being spliced. The partial is only handed back after its length and (for a
 plain MD5 ETag) its checksum match, and after fsync; the caller renames it into place.
 
-Files of at least ``Config.range_cutoff`` bytes are fetched as parallel ranges over
-several storage connections (``transfer.ranges``). Files of ``SMALL_OBJECT`` bytes and less
-keep no sidecar: they restart from zero after an interruption.
+Files of at least ``Config.range_cutoff`` bytes may go on as parallel ranges over several
+storage connections (``transfer.ranges``) when their first stream's measured rate says so
+(``transfer.decide``). Files of ``SMALL_OBJECT`` bytes and less keep no sidecar: they
+restart from zero after an interruption.
 
 Bytes are stored exactly as served: ``.gz`` objects come with ``Content-Encoding: gzip``
 and must not be decoded, or the file and every Range offset would be wrong.
@@ -126,7 +127,7 @@ class Downloader(Lanes):
 
     def _sequential(self, job: Job, sink: FileSink, size: int) -> Downloaded:
         """From byte ``size`` of the partial over one connection, going parallel when the
-        first answer shows a big file on a storage that serves ranges."""
+        probe of that stream says more connections would finish it sooner."""
         sink.resume_at(size)
         job.reuse(size)
         seq = Sequential(self, job)

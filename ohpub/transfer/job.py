@@ -20,7 +20,8 @@ from ohpub.model.config import Config, RetryPolicy
 from ohpub.model.errors import OhpubError
 from ohpub.model.records import DataFile
 from ohpub.remote.http import Retrier
-from ohpub.transfer.bytepath import Digests, Writeback, fill, finish_body, pwrite_all
+from ohpub.transfer.bytepath import BodyReader, Digests, Writeback, finish_body, pwrite_all
+from ohpub.transfer.decide import SplitProbe
 from ohpub.transfer.storage import Answer, Source
 
 log = logging.getLogger("ohpub")
@@ -100,7 +101,7 @@ class FileSink(Sink):
         except OSError as exc:
             raise DiskError(exc) from exc
         self.digests.consume(n)
-        self.writeback.wrote(self.offset, n)
+        self.writeback.wrote(n)
         self.offset += n
 
     def resume_at(self, size: int) -> None:
@@ -220,16 +221,30 @@ class Job:
         )
 
 
-def pump(resp: Any, sink: Any, retry: Retrier, end: int | None, got: Callable[[int], None]) -> None:
+def pump(
+    resp: Any,
+    sink: Any,
+    retry: Retrier,
+    end: int | None,
+    got: Callable[[int], None],
+    probe: SplitProbe | None = None,
+) -> bool:
     """Read the body into ``sink`` (``buffer()``/``commit(n)``/``offset``) up to byte
     ``end`` or the body's end. Every read that brings bytes restarts the retry budget.
     Transport errors propagate to the caller's retry, after the bytes read before them
-    are kept."""
+    are kept. With a ``probe``, stops early (False: the body goes on, unread) when the
+    probe says the rest should come as ranges."""
+    reader = BodyReader(resp)
     while end is None or sink.offset < end:
         view = sink.buffer()
         if end is not None and end - sink.offset < len(view):
             view = view[: end - sink.offset]
-        got_ = fill(resp, view)
+        watch = probe if probe is not None and probe.watching else None
+        if watch is not None:
+            watch.fill_started()
+        got_ = reader.fill(view)
+        if watch is not None:
+            watch.filled(got_.n)
         if got_.n:
             sink.commit(got_.n)
             retry.progress()
@@ -238,7 +253,10 @@ def pump(resp: Any, sink: Any, retry: Retrier, end: int | None, got: Callable[[i
             raise got_.error
         if got_.ended:
             break
+        if watch is not None and watch.split():
+            return False
     finish_body(resp)
+    return True
 
 
 def _open_partial(base: Path, rel: str, part: Path) -> int:
@@ -291,8 +309,9 @@ class Lanes:
         """Transfers from storage at once (``--jobs``); the download view has the client's own
         Open Humans limit, so the two loads are bounded separately."""
 
-    def goes_parallel(self, job: Job, answer: Answer) -> bool:
-        """A big file on storage that serves ranges, into a partial file: fetch it as ranges."""
+    def may_split(self, job: Job, answer: Answer) -> bool:
+        """A big file on storage that serves ranges, into a partial file: worth watching
+        whether its stream should become ranges (``transfer.decide``)."""
         return (
             isinstance(job.sink, FileSink)
             and self.width > 1
@@ -301,5 +320,5 @@ class Lanes:
             and bool(job.etag)
             and job.total is not None
             and job.total >= self.config.range_cutoff
-            and job.total - job.sink.offset > self.config.range_size
+            and job.total - job.sink.offset > 2 * self.config.range_size
         )

@@ -15,9 +15,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
-
-import requests
+from typing import TYPE_CHECKING, Any
 
 from ohpub.model.cancel import CancelToken
 from ohpub.model.errors import (
@@ -29,10 +27,10 @@ from ohpub.model.errors import (
     UnavailableError,
 )
 from ohpub.model.records import DataFile
+from ohpub.remote import http
 from ohpub.remote.client import ApiClient as Client
 from ohpub.remote.http import (
     RETRY_STATUSES,
-    TRANSPORT_ERRORS,
     Failure,
     Retrier,
     failure_of,
@@ -40,6 +38,9 @@ from ohpub.remote.http import (
     parse_content_range,
     parse_retry_after,
 )
+
+if TYPE_CHECKING:
+    import requests
 
 MD5_ETAG = re.compile(r"^[0-9a-f]{32}$")
 """The ETag of a single-part upload is the MD5 of its bytes; a ``-N`` suffix is not."""
@@ -160,7 +161,7 @@ def open_answer(
         slot.enter_context(retry.cancel.holding(slots))
         try:
             resp = source.client.open_storage(url, headers)
-        except TRANSPORT_ERRORS as exc:
+        except http.TRANSPORT_ERRORS as exc:
             slot.close()
             retry.wait(failure_of(exc, url), url)
             continue
@@ -222,7 +223,7 @@ def _size_from_s3_error(resp: requests.Response) -> int | None:
     """A 416 without Content-Range: S3's XML error names the object size."""
     try:
         head = resp.raw.read(4096, decode_content=False)
-    except TRANSPORT_ERRORS:
+    except http.TRANSPORT_ERRORS:
         return None
     m = re.search(rb"<ActualObjectSize>(\d+)</ActualObjectSize>", head)
     return int(m.group(1)) if m else None
