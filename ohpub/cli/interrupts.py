@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from types import FrameType
 
 from ohpub.cli.exits import EXIT_INTERRUPTED, EXIT_TERMINATED
-from ohpub.model.cancel import CancelToken, interruptible
+from ohpub.model.cancel import CancelToken, interrupt_now
 
 TYPE_CHECKING = False  # imported before the handlers are in place: typing would cost time
 if TYPE_CHECKING:
@@ -44,7 +44,7 @@ def installed() -> Iterator[CancelToken]:
 
     def handler(signum: int, frame: FrameType | None) -> None:
         token.cancel(signum)
-        if interruptible():
+        if interrupt_now():  # (inside a shielded section: as it ends)
             raise KeyboardInterrupt
 
     unraisable = sys.unraisablehook
