@@ -379,3 +379,18 @@ def test_ctrl_c_inside_a_state_transaction_is_raised_after_it_commits(tmp_path: 
         assert done and token.cancelled
         db.put(make_fs(1))  # a new transaction starts
         assert [fs.id for fs in db.all()] == [1]
+
+
+def test_a_command_after_an_interrupted_one_in_the_same_process_exits_0(
+    oh_server: Any, tmp_path: Path
+) -> None:
+    """The app run in-process again (a notebook, a test) after a Ctrl-C: the next command
+    is judged on its own, not on the signal of the one before (it exited 130 before)."""
+    from ohpub.cli import interrupts
+
+    with pytest.raises(KeyboardInterrupt), interrupts.installed() as token:
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(1)
+    assert token.cancelled
+    res = run_cli(oh_server, ["list", "--project", "102"])
+    assert res.code == 0, res.stderr

@@ -119,6 +119,7 @@ class _Group(TyperGroup):
         **extra: Any,
     ) -> Any:
         argv = list(args) if args is not None else sys.argv[1:]
+        interrupts.begin()
         configure_logging(verbose=False, quiet=False, log_file=None)
         code = _guarded(
             lambda: super(_Group, self).main(

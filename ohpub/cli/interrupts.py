@@ -69,6 +69,13 @@ def installed() -> Iterator[CancelToken]:
                 signal.signal(sig, old)
 
 
+def begin() -> None:
+    """A command starts: what the exit code is decided on is the token of the handlers
+    installed now, never one left by a command before it (the app run in-process again)."""
+    global _last
+    _last = _token
+
+
 def token() -> CancelToken:
     """The token of the command that runs: the one the handlers cancel, or (the app called
     in-process, without the entry point) a fresh one."""
@@ -103,4 +110,4 @@ def quit_interrupted() -> NoReturn:
     raise SystemExit(exit_code())
 
 
-__all__ = ["installed", "token", "signalled", "exit_code", "quit_interrupted"]
+__all__ = ["installed", "begin", "token", "signalled", "exit_code", "quit_interrupted"]
