@@ -9,7 +9,8 @@ The server's traps, and where they are handled:
 - query filters are ignored, so filters go into the PATH and every item is
   checked again on this side (``FileFilter.matches``);
 - paging order is by username only, so a page boundary can cut a member's files:
-  ``ohpub.listing`` finds those cuts and heals them with one snapshot request each;
+  ``remote.listing`` finds those cuts and heals them with requests sized to the server's
+  time limit (``remote.sizing``);
 - unknown ids on a path endpoint give an HTML 500, so a 500 there is checked
   against the JSON detail endpoint and turned into "project 999 not found";
 - error pages are HTML, so a body is only parsed as JSON when it is JSON.
@@ -41,6 +42,7 @@ from ohpub.model.errors import (
 from ohpub.model.filters import FileFilter
 from ohpub.model.records import DataFile, RecordError, parse_datafile
 from ohpub.model.version import __version__
+from ohpub.remote.endpoint import FailedAttempt
 from ohpub.remote.http import (
     RETRY_STATUSES,
     TRANSPORT_ERRORS,
@@ -53,6 +55,7 @@ from ohpub.remote.http import (
     redact,
 )
 from ohpub.remote.listing import ListingReport, crawl_files, walk_objects
+from ohpub.remote.sizing import Sizer
 
 log = logging.getLogger("ohpub")
 T = TypeVar("T")
@@ -104,12 +107,20 @@ class ApiClient:
         self.base_url = base_url.rstrip("/")
         self.timeout = (min(cfg.connect_timeout, cfg.timeout), cfg.timeout)
         self.retry = cfg.retry
-        self.page_size = max(1, cfg.page_size)
+        self.listing_max_records = max(1, cfg.listing_max_records)
+        self.page_size = max(1, cfg.page_size or self.listing_max_records)
+        """Most records in one page of the listing walk."""
         self.max_crawls = max(1, max_crawls)
         """Passes over one endpoint while the listing changes under the crawl."""
         self.on_warning = on_warning or (lambda msg: log.warning(msg))
         self.api_concurrency = max(1, cfg.api_concurrency)
         self._api_slots = threading.BoundedSemaphore(self.api_concurrency)
+        self.sizer = Sizer(
+            limit=cfg.server_time_limit,
+            max_records=self.listing_max_records,
+            max_width=self.api_concurrency,
+        )
+        """Sizes listing requests to the server's time limit (``remote.sizing``)."""
         self.session = requests.Session()
         adapter = requests.adapters.HTTPAdapter(
             pool_connections=4, pool_maxsize=max(pool_size, self.api_concurrency), max_retries=0
@@ -142,6 +153,8 @@ class ApiClient:
         params: dict[str, Any] | None = None,
         allow_redirects: bool = True,
         on_first_500: Callable[[], None] | None = None,
+        give_back: bool = False,
+        on_time: Callable[[float], None] | None = None,
     ) -> T:
         """GET a URL on Open Humans itself, within the API concurrency limit, with retries.
 
@@ -150,19 +163,15 @@ class ApiClient:
         retried through the one retry engine (``http.Retrier``); every other answer goes to
         ``reader`` to interpret. ``on_first_500`` runs once on the first 500 (outside the
         slot), so an HTML 500 for an unknown id can become "not found" without waiting
-        through retries.
+        through retries. With ``give_back`` nothing is retried here: a failure worth
+        another attempt raises ``FailedAttempt`` for the caller to decide what to send next.
+        ``on_time`` gets the seconds from sending to the end of ``reader`` (the wait for a
+        slot not counted).
         """
-
-        def give_up(failure: Failure, attempts: int) -> OhpubError:
-            cls = NetworkError if failure.status is None else ServerError
-            return cls(
-                f"{failure.reason} from {redact(url)} ({gave_up_note(failure, attempts)})",
-                hint=_hint_for(self.base_url, failure.status is None),
-            )
-
-        retry = Retrier(self.retry, url, give_up)
+        retry = self.retrier(url)
         while True:
             with self._api_slots:
+                sent = time.monotonic()
                 try:
                     resp = self.session.get(
                         url,
@@ -178,16 +187,42 @@ class ApiClient:
                 else:
                     with resp:
                         if resp.status_code not in RETRY_STATUSES:
-                            return reader(resp)
+                            try:
+                                result = reader(resp)
+                            except NetworkError as exc:
+                                if not give_back:
+                                    raise
+                                # the body broke off: as worth another try as a 5xx
+                                failed = Failure(exc.message)
+                                raise FailedAttempt(failed, time.monotonic() - sent) from exc
+                            if on_time is not None:
+                                on_time(time.monotonic() - sent)
+                            return result
                         failure = Failure(
                             f"HTTP {resp.status_code}{_html_title(resp)}",
                             retry_after=parse_retry_after(resp.headers.get("Retry-After")),
                             status=resp.status_code,
                         )
+                spent = time.monotonic() - sent
             if failure.status == 500 and on_first_500 is not None:
                 hook, on_first_500 = on_first_500, None
                 hook()
+            if give_back and failure.limit != 1:
+                raise FailedAttempt(failure, spent)
             retry.wait(failure, _with_params(url, params) if params else url)
+
+    def retrier(self, url: str) -> Retrier:
+        """The retry engine for one request to Open Humans (or one listing range asked for
+        in smaller pieces): the client's policy, and its give-up message."""
+
+        def give_up(failure: Failure, attempts: int) -> OhpubError:
+            cls = NetworkError if failure.status is None else ServerError
+            return cls(
+                f"{failure.reason} from {redact(url)} ({gave_up_note(failure, attempts)})",
+                hint=_hint_for(self.base_url, failure.status is None),
+            )
+
+        return Retrier(self.retry, url, give_up)
 
     def get_json(
         self,
@@ -195,8 +230,11 @@ class ApiClient:
         *,
         params: dict[str, Any] | None = None,
         on_first_500: Callable[[], None] | None = None,
+        give_back: bool = False,
+        on_time: Callable[[float], None] | None = None,
     ) -> Any:
-        """GET and parse JSON, refusing HTML pages, truncated JSON and oversized bodies."""
+        """GET and parse JSON, refusing HTML pages, truncated JSON and oversized bodies
+        (``give_back``, ``on_time``: see ``request_api``)."""
 
         def read(resp: requests.Response) -> bytes:
             if resp.status_code == 404:
@@ -213,7 +251,14 @@ class ApiClient:
                 )
             return _read_capped(resp, MAX_PAGE_BYTES)
 
-        body = self.request_api(url, read, params=params, on_first_500=on_first_500)
+        body = self.request_api(
+            url,
+            read,
+            params=params,
+            on_first_500=on_first_500,
+            give_back=give_back,
+            on_time=on_time,
+        )
         try:
             return json.loads(body)
         except (ValueError, RecursionError) as exc:
@@ -226,21 +271,32 @@ class ApiClient:
     ) -> dict[str, Any]:
         """One page of a list endpoint: an object whose ``results`` is a list."""
         page = self.get_json(url, params=params, on_first_500=check)
-        if not isinstance(page, dict) or not isinstance(page.get("results"), list):
-            raise ServerError(f"unexpected listing page from {redact(url)}: not a page object")
-        return page
+        return _page_object(page, url)
+
+    def list_window(
+        self, url: str, params: dict[str, Any], check: Callable[[], None] | None = None
+    ) -> tuple[dict[str, Any], float]:
+        """One listing request, not retried (``FailedAttempt`` on a failure worth another
+        attempt: the listing asks again smaller, ``remote.listing``), and the seconds the
+        server took to answer it."""
+        took: list[float] = []
+        page = self.get_json(
+            url, params=params, on_first_500=check, give_back=True, on_time=took.append
+        )
+        return _page_object(page, url), took[0] if took else 0.0
 
     def iter_files(
         self, flt: FileFilter | None = None, report: ListingReport | None = None
     ) -> Iterator[DataFile]:
         """Every public file in scope, exactly once, streamed as pages arrive.
 
-        The strategy (one pass, then one snapshot request per segment that a page
-        boundary cut and that came back with a gap; again while the listing moves) is in
-        ``ohpub.listing``. ``report`` is filled in as the crawl goes: ``complete`` is only
-        True when every endpoint was covered without a gap, and ``rejected`` lists every
-        malformed item (each also passed to ``on_warning``), which callers must treat as
-        failures.
+        The strategy (one walk in requests sized to the server, then requests that fill
+        the gaps page boundaries left, each one the server can answer; again while the
+        listing moves) is in ``remote.listing``. ``report`` is filled in as the crawl goes:
+        ``complete`` is only True when every endpoint was covered without a gap,
+        ``directory_complete`` says which directories an incomplete one covered, and
+        ``rejected`` lists every malformed item (each also passed to ``on_warning``), which
+        callers must treat as failures.
         """
         return crawl_files(self, flt or FileFilter(), report or ListingReport())
 
@@ -306,6 +362,12 @@ class ApiClient:
                 continue
             return resp
         raise ServerError(f"too many redirects fetching {redact(url)}")
+
+
+def _page_object(page: Any, url: str) -> dict[str, Any]:
+    if not isinstance(page, dict) or not isinstance(page.get("results"), list):
+        raise ServerError(f"unexpected listing page from {redact(url)}: not a page object")
+    return page
 
 
 def _keep_dot_segments(url: str) -> str:
