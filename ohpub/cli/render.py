@@ -433,7 +433,7 @@ def summary_line(s: MirrorResult, *, dry_run: bool = False) -> str:
     if c["resumed"]:
         parts[0] += f" of which {c['resumed']} resumed"
     parts.append(f"{c['unchanged']} unchanged")
-    for key in ("renamed", "unavailable", "skipped", "removed-upstream", "deleted"):
+    for key in ("renamed", "unavailable", "skipped", "removed-upstream", "deleted", "waiting"):
         if c[key]:
             parts.append(f"{c[key]} {key}")
     parts.append(f"{c['failed']} failed")

@@ -94,7 +94,7 @@ class Committer(Phase):
         moves: list[tuple[int, str, str]] = []
         for k in self.listed.kept():
             action = plan.placed_action(k.action, k.path, k.target)
-            if action is Action.RENAME and k.path is not None:
+            if action is Action.RENAME and k.path is not None and k.target is not None:
                 self.listed.set_action(k.id, Action.RENAME)
                 moves.append((k.id, k.path, k.target))
         state = self.state
@@ -166,7 +166,7 @@ class Committer(Phase):
         self._save_refreshed()
         for k in self.listed.kept():
             status = FileStatus.RENAMED if k.action is Action.RENAME else FileStatus.UNCHANGED
-            self.report(FileResult(k.id, k.target, status, k.size, k.sha256))
+            self.report(FileResult(k.id, k.target or k.path, status, k.size, k.sha256))
 
     # -- finished work -------------------------------------------------------------------------
 
@@ -184,7 +184,11 @@ class Committer(Phase):
         changed: list[FileState] = []
         for d in batch:
             fs = records[d.id]
-            r = self._apply(d, targets[d.id], fs, dirs, removals, summary)
+            target = targets[d.id]
+            if target is None:
+                r = self._wait(d, fs)
+            else:
+                r = self._apply(d, target, fs, dirs, removals, summary)
             changed.append(fs)
             if r is not None:
                 results.append(r)
@@ -196,10 +200,10 @@ class Committer(Phase):
         for r in results:
             self.report(r)
 
-    def _report_dry(self, d: Finished, target: str, summary: MirrorSummary) -> None:
+    def _report_dry(self, d: Finished, target: str | None, summary: MirrorSummary) -> None:
         action = d.action or Action.DOWNLOAD
         status = plan.DRY_STATUS[action]
-        if status is FileStatus.PLANNED:
+        if status is FileStatus.PLANNED and action is not Action.PLACE:
             summary.bytes_planned += d.size or 0
         error = "larger than --max-size" if action is Action.SKIP else d.error
         self.report(FileResult(d.id, target, status, d.size, None, error))
@@ -216,7 +220,7 @@ class Committer(Phase):
         """One finished download: place it and update ``fs``. Failures are reported at
         once (on a full disk the state write fails too, and the user must still learn
         which file failed and why); successes once the batch is durable."""
-        if d.action not in (Action.DOWNLOAD, Action.RESUME) or d.sha256 is None:
+        if d.action not in (Action.DOWNLOAD, Action.RESUME, Action.PLACE) or d.sha256 is None:
             self._failed(d, target, fs)
             return None
         part = partial_dir(self.dest) / str(d.id)
@@ -231,8 +235,9 @@ class Committer(Phase):
         fp = stat_fingerprint(self.dest / target)
         fs.path = target
         fs.size, fs.mtime_ns = fp if fp else (d.size, None)
-        fs.sha256, fs.md5, fs.etag = d.sha256, d.md5, d.etag
-        fs.downloaded_at = time.time()
+        if d.action is not Action.PLACE:  # (a waiting download's record has them already)
+            fs.sha256, fs.md5, fs.etag = d.sha256, d.md5, d.etag
+            fs.downloaded_at = time.time()
         fs.status = StateStatus.PRESENT.value
         if old_path and old_path != target and not self.listed.owners([layout.fold(old_path)]):
             removals.append(old_path)
@@ -241,7 +246,25 @@ class Committer(Phase):
         status = plan.DONE_STATUS[d.action]
         return FileResult(d.id, target, status, d.size, d.sha256)
 
-    def _failed(self, d: Finished, target: str, fs: FileState) -> None:
+    def _wait(self, d: Finished, fs: FileState) -> FileResult | None:
+        """A finished download in a directory whose listing was incomplete: its name is
+        not certain, so it stays in ``.ohpub/partial``, verified, and the state records
+        its digests and the partial's size and mtime: the next run places it without a
+        download (``plan.file_action`` -> PLACE)."""
+        if d.action not in (Action.DOWNLOAD, Action.RESUME, Action.PLACE) or d.sha256 is None:
+            self._failed(d, None, fs)
+            return None
+        fp = stat_fingerprint(partial_dir(self.dest) / str(d.id))
+        if fp is None:  # (cannot happen: the worker just filled it)
+            self._failed(d, None, fs)
+            return None
+        fs.size, fs.mtime_ns = fp
+        if d.action is not Action.PLACE:
+            fs.sha256, fs.md5, fs.etag = d.sha256, d.md5, d.etag
+            fs.downloaded_at = time.time()
+        return FileResult(d.id, None, FileStatus.WAITING, d.size, d.sha256)
+
+    def _failed(self, d: Finished, target: str | None, fs: FileState) -> None:
         status = plan.DONE_STATUS[d.action] if d.action is not None else FileStatus.FAILED
         self.report(FileResult(d.id, fs.path or target, status, d.size, None, d.error))
         if fs.status != StateStatus.PRESENT:

@@ -12,7 +12,7 @@ in memory.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -62,7 +62,8 @@ class Kept:
     id: int
     action: Action
     path: str | None
-    target: str
+    target: str | None
+    """None only in a directory whose listing was incomplete (the file stays at ``path``)."""
     size: int | None
     sha256: str | None
 
@@ -118,7 +119,11 @@ class Listed:
             (action.value, size, file_id),
         )
 
-    def plan_targets(self, placed_in: Mapping[str, int]) -> None:
+    def plan_targets(
+        self,
+        placed_in: Mapping[str, int],
+        complete: Callable[[str | None, int | None], bool] = lambda user, project: True,
+    ) -> None:
         """Give every listed file its path, one directory at a time (``layout``).
 
         ``placed_in`` counts the tracked files placed in each directory. A directory is
@@ -126,6 +131,10 @@ class Listed:
         placed file is there: its files are the ones whose names the last run planned,
         so the layout (a pure function of that set) gives each its current path again,
         and the planning is skipped. That is what keeps a no-op run near the listing.
+
+        A directory the listing did not list completely (``complete(username, project)``
+        is False) cannot be named: its placed files keep their paths and its new files
+        get none (their downloads wait, verified, for a run that lists it completely).
         """
         dirs = [r[0] for r in self._conn.execute("SELECT DISTINCT dir FROM listed")]
         for d in dirs:
@@ -134,7 +143,9 @@ class Listed:
                 " FROM listed WHERE dir = ?",
                 (d,),
             ).fetchall()
-            if _settled(d, rows, placed_in.get(d, 0)):
+            if not complete(rows[0][3], rows[0][4]):
+                targets = {r[0]: r[6] for r in rows}  # paths as they are; None: waits
+            elif _settled(d, rows, placed_in.get(d, 0)):
                 targets = {r[0]: r[6] for r in rows}
             else:
                 entries = [
@@ -145,13 +156,14 @@ class Listed:
             with self._tx():
                 self._conn.executemany(
                     "UPDATE listed SET target = ?, fold = ? WHERE id = ?",
-                    [(t, layout.fold(t), i) for i, t in targets.items()],
+                    [(t, layout.fold(t) if t else None, i) for i, t in targets.items()],
                 )
         self._conn.execute("CREATE INDEX IF NOT EXISTS listed_fold ON listed (fold)")
         self.targets_ready = True
 
-    def targets(self, ids: Iterable[int]) -> dict[int, str]:
-        """file id -> planned path, for the listed ones among ``ids``."""
+    def targets(self, ids: Iterable[int]) -> dict[int, str | None]:
+        """file id -> planned path (None: its directory's listing was incomplete), for
+        the listed ones among ``ids``."""
         return dict(self._select("SELECT id, target FROM listed WHERE id IN", list(ids)))
 
     def owners(self, folds: Iterable[str]) -> dict[str, int]:

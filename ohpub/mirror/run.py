@@ -205,9 +205,12 @@ class _Run:
         workers = self.opts.jobs + self.client.api_concurrency
         pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ohpub")
         report = ListingReport()
+        failed: OhpubError | None = None
         try:
             try:
-                self._list_and_plan(pool, report)
+                failed = self._list_and_plan(pool, report)
+                if failed is not None and not len(self.listed):
+                    raise failed
             except OhpubError:
                 # The listing failed: nothing may be deleted or marked removed; what is
                 # already downloaded stays in the partial folder for the next run.
@@ -219,7 +222,9 @@ class _Run:
             self.summary.warnings.extend(report.warnings)
             self._report_rejected(report)
             self._drain(pool, until=0, only_rehash=True)
-            self.listed.plan_targets(self.commit.placed_per_dir())
+            # Only directories listed completely get their names; the others keep what
+            # is placed and their new downloads wait (verified) for the next run.
+            self.listed.plan_targets(self.commit.placed_per_dir(), report.directory_complete)
             self.commit.reconcile()
             self._drain(pool, until=0)
             self._commit_finished()
@@ -239,19 +244,30 @@ class _Run:
             pool.shutdown(wait=True, cancel_futures=True)
             self.listed.close()
         self._finish()
+        if failed is not None:  # after a listing that failed midway: placed what it could
+            raise _placed_despite(failed, self.summary)
 
     # -- 1. list and plan ------------------------------------------------------------------
 
-    def _list_and_plan(self, pool: ThreadPoolExecutor, report: ListingReport) -> None:
+    def _list_and_plan(self, pool: ThreadPoolExecutor, report: ListingReport) -> OhpubError | None:
+        """Plan the listing as it arrives; returns the listing's own error when it failed
+        midway (what it listed is still worked on, and placed where certain)."""
         files = self.client.iter_files(self.opts.flt, report)
         expected = 0
-        for batch in _Batches(files, LIST_BATCH):
-            self._plan_batch(pool, batch)
-            self.events.listed(len(self.listed))
-            if report.expected != expected and report.expected:
-                expected = report.expected
-                self.events.expected(expected)
-            self._drain(pool, until=self._max_in_flight())
+        batches = _Batches(files, LIST_BATCH)
+        try:
+            for batch in batches:
+                self._plan_batch(pool, batch)
+                self.events.listed(len(self.listed))
+                if report.expected != expected and report.expected:
+                    expected = report.expected
+                    self.events.expected(expected)
+                self._drain(pool, until=self._max_in_flight())
+        except OhpubError as exc:
+            if exc is not batches.error:
+                raise
+            return exc
+        return None
 
     def _plan_batch(self, pool: ThreadPoolExecutor, batch: list[DataFile]) -> None:
         """Plan one batch: read its state, take the disk facts, decide, record, hand out."""
@@ -270,7 +286,9 @@ class _Run:
                 tv, self.worker.disk_facts(f.id, tv), checksum=self.opts.checksum
             )
             rows.append((f, action, tv.path, tv.size, tv.sha256))
-            if action is not Action.KEEP:
+            if action is Action.PLACE:  # downloaded by a run before: nothing to fetch
+                self._add_finished(Finished(f.id, action, action, size=tv.size, sha256=tv.sha256))
+            elif action is not Action.KEEP:
                 self._submit(pool, WorkItem(f, tv, action))
         self.listed.add(rows)
         if len(self._changed) >= STATE_BATCH:
@@ -338,6 +356,9 @@ class _Run:
                 self.listed.set_action(done.id, Action.KEEP, done.size)
                 self.commit.refresh_fingerprint(done)
                 return
+        self._add_finished(done)
+
+    def _add_finished(self, done: Finished) -> None:
         self._finished.append(done)
         if len(self._finished) >= BATCH:
             if self.listed.targets_ready:
@@ -378,6 +399,16 @@ class _Run:
             self.summary.ok = False
 
 
+def _placed_despite(failed: OhpubError, summary: MirrorSummary) -> OhpubError:
+    """The listing's error, with what the run still did: placed what was certain."""
+    waiting = summary.counts.get(FileStatus.WAITING, 0)
+    note = "the files of completely listed directories are in place"
+    if waiting:
+        note += f"; {waiting} verified downloads wait in .ohpub/partial for the next run"
+    failed.hint = f"{failed.hint}; {note}" if failed.hint else note
+    return failed
+
+
 class _Batches:
     """The listing as batches of up to ``n`` files, read on a thread of its own.
 
@@ -394,6 +425,8 @@ class _Batches:
         self._n = n
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=4 * n)
         self._stop = threading.Event()
+        self.error: OhpubError | None = None
+        """The listing's own error, once it raised one."""
         self._thread = threading.Thread(target=self._produce, name="ohpub-listing", daemon=True)
         self._thread.start()
 
@@ -404,6 +437,8 @@ class _Batches:
                     return
             self._put(self._END)
         except BaseException as exc:  # noqa: BLE001 - handed to the consumer, raised there
+            if isinstance(exc, OhpubError):
+                self.error = exc
             self._put(_Raised(exc))
         finally:
             close = getattr(self._items, "close", None)

@@ -135,7 +135,11 @@ class Worker:
     def disk_facts(self, file_id: int, tracked: plan.Tracked) -> plan.Disk:
         """What the plan needs to know from disk about one file."""
         fp = _fingerprint(os.path.join(self.dest, tracked.path)) if tracked.path else None
-        return plan.Disk(fp, partial=file_id in self._partials)
+        waiting = False
+        if tracked.path is None and tracked.sha256 is not None:
+            part = _fingerprint(os.path.join(partial_dir(self.dest), str(file_id)))
+            waiting = plan.waiting_partial(tracked, part)
+        return plan.Disk(fp, partial=file_id in self._partials, waiting=waiting)
 
     def run(self, item: WorkItem) -> Finished:
         if self.cancel.is_set():

@@ -364,18 +364,21 @@ class Endpoint:
             with self._lock:
                 self.ends.add(off + lim)
             asked = time.time()
+            token = self.sizer.start()
             try:
                 page, took = self.client.list_window(self.url, params, self.check)
             except FailedAttempt as exc:
-                size = self.sizer.failed(lim, exc.seconds, exc.failure.reason)
-                retry.wait(
-                    exc.failure, f"{self.url}?" + "&".join(f"{k}={v}" for k, v in params.items())
-                )
+                size = self.sizer.failed(token, lim, exc.seconds, exc.failure.reason)
+                shown = f"{self.url}?" + "&".join(f"{k}={v}" for k, v in params.items())
+                retry.wait(exc.failure, shown)
                 todo.extendleft(reversed(_split(off, lim, size)))
                 continue
+            except BaseException:
+                self.sizer.gone(token)
+                raise
             retry.progress()
             n = len(page["results"])
-            self.sizer.answered(n, took)
+            self.sizer.answered(token, n, took)
             pieces.append(Piece(off, lim, page, asked))
             if n < lim:
                 break

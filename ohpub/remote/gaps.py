@@ -15,7 +15,7 @@ that many distinct ids have been seen at its positions:
 3. **Shifted windows**: requests of at most one request's size inside the gap, placed
    differently in each round and each with an end no request had before (on a server
    that orders a member's files by the request's end, the same end brings the same
-   order back). What comes back is counted; a round that brings nothing new twice, or
+   order back). What comes back is counted; three rounds in a row that bring nothing, or
    ``SHIFT_BUDGET`` times the gap's records in all, ends it.
 
 A gap that stays open is reported (``Missing``: its members and how many files each
@@ -67,33 +67,29 @@ class GapFiller:
         None when some stay open (``self.open``; each also in the report)."""
         if not gaps:
             return True
-        ep, size = self.ep, self.ep.sizer.size()
+        ep = self.ep
+        shared, alone = ep.sizer.size(), ep.sizer.size(alone=True)
         log.info(
             "listing %s: %d segments cut by page boundaries came back with gaps (%d "
-            "records); snapshot requests of at most %d records",
+            "records); snapshot requests of up to %d records (%d alone)",
             ep.path,
             len(gaps),
             sum(g.length for g in gaps),
-            size,
+            shared,
+            alone,
         )
-        fits = [g for g in gaps if g.length <= size]
-        longer = [g for g in gaps if g.length > size]
-        for g, got in prefetch(
-            map(self._snapshot_call, fits), lambda: ep.sizer.width, ep.client.api_concurrency
-        ):
-            if isinstance(got, OhpubError):
-                self._failed(g, got)
-                continue
-            found = g.ids if g.ids is not None else set()
-            yield from self._absorb(got, g, found)
+        longer = [g for g in gaps if g.length > max(shared, alone)]
+        fits = [g for g in gaps if g.length <= shared]
+        calls = map(self._snapshot_call, fits)
+        for g, got in prefetch(calls, lambda: ep.sizer.width, ep.client.api_concurrency):
+            yield from self._snapshot_done(g, got, longer)
             if self.moved:
                 return False
-            exact = len(got) == 1 and len(got[0].results) == g.length  # cut to cut
-            if exact or len(found) >= g.length:
-                self.result.names |= g.names
-            else:
-                g.ids = found
-                longer.append(g)
+        for g in gaps:  # too long to share the server with others, not to run alone
+            if shared < g.length <= alone:
+                yield from self._snapshot_done(g, *self._snapshot_call(g)()[1:], longer)
+                if self.moved:
+                    return False
         for g in longer:
             done = yield from self._ladder(g)
             if self.moved:
@@ -101,6 +97,21 @@ class GapFiller:
             if done:
                 self.result.names |= g.names
         return None if self.open else True
+
+    def _snapshot_done(
+        self, g: Segment, got: list[Piece] | OhpubError, longer: list[Segment]
+    ) -> Iterator[DataFile]:
+        if isinstance(got, OhpubError):
+            self._failed(g, got)
+            return
+        found = g.ids if g.ids is not None else set()
+        yield from self._absorb(got, g, found)
+        exact = len(got) == 1 and len(got[0].results) == g.length  # cut to cut
+        if exact or len(found) >= g.length:
+            self.result.names |= g.names
+        elif not self.moved:
+            g.ids = found
+            longer.append(g)  # split after a failure: the ladder counts the rest
 
     # -- rungs ---------------------------------------------------------------------------------
 
@@ -132,7 +143,7 @@ class GapFiller:
 
     def _members(self, g: Segment, found: set[int]) -> Iterator[DataFile]:
         """Rung 2: each member of the gap whose count fits one request, whole."""
-        ep, size = self.ep, self.ep.sizer.size()
+        ep, size = self.ep, self.ep.sizer.size(alone=True)
         for name in sorted(g.names)[:MAX_MEMBERS]:
             member = ep.sibling(f"/api/public/member/{name}/datafiles/", "member", name)
             pieces = member.fetch(0, 1)  # its count, for one record
@@ -161,7 +172,7 @@ class GapFiller:
         came back (or the budget is spent)."""
         ep = self.ep
         spent, idle, rounds = 0, 0, 0
-        while len(found) < g.length and rounds < MAX_ROUNDS and idle < 2:
+        while len(found) < g.length and rounds < MAX_ROUNDS and idle < 3:
             if spent >= SHIFT_BUDGET * g.length:
                 break
             width = max(1, min(ep.sizer.size(), g.length))

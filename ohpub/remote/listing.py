@@ -80,10 +80,13 @@ class _Pass:
     over: bool = False
     certain: set[str] | None = None
     """The members listed completely before the walk disagreed with itself."""
+    certain_gaps: int = 0
+    """How many of the gaps closed before that."""
 
     def doubt(self) -> None:
         if self.consistent:
             self.certain = set(self.tracker.names)
+            self.certain_gaps = len(self.tracker.gaps)
         self.consistent = False
 
 
@@ -135,13 +138,20 @@ class EndpointCrawl:
                     report.expected += p.count or 0
                     self.result.complete = True
                     return
-            log.info(
-                "listing %s changed during pass %d (count %s, %d positions); listing it again",
-                self.ep.path,
-                n,
-                p.count,
-                p.positions,
-            )
+            if n < self.max_passes:
+                log.info(
+                    "listing %s changed during pass %d (count %s, %d positions); listing it "
+                    "again",
+                    self.ep.path,
+                    n,
+                    p.count,
+                    p.positions,
+                )
+        if not p.consistent and p.certain_gaps and p.count is not None:
+            # The last walk: the gaps it closed before it disagreed with itself still name
+            # members whose files can be listed completely (a count that lies, say).
+            filler = GapFiller(self.ep, p.count, self.result)
+            yield from filler.run(p.tracker.gaps[: p.certain_gaps])
         report.expected += p.count or 0
         self._warn(
             f"listing {self.ep.path} stayed incomplete after {n} passes "
@@ -183,9 +193,9 @@ class EndpointCrawl:
                         break
                 if p.over:
                     break
-        p.tracker.finish(p.positions)
         if p.count is None or p.positions != p.count:
-            p.doubt()
+            p.doubt()  # (before the end closes the last segment: that end is no cut)
+        p.tracker.finish(p.positions)
 
     def _whole_member(self, p: _Pass) -> bool:
         """One member end to end: every page boundary cuts it, so when its count fits one

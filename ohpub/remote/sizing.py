@@ -16,7 +16,9 @@ of the walk and the requests that fill its gaps alike) to finish in a third of
   that too.
 - **Sizing.** ``target / seconds_per_record`` records, at most the caller's bound (the
   walk's page size, ``Config.listing_max_records``) and the *ceiling*, at least 1. Before
-  any answer, ``FIRST_RECORDS`` (4-8 s on the real server).
+  any answer, ``FIRST_RECORDS`` (4-8 s on the real server). The answers of requests that
+  ran alone (no other listing request in flight) are also kept apart: a request that
+  will run alone (a long gap's snapshot) is sized from those (``size(alone=True)``).
 - **Trouble** (a timeout, a 5xx, a broken connection). The ceiling drops to half the
   failed request, so the same heavy request is never sent again unchanged; the listing
   asks for the failed range again in pieces of that size (``failed`` returns it); the
@@ -78,6 +80,10 @@ class Sizer:
         self.max_width = max(1, max_width)
         self._lock = threading.Lock()
         self._spr: float | None = None
+        self._alone: float | None = None
+        self._flight: dict[int, bool] = {}
+        """Listing requests in flight: token -> shared (another ran beside it)."""
+        self._tokens = 0
         self._ceiling = self.max_records
         self._width = 1
         self._logged = (0, 0)
@@ -94,21 +100,41 @@ class Sizer:
         with self._lock:
             return self._spr
 
-    def size(self, bound: int | None = None) -> int:
-        """Records for the next request, at most ``bound`` (default ``max_records``)."""
+    def size(self, bound: int | None = None, *, alone: bool = False) -> int:
+        """Records for the next request, at most ``bound`` (default ``max_records``);
+        ``alone``: for a request no other listing request will run beside."""
         with self._lock:
-            return self._size(bound)
+            return self._size(bound, alone)
 
-    def answered(self, records: int, seconds: float) -> None:
+    def start(self) -> int:
+        """A listing request is being sent: a token for ``answered`` or ``failed``."""
+        with self._lock:
+            self._tokens += 1
+            shared = bool(self._flight)
+            for token in self._flight:
+                self._flight[token] = True
+            self._flight[self._tokens] = shared
+            return self._tokens
+
+    def gone(self, token: int) -> bool:
+        """The request of ``token`` ended without an answer to learn from; True when it
+        ran alone."""
+        with self._lock:
+            return not self._flight.pop(token, True)
+
+    def answered(self, token: int, records: int, seconds: float) -> None:
         """A listing request of ``records`` records was answered in ``seconds``."""
         with self._lock:
+            alone = not self._flight.pop(token, True)
             st = self.stats
             st.answered += 1
             st.records += records
             st.seconds += seconds
             if records >= MIN_LEARN:
                 spr = seconds / records
-                self._spr = spr if self._spr is None else (1 - ALPHA) * self._spr + ALPHA * spr
+                self._spr = _mean(self._spr, spr)
+                if alone:
+                    self._alone = _mean(self._alone, spr)
             if seconds <= self.target:
                 self._ceiling = min(self.max_records, self._ceiling + self._ceiling // 4 + 1)
                 self._set_width(self._width + 1, "answers are quick")
@@ -116,17 +142,20 @@ class Sizer:
                 self._set_width(self._width // 2, f"an answer took {seconds:.1f} s")
             self._log_size()
 
-    def failed(self, records: int, seconds: float, reason: str) -> int:
+    def failed(self, token: int, records: int, seconds: float, reason: str) -> int:
         """A request of ``records`` records failed after ``seconds`` (a timeout, a 5xx):
         returns the size of the pieces its range is asked for again (at most half of it,
         at least 1)."""
         with self._lock:
+            alone = not self._flight.pop(token, True)
             self.stats.failures += 1
             if records and seconds >= self.target:
                 self._spr = max(self._spr or 0.0, seconds / records)
+                if alone:
+                    self._alone = max(self._alone or 0.0, seconds / records)
             self._ceiling = max(1, min(self._ceiling, records // 2))
             self._set_width(self._width // 2, reason)
-            piece = max(1, min(self._size(None), records // 2))
+            piece = max(1, min(self._size(None, alone), records // 2))
             log.debug(
                 "listing: %s on a request of %d records after %.1f s; its range is asked "
                 "for again in requests of at most %d records",
@@ -149,7 +178,7 @@ class Sizer:
             return (
                 f"listing sizing: {answered} requests answered ({records} records, "
                 f"{st.seconds - b.seconds:.1f} s), {spr} per record; requests sized to a "
-                f"third of the {self.limit:g} s server limit: {self._size(None)} records "
+                f"third of the {self.limit:g} s server limit: {self._size(None, False)} records "
                 f"(bound {self.max_records}); {st.width_low}-{st.width_high} in flight; "
                 f"{failures} timed out or failed and were asked again smaller"
             )
@@ -164,14 +193,15 @@ class Sizer:
 
     # -- internals (lock held) ---------------------------------------------------------------
 
-    def _size(self, bound: int | None) -> int:
+    def _size(self, bound: int | None, alone: bool) -> int:
         cap = min(self._ceiling, self.max_records if bound is None else max(1, bound))
-        if self._spr is None:
+        spr = self._alone if alone and self._alone is not None else self._spr
+        if spr is None:
             n = FIRST_RECORDS
-        elif self._spr <= 0:
+        elif spr <= 0:
             n = cap
         else:
-            n = int(self.target / self._spr)
+            n = int(self.target / spr)
         return max(1, min(n, cap))
 
     def _set_width(self, width: int, why: str) -> None:
@@ -184,7 +214,7 @@ class Sizer:
         self.stats.width_high = max(self.stats.width_high, width)
 
     def _log_size(self) -> None:
-        n = self._size(None)
+        n = self._size(None, False)
         last, _ = self._logged
         if last and abs(n - last) * 4 < last:
             return
@@ -198,6 +228,10 @@ class Sizer:
             self.limit,
             min(self.max_records, self._ceiling),
         )
+
+
+def _mean(old: float | None, new: float) -> float:
+    return new if old is None else (1 - ALPHA) * old + ALPHA * new
 
 
 __all__ = ["Sizer", "SizerStats", "TARGET_FRACTION", "FIRST_RECORDS"]
