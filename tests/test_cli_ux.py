@@ -450,7 +450,7 @@ def test_status_reports_holdings_and_the_last_complete_run(oh_server: Any, tmp_p
     assert run["outcome"] == "ok" and run["complete"] and run["ended_at"]
     text = run_cli(oh_server, ["status", str(tmp_path)]).stdout
     assert text.startswith("files: 4 (")
-    assert "last complete run: ok, started " in text and ", ended " in text
+    assert "last complete run (project 102): ok, started " in text and ", ended " in text
 
 
 def test_status_max_age_exits_1_when_stale(oh_server: Any, tmp_path: Path) -> None:

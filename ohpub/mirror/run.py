@@ -465,8 +465,10 @@ class _Batches:
                     item = self._get(block=False)
                     if item is None:
                         break
-                    if item is self._END:
-                        yield batch
+                    if item is self._END or isinstance(item, _Raised):
+                        yield batch  # what came before an error is planned first
+                        if isinstance(item, _Raised):
+                            raise item.exc
                         return
                     batch.append(item)
                 yield batch
@@ -481,7 +483,7 @@ class _Batches:
                 if not block:
                     return None
                 continue  # the timeout keeps Ctrl-C responsive
-            if isinstance(item, _Raised):
+            if isinstance(item, _Raised) and block:
                 raise item.exc
             return item
 

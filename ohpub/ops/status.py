@@ -1,5 +1,13 @@
 """``status``: what a mirror holds and how its runs went, from the state alone (no file
-is read, no lock taken; the lock is probed to show a running mirror)."""
+is read, no lock taken; the lock is probed to show a running mirror).
+
+Counts are of every file the mirror holds at its path: placed ones (``present``,
+``removed-upstream``) and those ``verify`` found ``modified`` (still there, with other
+bytes; the next mirror fetches them again). "Last complete run" is the latest complete
+mirror run of the mirror's whole scope: the scope of the latest run that no other run's
+scope covers (a nightly unfiltered mirror, not a one-off ``--project 176`` into the same
+DEST), or a run whose scope covers that one; its line says which scope that is.
+"""
 
 from __future__ import annotations
 
@@ -12,8 +20,12 @@ from typing import Any
 
 from ohpub.local.lock import LockHolder, lock_holder
 from ohpub.local.state import RunInfo, StateDB
+from ohpub.model.records import StateStatus
 from ohpub.model.units import human_bytes
 from ohpub.ops.verify import FLAGGED, PLACED, open_mirror
+
+HELD = (*PLACED, StateStatus.MODIFIED.value)
+"""Statuses of files the mirror holds at their path (counted in files, bytes, groups)."""
 
 
 @dataclass
@@ -30,6 +42,8 @@ class Status:
     running: dict[str, Any] | None = None
     """The run holding DEST's lock right now (``command``, ``pid``), if any."""
     stale_reason: str | None = None
+    scope: str = "all public files"
+    """The mirror's whole scope, in words (what "last complete run" is a run of)."""
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -41,6 +55,7 @@ class Status:
             "running": self.running,
             "last_run": self.last_run,
             "last_complete_run": self.last_complete_run,
+            "scope": self.scope,
             "max_age_seconds": self.max_age,
             "stale": self.stale,
             "stale_reason": self.stale_reason,
@@ -64,7 +79,7 @@ class Status:
             )
         for title, run in (
             ("last run", self.last_run),
-            ("last complete run", self.last_complete_run),
+            (f"last complete run ({self.scope})", self.last_complete_run),
         ):
             if run is None:
                 lines.append(f"{title}: none")
@@ -98,7 +113,67 @@ def _run_dict(run: RunInfo | None, running: bool = False) -> dict[str, Any] | No
         "started_at": _iso(run.started),
         "ended_at": _iso(run.ended),
         "counts": run.counts,
+        "scope": describe_scope(scope_of(run)),
     }
+
+
+# -- scopes ------------------------------------------------------------------------------------
+
+_LISTS = ("projects", "users", "datatypes", "tags", "names")
+_WORDS = {"projects": "project", "users": "user", "datatypes": "datatype", "tags": "tag"}
+
+
+def scope_of(run: RunInfo) -> dict[str, Any]:
+    """The filters of a run (``FileFilter.scope_key``, as the run log keeps it)."""
+    raw = run.scope.get("scope") if isinstance(run.scope, dict) else None
+    try:
+        scope = json.loads(raw) if isinstance(raw, str) else {}
+    except ValueError:
+        scope = {}
+    return scope if isinstance(scope, dict) else {}
+
+
+def covers(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Does a listing of scope ``a`` list every file of scope ``b``? (Each filter of ``a``
+    is absent, or ``b`` has it with no other values; dates no wider.)"""
+    for key in _LISTS:
+        mine, theirs = a.get(key) or [], b.get(key) or []
+        if mine and (not theirs or not set(theirs) <= set(mine)):
+            return False
+    since_a, since_b = a.get("since"), b.get("since")
+    if since_a and (not since_b or since_b < since_a):
+        return False
+    until_a, until_b = a.get("until"), b.get("until")
+    return not (until_a and (not until_b or until_b > until_a))
+
+
+def describe_scope(scope: dict[str, Any]) -> str:
+    """``all public files``, or ``project 176, 128; tag spotify`` (ISO dates compare)."""
+    parts = []
+    for key in _LISTS:
+        values = scope.get(key) or []
+        if values:
+            word = _WORDS.get(key, "name")
+            parts.append(f"{word} " + ", ".join(str(v) for v in values))
+    for key in ("since", "until"):
+        if scope.get(key):
+            parts.append(f"{key} {scope[key]}")
+    return "; ".join(parts) or "all public files"
+
+
+def whole_scope(runs: list[RunInfo]) -> dict[str, Any]:
+    """The mirror's scope: that of the most recent run no other run's scope strictly
+    covers (``runs`` most recent first)."""
+    scopes = [scope_of(r) for r in runs]
+    for s in scopes:
+        if not any(covers(o, s) and not covers(s, o) for o in scopes):
+            return s
+    return {}
+
+
+def last_complete(runs: list[RunInfo], scope: dict[str, Any]) -> RunInfo | None:
+    """The latest complete run whose scope covers ``scope``."""
+    return next((r for r in runs if r.complete and covers(scope_of(r), scope)), None)
 
 
 def _staleness(
@@ -132,9 +207,11 @@ def mirror_status(dest: Path, *, max_age: float | None) -> Status:
     with open_mirror(dest, readonly=True) as state:
         holder = lock_holder(dest)
         mirroring = holder is not None and holder.command in ("mirror", None)
-        by_status, by_project, by_member = state.tally(PLACED)
+        by_status, by_project, by_member = state.tally(HELD)
         last = state.last_run()
-        complete = state.last_run(complete_only=True)
+        runs = state.runs("mirror")
+        scope = whole_scope(runs)
+        complete = last_complete(runs, scope)
         reason = None
         if max_age is not None:
             flagged = sum(by_status.get(s, 0) for s in FLAGGED)
@@ -152,4 +229,5 @@ def mirror_status(dest: Path, *, max_age: float | None) -> Status:
         stale=reason is not None,
         running=None if holder is None else {"command": holder.command, "pid": holder.pid},
         stale_reason=reason,
+        scope=describe_scope(scope),
     )

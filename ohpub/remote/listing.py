@@ -124,8 +124,11 @@ class EndpointCrawl:
             p = _Pass(tracker=SegmentTracker(keep_ids=self._keep_ids))
             try:
                 yield from self._walk(p)
-            finally:  # a request that failed for good still leaves what was certain
+            except OhpubError:  # a request failed for good: what it closed is still certain
                 self.result.names |= p.tracker.names if p.consistent else (p.certain or set())
+                yield from self._fill_certain(p)
+                raise
+            self.result.names |= p.tracker.names if p.consistent else (p.certain or set())
             if p.consistent:
                 report.verified_segments += p.tracker.verified
                 filler = GapFiller(self.ep, p.count or 0, self.result)
@@ -147,16 +150,20 @@ class EndpointCrawl:
                     p.count,
                     p.positions,
                 )
-        if not p.consistent and p.certain_gaps and p.count is not None:
-            # The last walk: the gaps it closed before it disagreed with itself still name
-            # members whose files can be listed completely (a count that lies, say).
-            filler = GapFiller(self.ep, p.count, self.result)
-            yield from filler.run(p.tracker.gaps[: p.certain_gaps])
+        yield from self._fill_certain(p)  # (a count that lies, say)
         report.expected += p.count or 0
         self._warn(
             f"listing {self.ep.path} stayed incomplete after {n} passes "
             f"(the server's count says {p.count}, {p.positions} positions came back)"
         )
+
+    def _fill_certain(self, p: _Pass) -> Iterator[DataFile]:
+        """After a walk that failed or disagreed with itself: the gaps it closed before
+        that lie between real cuts, so filling them still names members whose files are
+        all listed (the mirror places those)."""
+        gaps = p.tracker.gaps if p.consistent else p.tracker.gaps[: p.certain_gaps]
+        if gaps and p.count is not None:
+            yield from GapFiller(self.ep, p.count, self.result).run(gaps)
 
     def _keep_ids(self, length: int) -> bool:
         """A gap too long for one request keeps its ids: the rungs that fill it count them."""

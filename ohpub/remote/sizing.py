@@ -22,12 +22,14 @@ of the walk and the requests that fill its gaps alike) to finish in a third of
 - **Trouble** (a timeout, a 5xx, a broken connection). The ceiling drops to half the
   failed request, so the same heavy request is never sent again unchanged; the listing
   asks for the failed range again in pieces of that size (``failed`` returns it); the
-  estimate rises to what the failure shows when it took long. The ceiling grows back by
-  a quarter with every answer inside the target.
+  estimate rises to what the failure shows when it took long. The ceiling doubles back
+  with every answer inside the target.
 - **Width (AIMD).** The listing requests in flight start at one (the first answer tells
-  the count and the first speed), grow by one with every answer inside the target, up to
-  ``--api-concurrency``, and halve on trouble or on an answer that took more than two
-  thirds of the limit. The listing reads ``width`` before each request it starts.
+  the count and the first speed), grow by one once as many answers in a row as are in
+  flight came back inside the target (one step per round: the requests sized at one
+  width then run at the next, within the target's margin), up to ``--api-concurrency``,
+  and halve on trouble or on an answer that took more than two thirds of the limit. The
+  listing reads ``width`` before each request it starts.
 
 One ``Sizer`` lives on the API client, so what one listing learned serves the next. Every
 adjustment is logged at DEBUG (``--verbose``); ``summary()`` is the one line the listing
@@ -51,8 +53,8 @@ FIRST_RECORDS = 500
 """Records of the first request, before any answer has been timed."""
 MIN_LEARN = 20
 """Requests with fewer records do not teach the seconds per record."""
-ALPHA = 0.3
-"""Weight of the newest answer in the mean."""
+ALPHA = 0.5
+"""Weight of the newest answer in the mean (a change of width shows within a round)."""
 
 
 @dataclass
@@ -86,6 +88,8 @@ class Sizer:
         self._tokens = 0
         self._ceiling = self.max_records
         self._width = 1
+        self._quick = 0
+        """Answers inside the target since the width last changed."""
         self._logged = (0, 0)
         self.stats = SizerStats()
 
@@ -136,10 +140,14 @@ class Sizer:
                 if alone:
                     self._alone = _mean(self._alone, spr)
             if seconds <= self.target:
-                self._ceiling = min(self.max_records, self._ceiling + self._ceiling // 4 + 1)
-                self._set_width(self._width + 1, "answers are quick")
+                self._ceiling = min(self.max_records, self._ceiling * 2)
+                self._quick += 1
+                if self._quick >= self._width:
+                    self._set_width(self._width + 1, "answers are quick")
             elif seconds > self.limit * SLOW_FRACTION:
                 self._set_width(self._width // 2, f"an answer took {seconds:.1f} s")
+            else:
+                self._quick = 0  # not quick: the round starts again
             self._log_size()
 
     def failed(self, token: int, records: int, seconds: float, reason: str) -> int:
@@ -206,6 +214,7 @@ class Sizer:
 
     def _set_width(self, width: int, why: str) -> None:
         width = max(1, min(self.max_width, width))
+        self._quick = 0
         if width == self._width:
             return
         log.debug("listing: %d requests in flight (was %d): %s", width, self._width, why)
