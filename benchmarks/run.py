@@ -4,6 +4,7 @@
     .venv/bin/python benchmarks/run.py [--quick] [--scenario N ...] [--runs K]
     .venv/bin/python -m benchmarks.run transfer [--help]   # issue 13: big files, HTTPS
     .venv/bin/python -m benchmarks.run scale --sizes 10000,30000   # issue 10
+    .venv/bin/python -m benchmarks.run capacity                     # issue 17
 
 Every scenario runs on one local Open Humans server (``tests/ohserver.py``) in benchmark mode:
 latency on every request (default 30 ms), an optional per-connection bandwidth cap on
@@ -1046,9 +1047,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-SUBCOMMANDS = {"transfer": "transfer", "scale": "scale"}
-"""``run.py transfer ...`` (issue 13: big files, HTTP/HTTPS, parallel ranges) and
-``run.py scale ...`` (issue 10: 10,000-100,000 files); without one, scenarios 1-5."""
+SUBCOMMANDS = {"transfer": "transfer", "scale": "scale", "capacity": "capacity"}
+"""``run.py transfer ...`` (issue 13: big files, HTTP/HTTPS, parallel ranges), ``run.py
+scale ...`` (issue 10: 10,000-100,000 files) and ``run.py capacity ...`` (issue 17: a
+server with the real one's capacity); without one, scenarios 1-5."""
 
 
 def main(argv: list[str] | None = None) -> int:

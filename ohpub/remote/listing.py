@@ -302,6 +302,7 @@ def crawl_files(client: Client, flt: FileFilter, report: ListingReport) -> Itera
     rejected_keys: set[Any] = set()
     complete = True
     before = client.sizer.begin()
+    stopped = False
     try:
         for path, kind, value in flt.scope_paths():
             check = check_scope(client, kind, value) if kind != "all" else None
@@ -309,10 +310,14 @@ def crawl_files(client: Client, flt: FileFilter, report: ListingReport) -> Itera
             crawl = EndpointCrawl(ep, client.max_crawls)
             yield from crawl.run()
             complete = complete and crawl.complete
+    except GeneratorExit:  # the consumer stopped (``--limit``, a closed pipe): no summary
+        stopped = True
+        raise
     finally:
         report.retried_smaller += client.sizer.stats.failures - before.failures
         report.sizing = client.sizer.summary(before)
-        log.info("%s", report.sizing)
+        if not stopped:
+            log.info("%s", report.sizing)
     report.complete = complete
     report.finished = True
     log.info(
