@@ -115,11 +115,8 @@ class ApiClient:
         self.on_warning = on_warning or (lambda msg: log.warning(msg))
         self.api_concurrency = max(1, cfg.api_concurrency)
         self._api_slots = threading.BoundedSemaphore(self.api_concurrency)
-        self.sizer = Sizer(
-            limit=cfg.server_time_limit,
-            max_records=self.listing_max_records,
-            max_width=self.api_concurrency,
-        )
+        self.sizer = Sizer(limit=cfg.server_time_limit, max_records=self.listing_max_records,
+                           max_width=self.api_concurrency)  # fmt: skip
         """Sizes listing requests to the server's time limit (``remote.sizing``)."""
         self.session = requests.Session()
         adapter = requests.adapters.HTTPAdapter(
@@ -187,17 +184,7 @@ class ApiClient:
                 else:
                     with resp:
                         if resp.status_code not in RETRY_STATUSES:
-                            try:
-                                result = reader(resp)
-                            except NetworkError as exc:
-                                if not give_back:
-                                    raise
-                                # the body broke off: as worth another try as a 5xx
-                                failed = Failure(exc.message)
-                                raise FailedAttempt(failed, time.monotonic() - sent) from exc
-                            if on_time is not None:
-                                on_time(time.monotonic() - sent)
-                            return result
+                            return _read(reader, resp, sent, give_back, on_time)
                         failure = Failure(
                             f"HTTP {resp.status_code}{_html_title(resp)}",
                             retry_after=parse_retry_after(resp.headers.get("Retry-After")),
@@ -214,15 +201,7 @@ class ApiClient:
     def retrier(self, url: str) -> Retrier:
         """The retry engine for one request to Open Humans (or one listing range asked for
         in smaller pieces): the client's policy, and its give-up message."""
-
-        def give_up(failure: Failure, attempts: int) -> OhpubError:
-            cls = NetworkError if failure.status is None else ServerError
-            return cls(
-                f"{failure.reason} from {redact(url)} ({gave_up_note(failure, attempts)})",
-                hint=_hint_for(self.base_url, failure.status is None),
-            )
-
-        return Retrier(self.retry, url, give_up)
+        return Retrier(self.retry, url, _give_up(url, self.base_url))
 
     def get_json(
         self,
@@ -273,18 +252,6 @@ class ApiClient:
         page = self.get_json(url, params=params, on_first_500=check)
         return _page_object(page, url)
 
-    def list_window(
-        self, url: str, params: dict[str, Any], check: Callable[[], None] | None = None
-    ) -> tuple[dict[str, Any], float]:
-        """One listing request, not retried (``FailedAttempt`` on a failure worth another
-        attempt: the listing asks again smaller, ``remote.listing``), and the seconds the
-        server took to answer it."""
-        took: list[float] = []
-        page = self.get_json(
-            url, params=params, on_first_500=check, give_back=True, on_time=took.append
-        )
-        return _page_object(page, url), took[0] if took else 0.0
-
     def iter_files(
         self, flt: FileFilter | None = None, report: ListingReport | None = None
     ) -> Iterator[DataFile]:
@@ -302,12 +269,7 @@ class ApiClient:
 
     def iter_objects(self, kind: str) -> Iterator[dict[str, Any]]:
         """Projects, datatypes or members, as the server sends them."""
-        path = {
-            "projects": "/api/public/projects/",
-            "datatypes": "/api/public/datatypes/",
-            "members": "/api/public/members/",
-        }[kind]
-        return walk_objects(self, path)
+        return walk_objects(self, f"/api/public/{kind}/")
 
     def get_file(self, file_id: int) -> DataFile:
         """The detail record of one file, which also mints a fresh download key."""
@@ -362,6 +324,37 @@ class ApiClient:
                 continue
             return resp
         raise ServerError(f"too many redirects fetching {redact(url)}")
+
+
+def _give_up(url: str, base_url: str) -> Callable[[Failure, int], OhpubError]:
+    def give_up(failure: Failure, attempts: int) -> OhpubError:
+        cls = NetworkError if failure.status is None else ServerError
+        return cls(
+            f"{failure.reason} from {redact(url)} ({gave_up_note(failure, attempts)})",
+            hint=_hint_for(base_url, failure.status is None),
+        )
+
+    return give_up
+
+
+def _read(
+    reader: Callable[[requests.Response], T],
+    resp: requests.Response,
+    sent: float,
+    give_back: bool,
+    on_time: Callable[[float], None] | None,
+) -> T:
+    """``reader(resp)`` for ``request_api``; with ``give_back`` a body that broke off is a
+    ``FailedAttempt`` (as worth another try as a 5xx)."""
+    try:
+        result = reader(resp)
+    except NetworkError as exc:
+        if not give_back:
+            raise
+        raise FailedAttempt(Failure(exc.message), time.monotonic() - sent) from exc
+    if on_time is not None:
+        on_time(time.monotonic() - sent)
+    return result
 
 
 def _page_object(page: Any, url: str) -> dict[str, Any]:

@@ -52,15 +52,13 @@ class Client(Protocol):
         *,
         params: dict[str, Any] | None = None,
         on_first_500: Callable[[], None] | None = None,
+        give_back: bool = False,
+        on_time: Callable[[float], None] | None = None,
     ) -> Any: ...
 
     def list_page(
         self, url: str, params: dict[str, Any] | None, check: Callable[[], None] | None = None
     ) -> dict[str, Any]: ...
-
-    def list_window(
-        self, url: str, params: dict[str, Any], check: Callable[[], None] | None = None
-    ) -> tuple[dict[str, Any], float]: ...
 
     def retrier(self, url: str) -> Retrier: ...
 
@@ -366,7 +364,7 @@ class Endpoint:
             asked = time.time()
             token = self.sizer.start()
             try:
-                page, took = self.client.list_window(self.url, params, self.check)
+                page, took = self._request(params)
             except FailedAttempt as exc:
                 size = self.sizer.failed(token, lim, exc.seconds, exc.failure.reason)
                 shown = f"{self.url}?" + "&".join(f"{k}={v}" for k, v in params.items())
@@ -383,6 +381,17 @@ class Endpoint:
             if n < lim:
                 break
         return pieces
+
+    def _request(self, params: dict[str, Any]) -> tuple[dict[str, Any], float]:
+        """One listing request, not retried (``FailedAttempt`` on a failure worth another
+        attempt), and the seconds the server took to answer it."""
+        took: list[float] = []
+        page = self.client.get_json(
+            self.url, params=params, on_first_500=self.check, give_back=True, on_time=took.append
+        )
+        if not isinstance(page, dict) or not isinstance(page.get("results"), list):
+            raise ServerError(f"unexpected listing page from {redact(self.url)}: not a page object")
+        return page, took[0] if took else 0.0
 
     def used(self, end: int) -> bool:
         with self._lock:

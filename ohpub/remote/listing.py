@@ -143,8 +143,7 @@ class EndpointCrawl:
                     return
             if n < self.max_passes:
                 log.info(
-                    "listing %s changed during pass %d (count %s, %d positions); listing it "
-                    "again",
+                    "listing %s changed during pass %d (count %s, %d positions); listing it again",
                     self.ep.path,
                     n,
                     p.count,
