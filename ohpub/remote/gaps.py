@@ -24,6 +24,7 @@ gap misses) and the endpoint is incomplete; every other directory stays certain.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Generator, Iterator
 from typing import Any
@@ -86,7 +87,9 @@ class GapFiller:
         longer = [g for g in gaps if g.length > max(shared, alone)]
         fits = [g for g in gaps if g.length <= shared]
         calls = map(self._snapshot_call, fits)
-        for g, got in prefetch(calls, lambda: ep.sizer.width, ep.client.api_concurrency):
+        most = max((g.length for g in fits), default=1)
+        in_flight = functools.partial(ep.sizer.allowed, most)
+        for g, got in prefetch(calls, in_flight, ep.client.api_concurrency):
             yield from self._snapshot_done(g, got, longer)
             if self.moved:
                 return False
@@ -184,7 +187,8 @@ class GapFiller:
             windows = self._round(g, width, rounds)
             before = len(found)
             calls = [_fetch_call(ep, off, lim) for off, lim in windows]
-            for pieces in prefetch(calls, lambda: ep.sizer.width, ep.client.api_concurrency):
+            in_flight = functools.partial(ep.sizer.allowed, width)
+            for pieces in prefetch(calls, in_flight, ep.client.api_concurrency):
                 spent += sum(len(p.results) for p in pieces)
                 yield from self._absorb(pieces, g, found)
                 if self.moved:

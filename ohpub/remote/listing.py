@@ -37,6 +37,7 @@ those and keeps the rest for the next run.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -192,7 +193,8 @@ class EndpointCrawl:
             return
         if not p.over:
             windows = self._windows(p, first)
-            for pieces in prefetch(windows, lambda: ep.sizer.width, ep.client.api_concurrency):
+            width = functools.partial(ep.sizer.allowed, ep.client.page_size)
+            for pieces in prefetch(windows, width, ep.client.api_concurrency):
                 for piece in pieces:
                     yield from self._piece(piece, p)
                     if p.over:
