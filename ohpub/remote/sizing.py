@@ -29,8 +29,8 @@ of the walk and the requests that fill its gaps alike) to finish in a third of
   flight came back inside the target (one step per round: the requests sized at one
   width then run at the next, within the target's margin), up to ``--api-concurrency``,
   and halve on trouble or on an answer that took more than two thirds of the limit. The
-  listing reads ``allowed`` before each request it starts (``width``, and at most two of
-  the largest requests' records in flight: the answers wait parsed in memory).
+  listing reads ``allowed`` before each request it starts (``width``, and at most the
+  largest request's records in flight in all: the answers wait parsed in memory).
 
 One ``Sizer`` lives on the API client, so what one listing learned serves the next. Every
 adjustment is logged at DEBUG (``--verbose``); ``summary()`` is the one line the listing
@@ -102,8 +102,9 @@ class Sizer:
 
     def allowed(self, bound: int | None = None) -> int:
         """Requests of ``size(bound)`` records that may be in flight now: ``width``, and no
-        more records than two of the largest requests in all (each answer is held parsed
-        until the listing reaches it: memory, not the server, bounds that)."""
+        more records in all than the largest request holds (each answer waits parsed until
+        the listing reaches it: memory, not the server, bounds that). On a fast server the
+        walk then runs one large page at a time, which lets it align its pages."""
         with self._lock:
             return max(1, min(self._width, self.max_records // self._size(bound, False)))
 
