@@ -150,7 +150,8 @@ class EndpointCrawl:
                     p.count,
                     p.positions,
                 )
-        yield from self._fill_certain(p)  # (a count that lies, say)
+        if not p.consistent:  # (a count that lies, say; a consistent walk's gaps moved)
+            yield from self._fill_certain(p)
         report.expected += p.count or 0
         self._warn(
             f"listing {self.ep.path} stayed incomplete after {n} passes "
