@@ -108,3 +108,21 @@ def test_quick_scale_benchmark_reports_a_row_per_size_and_the_slopes(tmp_path: P
     for r in results:
         assert r["noop"]["storage"] == 0, r
         assert r["listing_alone"]["rc"] == 0 and r["replay"]["rc"] == 0, r
+
+
+def test_quick_capacity_benchmark_reports_seed_noop_and_the_plain_listing(tmp_path: Path) -> None:
+    out_json = tmp_path / "capacity.json"
+    out = _run_bench(
+        "capacity", "--quick", "--quiet", "--orders", "stable", "--json", str(out_json)
+    ).stdout
+    assert "- machine: nproc " in out and "capacity: " in out, out
+    rows = json.loads(out_json.read_text())["stable"]
+    assert [r["what"].split(" (")[0] for r in rows] == [
+        "ohpub seed",
+        "ohpub no-op",
+        "plain listing",
+    ]
+    seed, noop, plain = rows
+    assert seed["rc"] == noop["rc"] == plain["rc"] == 0, rows
+    assert seed["files"] == noop["files"] == plain["files"] > 0
+    assert noop["repeated"] == 0 and noop["requests"] >= 1
