@@ -24,8 +24,8 @@ _ohpub() {
             esac
         else
             case "$cmd:$w" in
-                list:--project|list:-p|list:--user|list:-u|list:--datatype|list:-t|list:--tag|list:--name|list:--since|list:--until|list:--format|list:-f|list:--limit|list:-n|list:--base-url|list:--log-file|list:--timeout|list:--api-concurrency|list:--retries|list:--retry-budget) skip=1 ;;
-                mirror:--project|mirror:-p|mirror:--user|mirror:-u|mirror:--datatype|mirror:-t|mirror:--tag|mirror:--name|mirror:--since|mirror:--until|mirror:--jobs|mirror:-j|mirror:--max-size|mirror:--format|mirror:-f|mirror:--multi-thread-cutoff|mirror:--base-url|mirror:--log-file|mirror:--timeout|mirror:--api-concurrency|mirror:--retries|mirror:--retry-budget) skip=1 ;;
+                list:--project|list:-p|list:--user|list:-u|list:--datatype|list:-t|list:--tag|list:--name|list:--since|list:--until|list:--format|list:-f|list:--limit|list:--base-url|list:--log-file|list:--timeout|list:--api-concurrency|list:--retries|list:--retry-budget) skip=1 ;;
+                mirror:--project|mirror:-p|mirror:--user|mirror:-u|mirror:--datatype|mirror:-t|mirror:--tag|mirror:--name|mirror:--since|mirror:--until|mirror:--jobs|mirror:-j|mirror:--max-size|mirror:--format|mirror:-f|mirror:--multi-thread-cutoff|mirror:--work-dir|mirror:--base-url|mirror:--log-file|mirror:--timeout|mirror:--api-concurrency|mirror:--retries|mirror:--retry-budget) skip=1 ;;
                 fetch:--dir|fetch:-d|fetch:--output|fetch:-o|fetch:--multi-thread-cutoff|fetch:--base-url|fetch:--log-file|fetch:--timeout|fetch:--api-concurrency|fetch:--retries|fetch:--retry-budget) skip=1 ;;
                 verify:--format|verify:-f|verify:--base-url|verify:--log-file|verify:--timeout|verify:--api-concurrency|verify:--retries|verify:--retry-budget) skip=1 ;;
                 status:--max-age|status:--format|status:-f|status:--base-url|status:--log-file|status:--timeout|status:--api-concurrency|status:--retries|status:--retry-budget) skip=1 ;;
@@ -51,7 +51,7 @@ _ohpub() {
         list:--since) COMPREPLY=(); return ;;
         list:--until) COMPREPLY=(); return ;;
         list:--format|list:-f) COMPREPLY=($(compgen -W "table json jsonl csv" -- "$cur")); return ;;
-        list:--limit|list:-n) COMPREPLY=(); return ;;
+        list:--limit) COMPREPLY=(); return ;;
         list:--base-url) COMPREPLY=(); return ;;
         list:--log-file) compopt -o filenames 2>/dev/null; mapfile -t COMPREPLY < <(compgen -f -- "$cur"); return ;;
         list:--timeout) COMPREPLY=(); return ;;
@@ -69,6 +69,7 @@ _ohpub() {
         mirror:--max-size) COMPREPLY=(); return ;;
         mirror:--format|mirror:-f) COMPREPLY=($(compgen -W "text jsonl" -- "$cur")); return ;;
         mirror:--multi-thread-cutoff) COMPREPLY=(); return ;;
+        mirror:--work-dir) compopt -o filenames 2>/dev/null; mapfile -t COMPREPLY < <(compgen -f -- "$cur"); return ;;
         mirror:--base-url) COMPREPLY=(); return ;;
         mirror:--log-file) compopt -o filenames 2>/dev/null; mapfile -t COMPREPLY < <(compgen -f -- "$cur"); return ;;
         mirror:--timeout) COMPREPLY=(); return ;;
@@ -116,8 +117,8 @@ _ohpub() {
         local opts
         case $cmd in
             "") opts="--base-url --verbose -v --quiet -q --log-file --timeout --api-concurrency --retries --retry-budget --version -V --help -h" ;;
-            list) opts="--project -p --user -u --datatype -t --tag --name --since --until --format -f --limit -n --help -h --base-url --verbose -v --quiet -q --log-file --timeout --api-concurrency --retries --retry-budget --version -V" ;;
-            mirror) opts="--project -p --user -u --datatype -t --tag --name --since --until --jobs -j --dry-run -n --delete --no-delete --max-size --strict --no-strict --checksum --no-checksum --format -f --multi-thread-cutoff --help -h --base-url --verbose -v --quiet -q --log-file --timeout --api-concurrency --retries --retry-budget --version -V" ;;
+            list) opts="--project -p --user -u --datatype -t --tag --name --since --until --format -f --limit --help -h --base-url --verbose -v --quiet -q --log-file --timeout --api-concurrency --retries --retry-budget --version -V" ;;
+            mirror) opts="--project -p --user -u --datatype -t --tag --name --since --until --jobs -j --dry-run -n --delete --no-delete --max-size --strict --no-strict --checksum --no-checksum --format -f --multi-thread-cutoff --work-dir --help -h --base-url --verbose -v --quiet -q --log-file --timeout --api-concurrency --retries --retry-budget --version -V" ;;
             fetch) opts="--dir -d --output -o --force --no-force --multi-thread-cutoff --help -h --base-url --verbose -v --quiet -q --log-file --timeout --api-concurrency --retries --retry-budget --version -V" ;;
             verify) opts="--format -f --help -h --base-url --verbose -v --quiet -q --log-file --timeout --api-concurrency --retries --retry-budget --version -V" ;;
             status) opts="--max-age --format -f --help -h --base-url --verbose -v --quiet -q --log-file --timeout --api-concurrency --retries --retry-budget --version -V" ;;

@@ -11,43 +11,41 @@ from __future__ import annotations
 
 import builtins
 import contextlib
-import hashlib
+import dataclasses
+import inspect
 import io
 import os
-import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TypeVar
 
-import requests
-import urllib3
-
+from ohpub.bucket.objects import bucket_url, default_work_dir
 from ohpub.local.index import read_index
-from ohpub.mirror.run import Mirror
 from ohpub.mirror.types import FileResult, MirrorOptions, MirrorSummary
 from ohpub.model.config import Config
 from ohpub.model.errors import (
     IncompleteListingError,
-    IntegrityError,
-    NetworkError,
     OhpubError,
-    UnavailableError,
     UsageError,
 )
-from ohpub.model.filters import DateLike, IdFilter, TextFilter, make_filter, to_datetime
+from ohpub.model.filters import FileFilter, Filters, IdLike, parse_id
 from ohpub.model.records import DataFile, FileStatus
 from ohpub.model.units import parse_duration, parse_size
+from ohpub.ops import bucketops
 from ohpub.ops import fetch as fetch_mod
 from ohpub.ops import status as status_mod
 from ohpub.ops import verify as verify_mod
 from ohpub.ops.fetch import FetchResult
+from ohpub.ops.status import MirrorStatus
+from ohpub.ops.verify import VerifyRecord, VerifyResult
 from ohpub.remote.client import ApiClient
-from ohpub.remote.http import describe_exception
 from ohpub.remote.listing import ListingReport
 from ohpub.transfer.downloader import Downloader
+from ohpub.transfer.reader import StreamReader
 
 PathLike = str | os.PathLike[str]
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 class Client(ApiClient):
@@ -82,29 +80,52 @@ def _using(client: ApiClient | None) -> Iterator[ApiClient]:
         yield own
 
 
+# -- the filter keywords ---------------------------------------------------------------------
+
+
+def _filter_keywords(func: F) -> F:
+    """Show the seven filters of ``Filters`` as keyword parameters of ``func`` (which takes
+    them as ``**where``) to ``inspect.signature``, ``help()`` and Jupyter: they are
+    declared once, in ``Filters``, and checked there (an unknown one is a ``UsageError``)."""
+    sig = inspect.signature(func)
+    params = [p for p in sig.parameters.values() if p.kind is not p.VAR_KEYWORD]
+    first_kw = next(i for i, p in enumerate(params) if p.kind is p.KEYWORD_ONLY)
+    hints = {f.name: f.type for f in dataclasses.fields(Filters)}
+    params[first_kw:first_kw] = [
+        inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=hints[n])
+        for n in Filters.names()
+    ]
+    func.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]
+    return func
+
+
 # -- listings -------------------------------------------------------------------------------
 
 
+@_filter_keywords
 def files(
+    filters: Filters | None = None,
     *,
-    project: IdFilter = None,
-    user: TextFilter = None,
-    datatype: IdFilter = None,
-    tag: TextFilter = None,
-    name: TextFilter = None,
-    since: DateLike = None,
-    until: DateLike = None,
     limit: int | None = None,
     client: ApiClient | None = None,
+    **where: object,
 ) -> Iterator[DataFile]:
     """Every matching public data file, once, streamed as the listing arrives.
 
-    Filters are those of ``ohpub list``: values of one filter OR together, filters AND
-    together; ``since``/``until`` take a datetime, a date or ``YYYY-MM-DD`` (``until``
-    a date includes that day). When the listing could not be completed, the files that
-    did arrive are yielded and ``IncompleteListingError`` is raised at the end.
+    Filters are those of ``ohpub list``, as a ``Filters`` or as keywords (``project``,
+    ``user``, ``datatype``, ``tag``, ``name``, ``since``, ``until``): values of one
+    filter OR together, filters AND together; ids as ints or strings; ``since``/``until``
+    a datetime, a date or ``YYYY-MM-DD`` (``until`` a date includes that day). Bad
+    filters raise ``UsageError`` at once. When the listing could not be completed, the
+    files that did arrive are yielded and ``IncompleteListingError`` is raised at the end.
     """
-    flt = make_filter(project, user, datatype, tag, name, since, until)
+    flt = Filters.of(filters, **where).to_filter()
+    return _stream_files(flt, limit, client)
+
+
+def _stream_files(
+    flt: FileFilter, limit: int | None, client: ApiClient | None
+) -> Iterator[DataFile]:
     with _using(client) as c:
         report = ListingReport()
         for n, f in enumerate(c.iter_files(flt, report)):
@@ -132,24 +153,24 @@ def _incomplete(report: ListingReport) -> IncompleteListingError:
     )
 
 
-def projects(*, client: ApiClient | None = None) -> Iterator[dict[str, Any]]:
+def projects(*, client: ApiClient | None = None) -> builtins.list[dict[str, Any]]:
     """The approved projects, as the server describes them (``ohpub list projects``)."""
     return _objects("projects", client)
 
 
-def datatypes(*, client: ApiClient | None = None) -> Iterator[dict[str, Any]]:
+def datatypes(*, client: ApiClient | None = None) -> builtins.list[dict[str, Any]]:
     """The datatypes (``ohpub list datatypes``)."""
     return _objects("datatypes", client)
 
 
-def members(*, client: ApiClient | None = None) -> Iterator[dict[str, Any]]:
+def members(*, client: ApiClient | None = None) -> builtins.list[dict[str, Any]]:
     """The public members (``ohpub list members``)."""
     return _objects("members", client)
 
 
-def _objects(kind: str, client: ApiClient | None) -> Iterator[dict[str, Any]]:
+def _objects(kind: str, client: ApiClient | None) -> builtins.list[dict[str, Any]]:
     with _using(client) as c:
-        yield from c.iter_objects(kind)
+        return builtins.list(c.iter_objects(kind))
 
 
 # -- mirror -----------------------------------------------------------------------------------
@@ -157,14 +178,16 @@ def _objects(kind: str, client: ApiClient | None) -> Iterator[dict[str, Any]]:
 
 @dataclass(frozen=True)
 class MirrorEvent:
-    """One thing a running mirror reports to ``progress``.
+    """One thing a running mirror (or ``fetch_many``) reports to ``progress``.
 
     ``kind`` is ``listed`` (``count`` files listed so far), ``expected`` (the listing's own
-    count), ``listing_done`` (the listing ended with ``count`` files), ``started`` and
-    ``finished`` (a transfer of ``file``), ``sized`` (a transfer learned its file's size,
-    ``count``), ``bytes`` (``count`` more bytes arrived; negative
-    when a transfer restarts), ``result`` (``result`` is one file's record) or ``warning``
-    (``message``).
+    count), ``listing_done`` (the listing ended with ``count`` files), ``kept`` (``count``
+    more listed files need no download), ``started`` and ``finished`` (a transfer of
+    ``file``), ``sized`` (a transfer learned its file's size, ``count``), ``bytes``
+    (``count`` more bytes arrived; negative when a transfer restarts), ``reused``
+    (``count`` bytes of a file were already on disk from an earlier run: kept, not
+    downloaded again; negative when a restart drops them), ``result`` (``result`` is one
+    file's record) or ``warning`` (``message``).
     """
 
     kind: str
@@ -177,7 +200,9 @@ class MirrorEvent:
 @dataclass(frozen=True)
 class MirrorResult:
     """How ``ohpub.mirror`` went. ``ok`` is the CLI's exit 0: every file in scope present
-    and verified (unavailable ones excepted unless ``strict``), the listing complete."""
+    and verified (unavailable ones excepted unless ``strict``), the listing complete.
+    ``counts`` has every status of ``FileStatus``; ``bytes_downloaded`` is what this run
+    fetched, ``bytes_reused`` what resumed files already had from an earlier run."""
 
     ok: bool
     files: list[FileResult]
@@ -187,6 +212,7 @@ class MirrorResult:
     elapsed: float
     listing_complete: bool
     warnings: list[str] = field(default_factory=list)
+    bytes_reused: int = 0
 
     @property
     def total(self) -> int:
@@ -194,30 +220,46 @@ class MirrorResult:
         return sum(n for s, n in self.counts.items() if s != FileStatus.DELETED.value)
 
     @classmethod
-    def of(cls, summary: MirrorSummary, results: list[FileResult]) -> MirrorResult:
+    def of(cls, summary: MirrorSummary, results: builtins.list[FileResult]) -> MirrorResult:
         return cls(
             ok=summary.ok,
             files=results,
             counts={str(k): v for k, v in summary.counts.items()},
-            bytes_downloaded=summary.bytes_downloaded,
+            bytes_downloaded=summary.bytes_transferred,
             bytes_planned=summary.bytes_planned,
             elapsed=summary.elapsed,
             listing_complete=summary.listing_complete,
-            warnings=list(summary.warnings),
+            warnings=builtins.list(summary.warnings),
+            bytes_reused=summary.bytes_reused,
+        )
+
+    def __repr__(self) -> str:
+        counts = {k: v for k, v in self.counts.items() if v}
+        return (
+            f"MirrorResult(ok={self.ok}, files=<{len(self.files)} results>, counts={counts}, "
+            f"bytes_downloaded={self.bytes_downloaded}, elapsed={self.elapsed:.1f}, "
+            f"listing_complete={self.listing_complete})"
         )
 
 
 class _Events:
-    """The engine's watcher for ``ohpub.mirror``: collect results, forward to ``progress``."""
+    """The mirror run's watcher for ``ohpub.mirror``: collect results, forward to
+    ``progress``."""
 
     def __init__(self, progress: Callable[[MirrorEvent], None] | None, keep: bool) -> None:
         self._progress = progress
         self._keep = keep
-        self.results: list[FileResult] = []
+        self.results: builtins.list[FileResult] = []
+
+    def close(self) -> None:
+        """The run is over: a worker still letting go of a cancelled transfer reports
+        nothing more."""
+        self._progress = None
 
     def _emit(self, event: MirrorEvent) -> None:
-        if self._progress is not None:
-            self._progress(event)
+        progress = self._progress
+        if progress is not None:
+            progress(event)
 
     def listed(self, n: int) -> None:
         self._emit(MirrorEvent("listed", count=n))
@@ -228,6 +270,10 @@ class _Events:
     def listing_done(self, n: int) -> None:
         self._emit(MirrorEvent("listing_done", count=n))
 
+    def kept(self, n: int) -> None:
+        if n:
+            self._emit(MirrorEvent("kept", count=n))
+
     def started(self, f: DataFile) -> None:
         self._emit(MirrorEvent("started", file=f))
 
@@ -236,6 +282,9 @@ class _Events:
 
     def progress(self, nbytes: int) -> None:
         self._emit(MirrorEvent("bytes", count=nbytes))
+
+    def reused(self, nbytes: int) -> None:
+        self._emit(MirrorEvent("reused", count=nbytes))
 
     def finished(self, f: DataFile) -> None:
         self._emit(MirrorEvent("finished", file=f))
@@ -249,16 +298,11 @@ class _Events:
         self._emit(MirrorEvent("warning", message=message))
 
 
+@_filter_keywords
 def mirror(
     dest: PathLike,
+    filters: Filters | None = None,
     *,
-    project: IdFilter = None,
-    user: TextFilter = None,
-    datatype: IdFilter = None,
-    tag: TextFilter = None,
-    name: TextFilter = None,
-    since: DateLike = None,
-    until: DateLike = None,
     jobs: int = 8,
     dry_run: bool = False,
     delete: bool = False,
@@ -268,21 +312,30 @@ def mirror(
     progress: Callable[[MirrorEvent], None] | None = None,
     client: ApiClient | None = None,
     keep_results: bool = True,
+    work_dir: PathLike | None = None,
+    **where: object,
 ) -> MirrorResult:
     """Mirror the matching public files into ``dest/<username>/<project id>/<name>``.
+
+    Filters as for ``files`` (a ``Filters``, or ``project=176`` and the other keywords).
+    ``dest`` may be ``s3://bucket/prefix`` (``pip install 'ohpub[s3]'``); partials and a
+    working copy of the state then live in ``work_dir`` (default: under
+    ``$XDG_CACHE_HOME/ohpub``).
 
     Resumable and verified like ``ohpub mirror``; a second call on an up-to-date mirror
     reports every file ``unchanged``. ``max_size`` takes bytes or a size like ``"500M"``.
     Raises ``LockedError`` when another run holds ``dest``, ``UsageError`` for a bad
-    ``dest``, ``NetworkError``/``ServerError`` when the listing fails; failures of single
-    files are in the result (``ok`` is then False). With ``keep_results=False`` the result's
-    ``files`` stays empty (``progress`` still sees every ``result``): a nightly mirror of
-    100,000 files need not hold them.
+    ``dest`` or filter, ``NetworkError``/``ServerError`` when the listing fails; failures
+    of single files are in the result (``ok`` is then False). With ``keep_results=False``
+    the result's ``files`` stays empty (``progress`` still sees every ``result``): a
+    nightly mirror of 100,000 files need not hold them.
     """
     limit = parse_size(max_size) if isinstance(max_size, str) else max_size
+    url, local = _dest_of(dest, work_dir)
     opts = MirrorOptions(
-        dest=Path(os.fspath(dest)),
-        flt=make_filter(project, user, datatype, tag, name, since, until),
+        dest=local,
+        url=url,
+        flt=Filters.of(filters, **where).to_filter(),
         jobs=jobs,
         dry_run=dry_run,
         delete=delete,
@@ -293,6 +346,14 @@ def mirror(
     return run_mirror(opts, progress=progress, client=client, keep_results=keep_results)
 
 
+def _dest_of(dest: PathLike, work_dir: PathLike | None) -> tuple[str | None, Path]:
+    """(the bucket URL or None, the local directory: DEST itself or the work dir)."""
+    url = bucket_url(dest)
+    if url is None:
+        return None, Path(os.fspath(dest))
+    return url, Path(os.fspath(work_dir)) if work_dir is not None else default_work_dir(url)
+
+
 def run_mirror(
     opts: MirrorOptions,
     *,
@@ -300,10 +361,15 @@ def run_mirror(
     client: ApiClient | None = None,
     keep_results: bool = True,
 ) -> MirrorResult:
-    """``mirror`` with options already built (the CLI's way in; it keeps no per-file list)."""
+    """``mirror`` with options already built."""
     events = _Events(progress, keep_results)
     with _using(client) as c:
-        summary = Mirror(c, opts, events).run()
+        from ohpub.mirror.run import Mirror  # the run's machinery: imported for a run only
+
+        try:
+            summary = Mirror(c, opts, events).run()
+        finally:
+            events.close()
     return MirrorResult.of(summary, events.results)
 
 
@@ -311,7 +377,7 @@ def run_mirror(
 
 
 def fetch(
-    file_id: int, dest: PathLike = ".", *, force: bool = False, client: ApiClient | None = None
+    file_id: IdLike, dest: PathLike = ".", *, force: bool = False, client: ApiClient | None = None
 ) -> Path:
     """Download one file, verified, and return its path.
 
@@ -319,13 +385,15 @@ def fetch(
     used as it is. Identical bytes already there count as done; different bytes raise
     ``UsageError`` unless ``force``.
     """
+    fid = parse_id(file_id)
     target = Path(os.fspath(dest))
     with _using(client) as c:
-        f = c.get_file(file_id)
+        f = c.get_file(fid)
         if target.is_dir():
             target = target / fetch_mod._names([f])[f.id]
         elif not target.parent.is_dir():
             raise UsageError(f"directory of {target} does not exist")
+        fetch_mod.writable_dir(target.parent)
         r = fetch_mod._fetch_one(Downloader(c), f, target, force)
     if r.status == "refused":
         raise UsageError(r.error or f"{target} exists", hint="pass force=True to replace it")
@@ -335,206 +403,122 @@ def fetch(
 
 
 def fetch_many(
-    ids: Iterable[int],
+    ids: Iterable[IdLike],
     directory: PathLike = ".",
     *,
     output: PathLike | None = None,
     force: bool = False,
     on_result: Callable[[FetchResult], None] | None = None,
+    progress: Callable[[MirrorEvent], None] | None = None,
     client: ApiClient | None = None,
 ) -> builtins.list[FetchResult]:
     """``ohpub fetch ID...``: each file into ``directory`` under distinct safe names (or
     the one file to ``output``); one ``FetchResult`` per id, failures included (``ok``,
-    ``error``, ``usage`` when the id is unknown or a directory is in the way)."""
+    ``error``, ``usage`` when the id is unknown or a directory is in the way).
+    ``progress`` sees ``started``, ``sized`` and ``bytes`` events, as for ``mirror``."""
+    events = _Events(progress, keep=False)
+    watch = fetch_mod.FetchWatch(events.started, events.sized, events.progress, events.reused)
     with _using(client) as c:
         return fetch_mod.fetch_files(
             c,
-            builtins.list(ids),
+            [parse_id(i) for i in ids],
             directory=Path(os.fspath(directory)),
             output=None if output is None else os.fspath(output),
             force=force,
             on_message=lambda _m: None,
             on_result=on_result or (lambda _r: None),
+            watch=watch,
         )
 
 
-def stream(file_id: int, out: BinaryIO, *, client: ApiClient | None = None) -> int:
+def stream(
+    file_id: IdLike,
+    out: BinaryIO,
+    *,
+    progress: Callable[[MirrorEvent], None] | None = None,
+    client: ApiClient | None = None,
+) -> int:
     """Write the stored bytes of one file to the binary stream ``out`` (say stdout), with
     retries (a restart skips what was already written); verified at the end, when
-    ``IntegrityError`` means the bytes already written are wrong. Returns the size."""
+    ``IntegrityError`` means the bytes already written are wrong. Returns the size.
+    ``progress`` sees ``started`` and ``bytes`` events."""
+    events = _Events(progress, keep=False)
     with _using(client) as c:
-        return Downloader(c).to_stream(c.get_file(file_id), out).size
+        f = c.get_file(parse_id(file_id))
+        events.started(f)
+        return Downloader(c).to_stream(f, out, events.progress).size
 
 
-def read_bytes(file_id: int, *, client: ApiClient | None = None) -> bytes:
+def read_bytes(file_id: IdLike, *, client: ApiClient | None = None) -> bytes:
     """The stored bytes of one file (verified), in memory."""
     buf = io.BytesIO()
     with _using(client) as c:
-        Downloader(c).to_stream(c.get_file(file_id), buf)
+        Downloader(c).to_stream(c.get_file(parse_id(file_id)), buf)
     return buf.getvalue()
 
 
 @contextlib.contextmanager
-def open(file_id: int, *, client: ApiClient | None = None) -> Iterator[BinaryIO]:  # noqa: A001
+def open(file_id: IdLike, *, client: ApiClient | None = None) -> Iterator[BinaryIO]:  # noqa: A001
     """A readable binary stream of one file's stored bytes (not decompressed).
 
-    The length and (for single-part uploads) the MD5 are checked as the stream ends:
-    reading to the end raises ``IntegrityError`` when they do not match. There is no
-    resume inside one stream; ``fetch`` resumes.
+    The bytes come through the same downloader as ``fetch`` and ``read_bytes``: a failed
+    request is retried, a broken connection resumes where it stopped, and the length and
+    (for single-part uploads) the MD5 are checked: reading to the end raises
+    ``IntegrityError`` when they do not match. Memory stays bounded (a few MiB ahead of
+    the reader); leaving the ``with`` block early stops the transfer.
     """
+    file_id = parse_id(file_id)
     with _using(client) as c:
         f = c.get_file(file_id)
-        url = c.resolve_download(f)
+        own = c.scoped()  # closing the stream cancels this transfer only
+        raw = StreamReader(Downloader(own), f)
         try:
-            resp = c.open_storage(url, {"Accept-Encoding": "identity"})
-        except (requests.exceptions.RequestException, OSError) as exc:
-            raise NetworkError(f"file {file_id}: {describe_exception(exc)}") from exc
-        with resp:
-            if resp.status_code != 200:
-                raise UnavailableError(f"file {file_id}: storage answered {resp.status_code}")
-            raw = _VerifiedStream(resp, file_id)
+            raw.wait_ready()
             with io.BufferedReader(raw, 1024 * 1024) as stream:
                 yield stream
-
-
-class _VerifiedStream(io.RawIOBase):
-    """The body of a storage response, checked for length and MD5 at its end."""
-
-    def __init__(self, resp: requests.Response, file_id: int) -> None:
-        self._resp = resp
-        self._id = file_id
-        self._md5 = hashlib.md5()
-        self._n = 0
-        length = resp.headers.get("Content-Length", "")
-        self._total = int(length) if length.isdigit() else None
-        etag = resp.headers.get("ETag", "").strip().removeprefix("W/").strip('"')
-        self._etag = etag if re.fullmatch(r"[0-9a-f]{32}", etag) else None
-        self._checked = False
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, b: Any) -> int:
-        try:
-            data = self._resp.raw.read(len(b), decode_content=False)
-        except (urllib3.exceptions.HTTPError, OSError) as exc:
-            raise NetworkError(f"file {self._id}: {describe_exception(exc)}") from exc
-        if not data:
-            self._check()
-            return 0
-        n = len(data)
-        b[:n] = data
-        self._md5.update(data)
-        self._n += n
-        return n
-
-    def _check(self) -> None:
-        if self._checked:
-            return
-        self._checked = True
-        if self._total is not None and self._n != self._total:
-            raise IntegrityError(
-                f"file {self._id}: got {self._n} bytes, storage announced {self._total}"
-            )
-        if self._etag is not None and self._md5.hexdigest() != self._etag:
-            raise IntegrityError(
-                f"file {self._id}: checksum mismatch (md5 {self._md5.hexdigest()}, "
-                f"storage ETag {self._etag})"
-            )
+        finally:
+            raw.close()
 
 
 # -- existing mirrors -------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class VerifyResult:
-    """``ohpub verify``: ``ok`` when every tracked file is present with its bytes;
-    ``files`` holds the records of ``verify --format jsonl``."""
-
-    ok: bool
-    files: list[dict[str, Any]]
-    counts: dict[str, int]
-
-    def summary(self) -> str:
-        """``verified 31 files: 31 ok, 0 modified, 0 missing, 1 untracked``."""
-        c = {k: self.counts.get(k, 0) for k in ("ok", "modified", "missing", "untracked")}
-        return (
-            f"verified {c['ok'] + c['modified'] + c['missing']} files: {c['ok']} ok, "
-            f"{c['modified']} modified, {c['missing']} missing, {c['untracked']} untracked"
-        )
-
-
 def verify(
     dest: PathLike,
     *,
-    on_record: Callable[[dict[str, Any]], None] | None = None,
+    on_record: Callable[[VerifyRecord], None] | None = None,
     keep_records: bool = True,
+    work_dir: PathLike | None = None,
 ) -> VerifyResult:
     """Re-hash every tracked file of the mirror at ``dest`` against its state (and list
-    untracked files). ``on_record`` sees each record as it is made; with
+    untracked files). ``on_record`` sees each ``VerifyRecord`` as it is made; with
     ``keep_records=False`` the result's ``files`` stays empty."""
-    records: builtins.list[dict[str, Any]] = []
-
-    def emit(rec: dict[str, Any]) -> None:
-        if keep_records:
-            records.append(rec)
-        if on_record is not None:
-            on_record(rec)
-
-    report = verify_mod.verify_mirror(Path(os.fspath(dest)), on_record=emit)
-    return VerifyResult(ok=report.ok, files=records, counts=dict(report.counts))
+    url, local = _dest_of(dest, work_dir)
+    if url is not None:
+        return bucketops.verify_bucket(
+            url, local, on_record or (lambda _r: None), keep=keep_records
+        )
+    return verify_mod.verify_mirror(local, on_record or (lambda _r: None), keep=keep_records)
 
 
-@dataclass(frozen=True)
-class MirrorStatus:
-    """``ohpub status``: the fields of ``status --format json``."""
-
-    files: int
-    bytes: int
-    by_status: dict[str, int]
-    by_project: dict[str, dict[str, int]]
-    by_member: dict[str, dict[str, int]]
-    running: dict[str, Any] | None
-    """The run holding DEST's lock now (``command``, ``pid``), if any."""
-    last_run: dict[str, Any] | None
-    last_complete_run: dict[str, Any] | None
-    stale: bool
-    """With ``max_age``: the mirror is not fresh (the README says exactly what fresh is)."""
-    stale_reason: str | None
-    fields: dict[str, Any] = field(default_factory=dict, repr=False)
-    """Every field of the JSON record (including any not named above)."""
-    text: str = field(default="", repr=False)
-    """The text ``ohpub status`` prints."""
-
-    def to_dict(self) -> dict[str, Any]:
-        return dict(self.fields)
-
-
-def status(dest: PathLike, *, max_age: float | str | None = None) -> MirrorStatus:
+def status(
+    dest: PathLike, *, max_age: float | str | None = None, work_dir: PathLike | None = None
+) -> MirrorStatus:
     """What the mirror at ``dest`` holds and how its runs went (reads only; works on a
     mirror you cannot write). ``max_age`` (seconds, or a duration such as ``"26h"``)
-    also judges whether it is fresh (``stale``)."""
+    also judges whether it is fresh (``stale``, ``stale_reason``)."""
     age = parse_duration(max_age) if isinstance(max_age, str) else max_age
-    st = status_mod.mirror_status(Path(os.fspath(dest)), max_age=age)
-    d = st.as_dict()
-    return MirrorStatus(
-        files=d["files"],
-        bytes=d["bytes"],
-        by_status=d["by_status"],
-        by_project=d["by_project"],
-        by_member=d["by_member"],
-        running=d.get("running"),
-        last_run=d["last_run"],
-        last_complete_run=d["last_complete_run"],
-        stale=bool(d.get("stale")),
-        stale_reason=d.get("stale_reason"),
-        fields=d,
-        text=st.render("text"),
-    )
+    url, local = _dest_of(dest, work_dir)
+    if url is not None:
+        return bucketops.bucket_status(url, local, max_age=age)
+    return status_mod.mirror_status(local, max_age=age)
 
 
 def index(dest: PathLike) -> builtins.list[dict[str, Any]]:
     """The records of ``dest/index.jsonl``: one per tracked file (API fields, path, sha256)."""
+    url = bucket_url(dest)
+    if url is not None:
+        return bucketops.bucket_index(url)
     try:
         return builtins.list(read_index(Path(os.fspath(dest))))
     except FileNotFoundError:
@@ -543,14 +527,13 @@ def index(dest: PathLike) -> builtins.list[dict[str, Any]]:
 
 __all__ = [
     "Client",
+    "Filters",
     "files",
     "projects",
     "datatypes",
     "members",
     "mirror",
     "run_mirror",
-    "make_filter",
-    "to_datetime",
     "MirrorEvent",
     "MirrorResult",
     "fetch",
@@ -559,6 +542,7 @@ __all__ = [
     "read_bytes",
     "open",
     "verify",
+    "VerifyRecord",
     "VerifyResult",
     "status",
     "MirrorStatus",

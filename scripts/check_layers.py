@@ -22,7 +22,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("ohpub", "ohpub.library"),
     ("ohpub.mirror", "ohpub.ops"),
     ("ohpub.transfer",),
-    ("ohpub.remote", "ohpub.local"),
+    ("ohpub.remote", "ohpub.local", "ohpub.bucket"),
     ("ohpub.model",),
 ]
 """Each tuple is one layer; its entries are packages (or modules) that are independent."""

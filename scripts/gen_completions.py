@@ -33,7 +33,8 @@ PROG = "ohpub"
 FILES = {"bash": "ohpub.bash", "zsh": "_ohpub", "fish": "ohpub.fish"}
 HEADER = "Generated from the ohpub CLI by scripts/gen_completions.py; do not edit."
 _DIR_PARAMS = {"dest"}
-"""Path parameters that name a directory (DEST may not exist yet, so it is not typed so)."""
+"""Parameters that name a directory (DEST may not exist yet, so it is not typed so; it is a
+plain string, since it may also be an s3:// URL, which typer's Path would mangle)."""
 _FILE_PARAMS = {"output"}
 """String parameters that name a file ('-o -' is stdout)."""
 
@@ -103,7 +104,7 @@ def _param(p: Any) -> Param:
         out.metavar = out.longs[0][2:].upper() if out.longs else "VALUE"
     if isinstance(ann, type) and issubclass(ann, enum.Enum):
         out.kind, out.choices = "choice", [str(e.value) for e in ann]
-    elif ann is pathlib.Path:
+    elif ann is pathlib.Path or p.name in _DIR_PARAMS:
         dir_only = getattr(info, "file_okay", True) is False or p.name in _DIR_PARAMS
         out.kind = "dir" if dir_only else "file"
     elif p.name in _FILE_PARAMS:

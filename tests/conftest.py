@@ -7,6 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.ohserver import OHServer
+from tests.s3server import S3Server, moto_available
 
 # ---------------------------------------------------------------------------------------------
 # Local Open Humans server fixtures (tests/ohserver.py) -- BEGIN
@@ -54,4 +55,40 @@ def _no_server_errors(server: OHServer) -> None:
 
 # ---------------------------------------------------------------------------------------------
 # Local Open Humans server fixtures -- END
+# ---------------------------------------------------------------------------------------------
+
+
+# ---------------------------------------------------------------------------------------------
+# Local S3 server fixtures (tests/s3server.py: moto in a child process) -- BEGIN
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def s3_server_session() -> Iterator[S3Server]:
+    """One S3 server (moto's server mode in a child process on 127.0.0.1) for the session;
+    skips when moto's server extra is not installed (``pip install 'moto[server]'``)."""
+    if not moto_available():
+        pytest.skip("moto's server mode is not installed: pip install 'moto[server]'")
+    with S3Server() as server:
+        yield server
+
+
+@pytest.fixture
+def s3_server(s3_server_session: S3Server, request: pytest.FixtureRequest) -> S3Server:
+    """The session's S3 server with request counts reset and a fresh bucket for this test,
+    named in ``s3_server.bucket`` (buckets are never reused across tests)."""
+    server = s3_server_session
+    _s3_bucket_seq[0] += 1
+    bucket = f"t{_s3_bucket_seq[0]:04d}-{request.node.name.lower()}"[:63]
+    bucket = "".join(c if c.isalnum() or c == "-" else "-" for c in bucket).rstrip("-")
+    server.create_bucket(bucket)
+    server.bucket = bucket
+    server.reset_counts()
+    return server
+
+
+_s3_bucket_seq = [0]
+
+# ---------------------------------------------------------------------------------------------
+# Local S3 server fixtures -- END
 # ---------------------------------------------------------------------------------------------

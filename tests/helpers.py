@@ -119,3 +119,16 @@ def start_mirror(
         cwd=REPO,
         preexec_fn=preexec,
     )
+
+
+def handlers_installed(pid: int) -> bool:
+    """ohpub's signal handlers are in place in process ``pid``: it catches SIGTERM (Python
+    alone does not). Read from ``/proc``; False where there is none."""
+    import signal
+
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            caught = next(ln for ln in fh if ln.startswith("SigCgt:"))
+    except (OSError, StopIteration):
+        return False
+    return bool(int(caught.split()[1], 16) & (1 << (signal.SIGTERM - 1)))

@@ -75,12 +75,13 @@ def test_quick_transfer_benchmark_runs_both_protocols_and_checks_bytes(tmp_path:
     assert "- machine: nproc " in out and "- date: " in out, out
     assert "## (a) One " in out and "## (b) One " in out, out
     results = json.loads(out_json.read_text())
-    for part, peers in (("big", {"ohpub fetch", "ohpub mirror", "curl"}), ("capped", PEERS2)):
+    big = {"ohpub fetch", "ohpub mirror", "ohpub fetch, ranges off", "curl", "aria2c", "disk"}
+    for part, peers in (("big", big), ("capped", PEERS2)):
         assert [r["proto"] for r in results[part]] == ["https"]  # http: the test above
         for res in results[part]:
             rows = {row["name"]: row for row in res["rows"]}
             assert set(rows) == peers
-            for name in ("ohpub fetch", "ohpub mirror"):
+            for name in sorted(n for n in rows if n.startswith("ohpub")):
                 runs = rows[name]["runs"]
                 assert runs and all(r["ok"] and r["rc"] == 0 for r in runs), rows[name]
             for row in rows.values():
@@ -108,6 +109,14 @@ def test_quick_scale_benchmark_reports_a_row_per_size_and_the_slopes(tmp_path: P
     for r in results:
         assert r["noop"]["storage"] == 0, r
         assert r["listing_alone"]["rc"] == 0 and r["replay"]["rc"] == 0, r
+
+
+def test_quick_startup_benchmark_reports_every_command() -> None:
+    out = _run_bench("startup", "--quick", "--quiet").stdout
+    assert "- machine: nproc " in out and "- date: " in out, out
+    for name in ("python -c pass", "ohpub -V", "ohpub status DEST", "ohpub mirror DEST (no-op)"):
+        assert re.search(rf"^\| {re.escape(name)}", out, re.M), (name, out)
+    assert "the interpreter's share of the no-op" in out and "target ohpub -V" in out, out
 
 
 def test_quick_capacity_benchmark_reports_seed_noop_and_the_plain_listing(tmp_path: Path) -> None:

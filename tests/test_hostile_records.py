@@ -229,6 +229,77 @@ def test_list_names_malformed_records_and_exits_1(oh_server: OHServer) -> None:
     assert f"ohpub: warning: file {victims['created']}: bad timestamp" in res.stderr
 
 
+# -- a rejected record keeps its place ------------------------------------------------------
+
+
+def _two_data_json(server: OHServer) -> tuple[int, int]:
+    """Two ``data.json`` of one member in one project: the newer takes the plain name."""
+    with server._lock:
+        if PROJECT not in server._projects:
+            server.add_project(PROJECT, "Odd Records")
+    older = server.add_file(
+        basename="data.json", content=b"older", project_id=PROJECT, username="alice"
+    )
+    newer = server.add_file(
+        basename="data.json", content=b"newer", project_id=PROJECT, username="alice"
+    )
+    return older, newer
+
+
+@pytest.mark.parametrize(
+    "breaker",
+    [
+        pytest.param(lambda r: r.update(created="yesterday"), id="with-id"),
+        pytest.param(lambda r: r.update(id="x"), id="without-id"),
+    ],
+)
+def test_a_rejected_record_does_not_let_a_neighbour_take_its_placed_path(
+    oh_server: OHServer, tmp_path: Path, breaker: Breaker
+) -> None:
+    """The newer file's record turns malformed upstream. 0.3.0 then laid the directory out as
+    if the file were gone and renamed the older one onto ``data.json``, over the newer file's
+    bytes: two state records at one path, and ``verify`` found a modified file."""
+    older, newer = _two_data_json(oh_server)
+    dest = tmp_path / "m"
+    assert mirror(oh_server, dest).code == 0
+    layout = {
+        "alice/800/data.json": b"newer",
+        f"alice/800/data.{older}.json": b"older",
+    }
+    assert tree(dest) == layout
+    install(oh_server, {newer: breaker})
+    res = mirror(oh_server, dest)
+    assert res.code == 1 and "Traceback" not in res.stderr, res.stderr
+    assert tree(dest) == layout  # nothing renamed onto a placed file's path
+    ver = run_cli(oh_server, ["verify", str(dest), "-f", "jsonl"])
+    assert ver.code == 0, ver.stdout + ver.stderr
+    assert {r["status"] for r in jsonl(ver.stdout)} == {"ok"}
+    index = read_index(dest)
+    paths = [r["path"] for r in index if r.get("path")]
+    assert len(paths) == len(set(paths)) == 2  # one record per path
+    # A new upload in that directory takes a free name, and moves nobody.
+    third = oh_server.add_file(
+        basename="data.json", content=b"third", project_id=PROJECT, username="alice"
+    )
+    res = mirror(oh_server, dest)
+    assert res.code == 1, res.stderr
+    have = tree(dest)
+    assert {p: have[p] for p in layout} == layout
+    (new_path,) = set(have) - set(layout)
+    assert (new_path, have[new_path]) == (f"alice/800/data.{third}.json", b"third")
+    # Once the record is good again, the directory is laid out as usual.
+    oh_server._file_json = OHServer._file_json.__get__(oh_server)  # type: ignore[method-assign]
+    oh_server._list_view = OHServer._list_view.__get__(oh_server)  # type: ignore[method-assign]
+    res = mirror(oh_server, dest)
+    assert res.code == 0, res.stderr
+    assert tree(dest) == {
+        "alice/800/data.json": b"third",
+        f"alice/800/data.{newer}.json": b"newer",
+        f"alice/800/data.{older}.json": b"older",
+    }
+    assert run_cli(oh_server, ["verify", str(dest)]).code == 0
+
+
 # -- the property: any JSON value in any field -----------------------------------------------
 
 EXAMPLES = int(os.environ.get("OHPUB_HOSTILE_EXAMPLES", "30"))

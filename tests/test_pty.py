@@ -93,7 +93,7 @@ def test_mirror_on_a_terminal_shows_bars_then_the_summary(
     # Both bars, animated in place on the terminal (tests/test_terminal.py renders them).
     assert re.search(r"files: +\d+/31 +\d+% \|", out), out[-2000:]
     assert re.search(r"bytes: [\d.]+ [kM]?B, [\d.]+ [kM]?B/s, \d in flight", out)
-    assert "\r" in out and "\x1b[1A" in out
+    assert "\r" in out and re.search(r"\x1b\[1?A", out)  # redrawn in place: up a line
     # The last thing on the screen is the summary line, after the bars were cleared.
     last = ANSI.sub("", out).replace("\r\n", "\n").rstrip("\n").rsplit("\n", 1)[-1]
     last = last.rsplit("\r", 1)[-1].strip()

@@ -6,6 +6,7 @@ import hashlib
 import os
 import subprocess
 import sys
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -121,6 +122,45 @@ def test_open_raises_integrity_error_at_the_end(oh176: Any, client: Any) -> None
     assert issubclass(ohpub.IntegrityError, ohpub.OhpubError)
 
 
+def test_open_retries_a_storage_503_as_read_bytes_does(oh176: Any, client: Any) -> None:
+    """0.3.0: ``read_bytes`` retried and succeeded, ``open`` raised UnavailableError."""
+    fid = oh176.file_ids(public_only=True)[2]
+    want = _bytes(oh176, fid)
+    oh176.faults.script(role="storage", statuses=[503])
+    with ohpub.open(fid, client=client) as fh:
+        assert fh.read() == want
+    oh176.faults.script(role="storage", statuses=[503])
+    assert ohpub.read_bytes(fid, client=client) == want
+
+
+def test_open_resumes_a_broken_connection_and_checks_the_bytes(oh_server: Any) -> None:
+    from tests.helpers import add_big_file, storage_gets_of
+
+    fid = add_big_file(oh_server, 3_000_000)
+    oh_server.faults.reset_after[fid] = (1_000_000, 1)
+    with ohpub.Client(oh_server.base_url) as c, ohpub.open(fid, client=c) as fh:
+        got = b"".join(iter(lambda: fh.read(65536), b""))
+    assert got == _bytes(oh_server, fid)
+    gets = storage_gets_of(oh_server, fid)
+    assert len(gets) == 2 and gets[1].headers["range"].startswith("bytes=")
+
+
+def test_open_stops_the_transfer_when_the_reader_leaves_early(oh_server: Any) -> None:
+    """The stream is read as it arrives (a few MiB ahead at most): leaving the ``with``
+    block after the first MiB ends the transfer, it does not go on to the end unseen."""
+    from tests.helpers import add_big_file, storage_gets_of
+
+    fid = add_big_file(oh_server, 64 * 1024 * 1024)
+    with ohpub.Client(oh_server.base_url) as c:
+        with ohpub.open(fid, client=c) as fh:
+            assert len(fh.read(1024 * 1024)) == 1024 * 1024
+        deadline = time.monotonic() + 30
+        while not storage_gets_of(oh_server, fid) and time.monotonic() < deadline:
+            time.sleep(0.01)
+    (get,) = storage_gets_of(oh_server, fid)
+    assert get.bytes_sent < 32 * 1024 * 1024
+
+
 def test_unknown_file_is_not_found(client: Any) -> None:
     with pytest.raises(ohpub.NotFoundError):
         ohpub.read_bytes(99_999_999, client=client)
@@ -136,7 +176,7 @@ def test_unknown_file_is_not_found(client: Any) -> None:
 def test_verify_status_index(oh176: Any, client: Any, tmp_path: Path) -> None:
     assert ohpub.mirror(tmp_path, project=176, client=client).ok
     v = ohpub.verify(tmp_path)
-    assert v.ok and len(v.files) == 31 and {r["status"] for r in v.files} == {"ok"}
+    assert v.ok and len(v.files) == 31 and {r.status for r in v.files} == {"ok"}
     st = ohpub.status(tmp_path)
     assert st.files == 31 and st.last_run is not None
     assert st.to_dict()["files"] == 31
@@ -159,6 +199,28 @@ def test_filters_take_single_values_lists_and_dates(client: Any) -> None:
     assert all(isinstance(f.created, datetime) for f in upto)
     with pytest.raises(ohpub.UsageError):
         list(ohpub.files(user="not a name", client=client))
+
+
+def test_the_lazy_api_is_whole_and_light() -> None:
+    """``import ohpub`` imports the API on first use (so the command line's signal handlers
+    come first), and ``__init__.pyi``, what type checkers read, names all of it."""
+    import ast
+
+    stub = ast.parse((REPO / "ohpub" / "__init__.pyi").read_text())
+    imports = [n for n in stub.body if isinstance(n, ast.ImportFrom)]
+    named = {a.asname or a.name for n in imports for a in n.names}
+    assert named == set(ohpub.__all__)
+    assert set(ohpub.__all__) <= set(dir(ohpub))
+    for name in ohpub.__all__:
+        assert getattr(ohpub, name) is not None
+    assert callable(ohpub.mirror)  # the function, not the subpackage of that name
+    out = subprocess.run(
+        [sys.executable, "-c", "import sys, ohpub; print('requests' in sys.modules)"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    assert out.stdout.strip() == "False", out.stderr
 
 
 def test_a_user_script_passes_mypy_strict(tmp_path: Path) -> None:

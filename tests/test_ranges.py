@@ -1,9 +1,12 @@
-"""Parallel ranges for big files (issue 13): several storage connections into one partial,
-resumable per range across runs (also after kill -9), hashed in order, and falling back
-to one stream when storage ignores Range, or starting over when the object changed.
+"""Parallel ranges for big files (issues 13 and 20): several storage connections into one
+partial, resumable per range across runs (also after kill -9), hashed in order, and
+falling back to one stream when storage ignores Range, or starting over when the object
+changed; and only when they pay: a big file starts as one stream and splits only when
+that stream's measured rate says more connections would finish sooner (here: the local
+server's per-connection cap), never on an uncapped link.
 
-The cutoff and range size are shrunk through the library's Config, so a 3 MB file goes
-parallel; what is checked is what a user would notice: the bytes on disk, the digests,
+The cutoff and range size are shrunk through the library's Config, so a 3 MB file may
+go parallel; what is checked is what a user would notice: the bytes on disk, the digests,
 and the requests the local server saw.
 """
 
@@ -32,20 +35,34 @@ SIZE = 3_000_000
 CHUNK = 256 * 1024
 CFG = Config(range_cutoff=1024 * 1024, range_size=CHUNK, jobs=4)
 FAST = RetryPolicy(attempts=4, base=0.01, cap=0.05)
+CAP = 1_000_000
+"""Bytes/s per storage connection: one stream of SIZE takes 3 s, four about 0.8 s, so the
+transfer splits (a faster link would not save enough to be worth the ranges)."""
 
 
 class Cancel(Exception):
     pass
 
 
-def fetch(server: Any, fid: int, part: Path, *, stop_after: int | None = None) -> Downloaded:
+def fetch(
+    server: Any,
+    fid: int,
+    part: Path,
+    *,
+    stop_after: int | None = None,
+    at: tuple[int, Any] | None = None,
+) -> Downloaded:
     """Download ``fid`` into ``part`` with the small-range config; ``stop_after`` cancels
-    (through the progress callback, as Ctrl-C does) once that many bytes arrived."""
+    (through the progress callback, as Ctrl-C does) once that many bytes arrived; ``at``
+    = (nbytes, fn) calls ``fn()`` once that many bytes arrived."""
     seen = 0
 
     def progress(n: int) -> None:
-        nonlocal seen
+        nonlocal seen, at
         seen += n
+        if at is not None and seen >= at[0]:
+            at, fn = None, at[1]
+            fn()
         if stop_after is not None and seen >= stop_after:
             raise Cancel
 
@@ -91,7 +108,7 @@ def done_chunks(part: Path) -> list[int]:
 
 def test_a_big_file_comes_over_several_connections(oh_server: Any, tmp_path: Path) -> None:
     fid = add_big_file(oh_server, SIZE)
-    oh_server.faults.bandwidth = 4_000_000  # per connection: parallel ranges overlap
+    oh_server.faults.bandwidth = CAP  # per connection: parallel ranges overlap
     d = fetch(oh_server, fid, tmp_path / "part")
     data = content_of(oh_server, fid)
     assert (tmp_path / "part").read_bytes() == data
@@ -110,18 +127,69 @@ def test_a_big_file_comes_over_several_connections(oh_server: Any, tmp_path: Pat
     assert len(gets) > CFG.jobs + 1 >= len({g.connection for g in gets})  # kept alive
 
 
+def test_without_a_cap_a_big_file_comes_in_one_stream(oh_server: Any, tmp_path: Path) -> None:
+    """Above the cutoff, but the stream is as fast as the reader can take it in: ranges
+    would only add hand-offs, so the server sees one plain GET."""
+    fid = add_big_file(oh_server, 40_000_000)
+    d = fetch(oh_server, fid, tmp_path / "part")
+    assert d.size == 40_000_000 and d.md5 == oh_server.md5(fid)
+    gets = gets_of(oh_server, fid)
+    assert len(gets) == 1 and gets[0].headers.get("range") is None and gets[0].status == 200
+
+
+@pytest.mark.parametrize("capped", [True, False], ids=["capped", "uncapped"])
+def test_the_decision_is_logged_with_verbose(
+    oh_server: Any, tmp_path: Path, capped: bool
+) -> None:
+    """``--verbose`` says what the first stream measured and what was decided; the
+    requests the server saw agree."""
+    size = 12_000_000 if capped else 40_000_000
+    fid = add_big_file(oh_server, size)
+    oh_server.faults.bandwidth = 2_000_000 if capped else None
+    args = ["-v", "fetch", str(fid), "-d", str(tmp_path), "--multi-thread-cutoff", "1M"]
+    res = run_cli(oh_server, args)
+    assert res.code == 0, res.stderr
+    assert (tmp_path / "big.bin").read_bytes() == content_of(oh_server, fid)
+    looks = [line for line in res.stderr.splitlines() if "waiting for bytes" in line]
+    ranged = [g for g in storage_gets_of(oh_server, fid) if g.headers.get("range")]
+    if capped:
+        assert looks and looks[-1].endswith(": splitting into ranges"), res.stderr
+        assert len(ranged) >= 2
+    else:
+        assert all(line.endswith(": one stream") for line in looks), res.stderr
+        assert ranged == [] and len(storage_gets_of(oh_server, fid)) == 1
+
+
+def test_a_file_of_whole_blocks_ends_with_its_last_range(oh_server: Any, tmp_path: Path) -> None:
+    """The last block ends at the end of the file: once every range is in, the transfer is
+    done (no extra request past the end, answered 416, to finish it over one stream)."""
+    size = 12 * CHUNK
+    fid = add_big_file(oh_server, size)
+    oh_server.faults.bandwidth = CAP
+    d = fetch(oh_server, fid, tmp_path / "part")
+    assert (tmp_path / "part").read_bytes() == content_of(oh_server, fid)
+    assert d.md5 == oh_server.md5(fid) and d.size == size
+    gets = gets_of(oh_server, fid)
+    assert len(ranges_of(gets)) >= 2
+    assert [g.status for g in gets[1:]] == [206] * (len(gets) - 1)
+
+
 def test_resets_in_the_middle_of_ranges_resume_within_the_range(
     oh_server: Any, tmp_path: Path
 ) -> None:
     fid = add_big_file(oh_server, SIZE)
-    oh_server.faults.bandwidth = 4_000_000
-    oh_server.faults.reset_after[fid] = (100_000, 4)  # four GETs, whichever ranges they are
-    d = fetch(oh_server, fid, tmp_path / "part")
+    oh_server.faults.bandwidth = CAP
+
+    def resets() -> None:  # once the ranges run: the next four GETs, whichever ranges
+        oh_server.faults.reset_after[fid] = (100_000, 4)
+
+    d = fetch(oh_server, fid, tmp_path / "part", at=(600_000, resets))
     assert (tmp_path / "part").read_bytes() == content_of(oh_server, fid)
     assert d.md5 == oh_server.md5(fid)
     gets = gets_of(oh_server, fid)
     assert sum(1 for g in gets if 0 < g.bytes_sent <= 100_000) >= 4
-    assert any(a % CHUNK for a, _ in ranges_of(gets))  # went on mid-range, not from its start
+    bounded = [(a, b) for a, b in ranges_of(gets) if b is not None]
+    assert any(a % CHUNK for a, _ in bounded)  # went on mid-range, not from its start
 
 
 def test_a_storage_that_ignores_range_falls_back_to_one_stream(
@@ -129,12 +197,15 @@ def test_a_storage_that_ignores_range_falls_back_to_one_stream(
 ) -> None:
     fid = add_big_file(oh_server, SIZE)
     oh_server.faults.ignore_range = True
+    oh_server.faults.bandwidth = CAP
     d = fetch(oh_server, fid, tmp_path / "part")
     assert (tmp_path / "part").read_bytes() == content_of(oh_server, fid)
     assert d.md5 == oh_server.md5(fid)
     gets = gets_of(oh_server, fid)
     assert all(g.status == 200 for g in gets)
-    assert len(gets) <= 2 * CFG.jobs  # the ranges stop at their first 200
+    assert any(g.headers.get("range") for g in gets)  # ranges were tried ...
+    assert len(gets) <= 2 * CFG.jobs  # ... and stopped at their first 200
+    assert sum(g.bytes_sent for g in gets) < 2 * SIZE + CFG.jobs * 200_000
 
 
 def test_interrupted_ranges_resume_in_the_next_run_without_refetching(
@@ -242,6 +313,7 @@ def test_an_expired_signed_url_is_resolved_again_once_for_all_ranges(
 def test_a_big_gz_is_stored_as_served_over_ranges(oh_server: Any, tmp_path: Path) -> None:
     """Content-Encoding: gzip on a .gz object: the ranges are offsets in the stored bytes."""
     fid = add_big_file(oh_server, SIZE, basename="reads.fastq.gz")
+    oh_server.faults.bandwidth = CAP
     d = fetch(oh_server, fid, tmp_path / "part")
     assert (tmp_path / "part").read_bytes() == content_of(oh_server, fid)
     assert d.md5 == oh_server.md5(fid)
@@ -250,9 +322,10 @@ def test_a_big_gz_is_stored_as_served_over_ranges(oh_server: Any, tmp_path: Path
 
 def test_multi_thread_cutoff_option_reaches_the_transfer(oh_server: Any, tmp_path: Path) -> None:
     """``--multi-thread-cutoff`` (Config.range_cutoff, built by the CLI and passed down
-    through the client) decides whether a 40 MB file comes in ranges or in one stream."""
+    through the client) decides whether a 10 MB file may come in ranges at all."""
 
-    fid = add_big_file(oh_server, 40_000_000)
+    fid = add_big_file(oh_server, 10_000_000)
+    oh_server.faults.bandwidth = 5_000_000
     one = run_cli(oh_server, ["mirror", str(tmp_path / "a"), "-p", "600"])
     assert one.code == 0, one.stderr
     assert len(storage_gets_of(oh_server, fid)) == 1  # under the 64 MiB default: one stream

@@ -62,7 +62,7 @@ def test_each_retry_is_one_warning_line_naming_url_reason_and_count(
     assert all(r.levelno == logging.WARNING for r in caplog.records if r.name == "ohpub.retry")
     assert len(lines) == 3, lines
     api = re.escape(oh_server.base_url + "/api/public/project/128/datafiles/")
-    tail = r"\?limit=\d+ failed \(HTTP 503[^)]*\)\); retry 1 of 3 in [0-9.]+ s"
+    tail = r"\?limit=\d+ failed \(HTTP 503[^()]*\); retry 1 of 3 in [0-9.]+ s"
     assert re.fullmatch("GET " + api + tail, lines[0]), lines[0]
     assert re.fullmatch(
         r"GET http://127\.0\.0\.1:\d+/\S+taxonomy\S*\?\S*Signature=…\S* failed "

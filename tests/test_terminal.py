@@ -212,7 +212,6 @@ def test_dumb_terminal_gets_plain_status_lines_now_and_then(
     import io
 
     from ohpub.cli.progress import MirrorView
-    from ohpub.cli.screen import LiveLines
     from ohpub.mirror.types import FileResult
     from ohpub.model.records import FileStatus
 
@@ -222,16 +221,16 @@ def test_dumb_terminal_gets_plain_status_lines_now_and_then(
 
     monkeypatch.setenv("TERM", "dumb")
     err = Tty()
-    view = MirrorView(fmt="text", quiet=True, bars=False, out=io.StringIO())
+    view = MirrorView(
+        fmt="text", quiet=False, bars=True, out=io.StringIO(), stream=err, plain_every=0.05
+    )
     view.listing_done(31)
     for i in range(5):
-        view.result(FileResult(i, f"a/{i}", FileStatus.DOWNLOADED))
-    live = LiveLines(err, view._render, plain_every=0.05)
-    live.start()
+        view.result(FileResult(i, Path(f"a/{i}"), FileStatus.DOWNLOADED))
     deadline = time.monotonic() + 10
     while err.getvalue().count("\n") < 2 and time.monotonic() < deadline:
         time.sleep(0.01)
-    live.close()
+    view.close()
     lines = err.getvalue().splitlines()
     assert "\r" not in err.getvalue() and "\x1b" not in err.getvalue()
     assert re.fullmatch(
@@ -247,15 +246,15 @@ def test_listing_line_gives_the_listings_own_count_once_known() -> None:
 
     view = MirrorView(fmt="text", quiet=True, bars=False, out=io.StringIO())
     view.listed(12)
-    assert view._render(100)[0].startswith("listing: 12 files so far [")
+    assert view.lines(100)[0].startswith("listing: 12 files so far [")
     view.expected(4120)  # Events.expected: the count of files in scope, from page one
     view.listed(1200)
-    assert view._render(100)[0].startswith("listing: 1200 of 4120 files so far [")
+    assert view.lines(100)[0].startswith("listing: 1200 of 4120 files so far [")
     view.sized(2_600_000)  # optional Events.sized: Content-Length of transfers begun
     view.progress(1_200_000)
-    assert view._render(100)[1].startswith("bytes: 1.2 MB of 2.6 MB announced, ")
+    assert view.lines(100)[1].startswith("bytes: 1.2 MB of 2.6 MB announced, ")
     view.listing_done(4120)
-    assert view._render(100)[0].startswith("files: 0/4120   0% |")
+    assert view.lines(100)[0].startswith("files: 0/4120   0% |")
 
 
 def test_an_error_starts_at_column_0_on_a_clean_screen(slow176: OHServer, tmp_path: Path) -> None:

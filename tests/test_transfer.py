@@ -91,3 +91,32 @@ def test_stream_after_a_reset_has_each_byte_once(oh_server: Any) -> None:
         d = Downloader(client).to_stream(client.get_file(fid), out)
     assert out.getvalue() == content_of(oh_server, fid)
     assert d.md5 == oh_server.md5(fid)
+
+
+def test_a_small_file_costs_one_buffer_of_its_size_and_no_thread(
+    oh_server: Any, tmp_path: Path
+) -> None:
+    """Memory does not grow with the number of transfers in flight: a small body is hashed
+    inline in one buffer of its own size (every transfer used to allocate four 1 MiB
+    buffers and start a hash thread: a mirror of 600 small files peaked at 100 MB)."""
+    import tracemalloc
+
+    fid = add_big_file(oh_server, 30_000, basename="small.json")
+    seen_threads: set[str] = set()
+
+    def progress(n: int) -> None:
+        seen_threads.update(t.name for t in threading.enumerate())
+
+    with Client(oh_server.base_url, retry=FAST) as client:
+        f = client.get_file(fid)
+        downloader = Downloader(client)
+        downloader.to_part(f, tmp_path / "warm")  # imports and pools, outside the count
+        tracemalloc.start()
+        try:
+            d = downloader.to_part(f, tmp_path / "part", progress)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+    assert d.size == 30_000 and (tmp_path / "part").read_bytes() == content_of(oh_server, fid)
+    assert peak < 512 * 1024, peak
+    assert not {n for n in seen_threads if n.startswith("ohpub-")}, seen_threads

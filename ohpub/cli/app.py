@@ -5,7 +5,7 @@ handler (the data commands are in ``cli.commands``, their options in ``cli.optio
 Every command is thin: the work happens in the library (``import ohpub``); the CLI only
 turns options into a ``Config`` and calls, and results into output. Errors become one
 line on stderr (``ohpub: error: ...``) and a documented exit code: 0 ok, 1 failure, 2
-usage or bad input, 3 DEST locked, 130 interrupted.
+usage or bad input, 3 DEST locked, 130 interrupted (143 by SIGTERM).
 
 Conventions people expect from a command line: ``ohpub help CMD``, ``-V``, ``ohpub
 completion SHELL``, and one rule for a reader that goes away (``| head``): stop quietly,
@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 import typer
 from typer.core import TyperCommand, TyperGroup
 
+from ohpub.cli import interrupts
 from ohpub.cli.conventions import (
     arg_name,
     format_params,
@@ -57,6 +58,9 @@ T = TypeVar("T")
 
 DEFAULTS = Config()
 """The library's defaults, shown in --help; the CLI writes none of its own."""
+
+HELP_WIDTH = 120
+"""The widest help text (a wider terminal gets this width: long lines read badly)."""
 
 # Typer bundles its own click; its exception base is reached through a public class.
 _ClickException: type[Exception] = next(
@@ -126,6 +130,7 @@ class _Group(TyperGroup):
                 **extra,
             )
         )
+        code = interrupts.exit_code(code)  # after a signal, never 0
         log_only(f"exit {code}")
         if standalone_mode:
             sys.exit(code)
@@ -161,7 +166,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     # Plain help (like git, rclone, gh): compact on 80 columns, examples kept verbatim.
     rich_markup_mode=None,
-    context_settings={"help_option_names": ["-h", "--help"]},
+    # Help as wide as the terminal (up to HELP_WIDTH): click's default stops at 80 and
+    # cuts every command's summary there, even on a 120-column terminal.
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": HELP_WIDTH},
 )
 
 
@@ -181,10 +188,10 @@ def _guarded(call: Callable[[], Any]) -> int:
         return usage_error(exc)
     except (KeyboardInterrupt, typer.Abort):
         _say_interrupted("interrupted")
-        return EXIT_INTERRUPTED
+        return interrupts.exit_code()
     except Interrupted as exc:
         _say_interrupted(exc.detail)
-        return EXIT_INTERRUPTED
+        return interrupts.exit_code()
     except (ReaderGone, BrokenPipeError):
         silence_stdout()
         log_only("stdout closed by its reader; stopped")
@@ -195,6 +202,9 @@ def _guarded(call: Callable[[], Any]) -> int:
         return EXIT_FAILURE
     except Exception as exc:  # noqa: BLE001 - the last line of defence: never a traceback
         _log_traceback()
+        if interrupts.signalled():  # cut short by Ctrl-C (say, inside a lazy import)
+            _say_interrupted("interrupted")
+            return interrupts.exit_code()
         print_error(
             f"internal error: {type(exc).__name__}: {redact(str(exc))}",
             "run with --verbose for a traceback, and please report it",
@@ -369,7 +379,7 @@ def _main(
     Global options go before or after the command; every option can also be set by
     an environment variable, shown as [env var: ...] (OHPUB_<OPTION>; --format is
     OHPUB_<COMMAND>_FORMAT). Exit codes: 0 ok, 1 failure, 2 usage or bad input,
-    3 destination locked by another run, 130 interrupted. 'ohpub help COMMAND'
+    3 destination locked by another run, 130 interrupted (143: SIGTERM). 'ohpub help COMMAND'
     shows the help of one command.
 
     Examples:
@@ -396,10 +406,11 @@ def _main(
         page_size=page_size,
         server_time_limit=server_time_limit,
         retry=retry,
+        cancel=interrupts.token(),
     )
     ctx.obj = CliState(config=config, quiet=quiet, verbose=verbose)
     configure_logging(verbose=verbose, quiet=quiet, log_file=log_file)
-    log_only(f"start (ohpub {__version__}): ohpub {shlex.join(argv)}")
+    log_only(f"start (ohpub {__version__}, server {config.base_url}): ohpub {shlex.join(argv)}")
     warn_unknown_env(ctx.command)
 
 
@@ -424,7 +435,7 @@ def _client(state: CliState, config: Config | None = None) -> Client:
     cfg = config or state.config
     client = Client(config=cfg, on_warning=lambda m: print_warning(m, quiet=state.quiet))
     if state.verbose:
-        client.session.hooks["response"].append(_log_response)
+        client.sessions.add_hook(_log_response)
     return client
 
 

@@ -5,38 +5,16 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import json
 import logging
 import sys
 from collections.abc import Callable, Iterator
 from itertools import islice
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import typer
 
 import ohpub
-from ohpub.cli.exits import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
-from ohpub.cli.progress import MirrorView
-from ohpub.cli.render import (
-    notice,
-    print_error,
-    summary_line,
-    totals_record,
-    write_files,
-    write_jsonl,
-    write_objects,
-)
-from ohpub.model.config import Config
-from ohpub.model.errors import IncompleteListingError, OhpubError, UsageError
-from ohpub.model.records import DataFile
-from ohpub.model.units import parse_duration, parse_size
-from ohpub.ops.fetch import FetchResult
-from ohpub.remote.client import ApiClient as Client
-
-if TYPE_CHECKING:
-    pass
-
 from ohpub.cli.app import (
     DEFAULTS,
     CliState,
@@ -47,21 +25,14 @@ from ohpub.cli.app import (
     _state,
     app,
 )
+from ohpub.cli.exits import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
 from ohpub.cli.options import (
-    _FILTERS,
     CutoffOpt,
-    DatatypeOpt,
     DestArg,
     Kind,
     ListFormat,
     MirrorFormat,
-    NameOpt,
-    ProjectOpt,
-    SinceOpt,
     StatusFormat,
-    TagOpt,
-    UntilOpt,
-    UserOpt,
     _FetchDirectoryOpt,
     _FetchForceOpt,
     _FetchIdsOpt,
@@ -69,6 +40,7 @@ from ohpub.cli.options import (
     _ListFmtOpt,
     _ListKindOpt,
     _ListLimitOpt,
+    _ListOldLimitOpt,
     _MirrorChecksumOpt,
     _MirrorDeleteOpt,
     _MirrorDestOpt,
@@ -80,7 +52,27 @@ from ohpub.cli.options import (
     _StatusFmtOpt,
     _StatusMaxAgeOpt,
     _VerifyFmtOpt,
+    with_filters,
 )
+from ohpub.cli.progress import FetchLine, MirrorView, WaitLine
+from ohpub.cli.render import (
+    notice,
+    print_error,
+    print_warning,
+    summary_line,
+    totals_record,
+    write_files,
+    write_jsonl,
+    write_objects,
+)
+from ohpub.model.config import Config
+from ohpub.model.errors import IncompleteListingError, OhpubError, UsageError
+from ohpub.model.filters import Filters
+from ohpub.model.records import DataFile
+from ohpub.model.units import parse_duration, parse_size
+from ohpub.ops.fetch import FetchResult
+from ohpub.ops.verify import VerifyRecord
+from ohpub.remote.client import ApiClient as Client
 
 log = logging.getLogger("ohpub")
 T = TypeVar("T")
@@ -101,19 +93,23 @@ def _source(ctx: typer.Context, name: str) -> str:
     return str(getattr(ctx.get_parameter_source(name), "name", ""))
 
 
+NO_FILTERS = Filters()
+
+
+def _bars_wanted(state: CliState) -> bool:
+    """Live lines only for a person: stderr a terminal, and not --quiet."""
+    return sys.stderr.isatty() and not state.quiet
+
+
 @app.command("list", cls=_Command)
+@with_filters
 def list_cmd(
     ctx: typer.Context,
     kind: _ListKindOpt = Kind.files,
-    project: ProjectOpt = None,
-    user: UserOpt = None,
-    datatype: DatatypeOpt = None,
-    tag: TagOpt = None,
-    name: NameOpt = None,
-    since: SinceOpt = None,
-    until: UntilOpt = None,
+    filters: Filters = NO_FILTERS,
     fmt: _ListFmtOpt = None,
     limit: _ListLimitOpt = None,
+    old_limit: _ListOldLimitOpt = None,
 ) -> int:
     """List public data files (default), projects, datatypes or members.
 
@@ -130,35 +126,58 @@ def list_cmd(
       ohpub list -p 176 -f jsonl | jq -r '[.id, .basename] | @tsv'
       ohpub list --tag spotify -f jsonl | jq -r .download_url
     """
+    state = _state(ctx)
     out_fmt = _default_format(fmt)
+    if old_limit is not None:
+        print_warning(
+            "-n for --limit is deprecated and goes in the next release (-n is --dry-run, "
+            "as in 'ohpub mirror -n'); use --limit N",
+            quiet=state.quiet,
+        )
+        limit = old_limit if limit is None else limit
     if kind is not Kind.files:
-        given = [f"--{n}" for n in _FILTERS if _source(ctx, n) == "COMMANDLINE"]
+        given = [f"--{n}" for n in Filters.names() if _source(ctx, n) == "COMMANDLINE"]
         if given:
             raise UsageError(
                 f"{', '.join(given)}: file filters do not apply to 'list {kind.value}'"
             )
         objects = {"projects": ohpub.projects, "datatypes": ohpub.datatypes}
-        with _client(_state(ctx)) as client:
-            items = objects.get(kind.value, ohpub.members)(client=client)
-            write_objects(_limited(items, limit), kind.value, out_fmt, sys.stdout)
+        line = WaitLine(show=_bars_wanted(state), words=f"listing {kind.value}")
+        with _client(state) as client:
+            try:
+                items = objects.get(kind.value, ohpub.members)(client=client)
+            finally:
+                line.close()
+            write_objects(_limited(iter(items), limit), kind.value, out_fmt, sys.stdout)
         return EXIT_OK
     failed: list[IncompleteListingError] = []
-    with _client(_state(ctx)) as client:
-        files = ohpub.files(
-            project=project,
-            user=user,
-            datatype=datatype,
-            tag=tag,
-            name=name,
-            since=since,
-            until=until,
-            limit=limit,
-            client=client,
-        )
-        write_files(_until_incomplete(files, failed), out_fmt, sys.stdout)
+    # A table waits for every record: count them meanwhile. Records for this terminal
+    # stream at once: the line only covers the wait for the first one.
+    line = WaitLine(show=_bars_wanted(state), words="listing: 0 files so far")
+    to_screen = sys.stdout.isatty() and out_fmt != "table"
+    with _client(state) as client:
+        files = ohpub.files(filters, limit=limit, client=client)
+        try:
+            counted = _counted(_until_incomplete(files, failed), line, to_screen)
+            write_files(counted, out_fmt, sys.stdout)
+        finally:
+            line.close()
     for exc in failed:  # after the records, so json output stays one valid array
         print_error(exc.message, exc.hint)
     return EXIT_FAILURE if failed else EXIT_OK
+
+
+def _counted(files: Iterator[DataFile], line: WaitLine, to_screen: bool) -> Iterator[DataFile]:
+    """The files, counted on the live line (closed at the first record for the screen,
+    and before a table is printed)."""
+    try:
+        for n, f in enumerate(files, 1):
+            if to_screen:
+                line.close()
+            line.news(f"listing: {n} files so far")
+            yield f
+    finally:
+        line.close()
 
 
 def _until_incomplete(
@@ -171,17 +190,24 @@ def _until_incomplete(
         failed.append(exc)
 
 
+_MirrorWorkDirOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--work-dir",
+        envvar="OHPUB_WORK_DIR",
+        show_default=False,
+        help="For an s3:// DEST: where partials and the state's working copy live "
+        "(default: $XDG_CACHE_HOME/ohpub/<bucket--prefix>).",
+    ),
+]
+
+
 @app.command("mirror", cls=_Command)
+@with_filters
 def mirror_cmd(
     ctx: typer.Context,
     dest: _MirrorDestOpt,
-    project: ProjectOpt = None,
-    user: UserOpt = None,
-    datatype: DatatypeOpt = None,
-    tag: TagOpt = None,
-    name: NameOpt = None,
-    since: SinceOpt = None,
-    until: UntilOpt = None,
+    filters: Filters = NO_FILTERS,
     jobs: _MirrorJobsOpt = DEFAULTS.jobs,
     dry_run: _MirrorDryRunOpt = False,
     delete: _MirrorDeleteOpt = False,
@@ -190,6 +216,7 @@ def mirror_cmd(
     checksum: _MirrorChecksumOpt = False,
     fmt: _MirrorFmtOpt = MirrorFormat.text,
     cutoff: CutoffOpt = None,
+    work_dir: _MirrorWorkDirOpt = None,
 ) -> int:
     """Mirror public files into DEST/<username>/<project id>/<name>, resumably.
 
@@ -203,23 +230,16 @@ def mirror_cmd(
     \b
       ohpub mirror ~/spotify --project 176
       ohpub mirror ~/spotify -p 176 --dry-run -f jsonl | tail -n 1
-      # a crontab line: every night at 3:17, errors only, a log file
-      17 3 * * * ohpub -q --log-file ~/spotify.log mirror ~/spotify -p 176
+      # crontab, 3:17 nightly: errors only, a log file, ohpub's full path
+      17 3 * * * ~/.local/bin/ohpub -q --log-file ~/oh.log mirror ~/oh -p 176
     """
     state = _state(ctx)
     config = state.config.with_(jobs=jobs, range_cutoff=_cutoff(cutoff, state.config))
-    unfiltered = not any((project, user, datatype, tag, name, since, until))
-    view = _mirror_view(state, fmt, dest, dry_run=dry_run, unfiltered=unfiltered)
+    view = _mirror_view(state, fmt, dest, dry_run=dry_run, unfiltered=not filters.given())
     with _client(state, config) as client, _watching(view):
         result = ohpub.mirror(
             dest,
-            project=project,
-            user=user,
-            datatype=datatype,
-            tag=tag,
-            name=name,
-            since=since,
-            until=until,
+            filters,
             jobs=jobs,
             dry_run=dry_run,
             delete=delete,
@@ -229,6 +249,7 @@ def mirror_cmd(
             progress=view.on_event,
             client=client,
             keep_results=False,
+            work_dir=work_dir,
         )
     if dry_run and fmt is MirrorFormat.jsonl:
         write_jsonl(totals_record(result), sys.stdout)
@@ -237,7 +258,7 @@ def mirror_cmd(
 
 
 def _mirror_view(
-    state: CliState, fmt: MirrorFormat, dest: Path, *, dry_run: bool, unfiltered: bool
+    state: CliState, fmt: MirrorFormat, dest: str, *, dry_run: bool, unfiltered: bool
 ) -> MirrorView:
     """Records on stdout (jsonl), live lines on a terminal (not for a dry run), and, with
     no filter, a first line saying that everything public is coming."""
@@ -303,31 +324,53 @@ def fetch_cmd(
     state = _state(ctx)
     config = state.config.with_(range_cutoff=_cutoff(cutoff, state.config))
 
+    screen_out = output == "-" and sys.stdout.isatty()
+    line = FetchLine(show=_bars_wanted(state) and not screen_out, first=ids[0])
+
     def show(r: FetchResult) -> None:
+        line.close()  # the results come once every file is done
         if r.error:
             print_error(r.error, r.hint)
         else:
             notice(f"ohpub: {r.target}: {r.status} ({r.bytes} bytes)", quiet=state.quiet)
 
     with _client(state, config) as client:
-        if output == "-":
-            return _fetch_to_stdout(ids[0], client, quiet=state.quiet)
-        results = ohpub.fetch_many(
-            ids, directory, output=output, force=force, on_result=show, client=client
-        )
+        try:
+            if output == "-":
+                return _fetch_to_stdout(ids[0], client, line, quiet=state.quiet)
+            results = ohpub.fetch_many(
+                ids,
+                directory,
+                output=output,
+                force=force,
+                progress=line.on_event,
+                on_result=show,
+                client=client,
+            )
+        finally:
+            line.close()
     if any(r.usage for r in results):
         return EXIT_USAGE
     return EXIT_OK if all(r.ok for r in results) else EXIT_FAILURE
 
 
-def _fetch_to_stdout(file_id: int, client: Client, *, quiet: bool) -> int:
+def _fetch_to_stdout(file_id: int, client: Client, line: FetchLine, *, quiet: bool) -> int:
+    names: list[DataFile] = []
+
+    def watch(e: ohpub.MirrorEvent) -> None:
+        if e.kind == "started" and e.file is not None:
+            names.append(e.file)
+        line.on_event(e)
+
     try:
-        size = ohpub.stream(file_id, sys.stdout.buffer, client=client)
+        size = ohpub.stream(file_id, sys.stdout.buffer, progress=watch, client=client)
     except OhpubError as exc:
         if getattr(exc, "errno", None) == errno.EPIPE:
             raise ReaderGone() from None  # '| head -c 10': the reader has had enough
         raise
-    notice(f"ohpub: {file_id}: {size} bytes to stdout, verified", quiet=quiet)
+    line.close()
+    name = f" ({names[0].basename})" if names else ""
+    notice(f"ohpub: {file_id}{name}: {size} bytes to stdout, verified", quiet=quiet)
     return EXIT_OK
 
 
@@ -353,12 +396,12 @@ def verify_cmd(
     return EXIT_OK if report.ok else EXIT_FAILURE
 
 
-def _verify_printer(fmt: str) -> Callable[[dict[str, Any]], None]:
-    def emit(rec: dict[str, Any]) -> None:
+def _verify_printer(fmt: str) -> Callable[[VerifyRecord], None]:
+    def emit(rec: VerifyRecord) -> None:
         if fmt == "jsonl":
-            write_jsonl(rec, sys.stdout)
-        elif rec["status"] != "ok":
-            print(f"{rec['status']}: {rec['path']}", file=sys.stdout, flush=True)
+            write_jsonl(rec.to_dict(), sys.stdout)
+        elif rec.status != "ok":
+            print(f"{rec.status}: {rec.path.as_posix()}", file=sys.stdout, flush=True)
 
     return emit
 
@@ -379,11 +422,15 @@ def status_cmd(
 
     \b
       ohpub status ~/spotify
-      ohpub status ~/spotify --max-age 26h || echo "mirror is stale"
+      ohpub status ~/spotify --max-age 26h > /dev/null  # stale: exit 1, and why
       ohpub status ~/spotify -f json | jq .last_complete_run.ended_at
     """
     st = ohpub.status(dest, max_age=parse_duration(max_age) if max_age else None)
-    text = json.dumps(st.to_dict(), indent=2) + "\n" if fmt is StatusFormat.json else st.text
-    sys.stdout.write(text)
+    sys.stdout.write(st.to_json() if fmt is StatusFormat.json else st.text)
     sys.stdout.flush()
-    return EXIT_FAILURE if st.stale else EXIT_OK
+    if st.stale:
+        # The report is data (stdout); the verdict is an error a monitor must not lose
+        # with '> /dev/null': cron mails stderr.
+        print_error(f"{dest} is stale: {st.stale_reason}")
+        return EXIT_FAILURE
+    return EXIT_OK

@@ -102,8 +102,10 @@ def usage_error(exc: Any) -> int:
         message = _unknown_option(exc.option_name, ctx)
     elif kind == "BadParameter" and getattr(exc, "param", None) is not None:
         message = _bad_value(exc)
+    elif kind == "MissingParameter" and getattr(exc, "param", None) is not None:
+        message = _missing(exc)
     else:
-        message = exc.format_message()
+        message = " ".join(str(exc.format_message()).split())  # one line, never tabs
     hint = f"see 'ohpub help {ctx.info_name}'" if ctx is not None and ctx.parent else None
     print_error(message, hint or "see 'ohpub help'")
     return int(getattr(exc, "exit_code", EXIT_USAGE))
@@ -131,6 +133,21 @@ _PYDANTIC_WORDS = {
     "greater_than": "{input} is too small (more than {gt})",
     "less_than": "{input} is too large (less than {lt})",
 }
+
+
+def _missing(exc: Any) -> str:
+    """``missing argument SHELL (one of bash, zsh, fish)``: one line, never click's tabs."""
+    p = exc.param
+    if p.param_type_name == "argument":
+        name = arg_name(p).strip("[]").removesuffix("...")
+    else:
+        name = next((o for o in p.opts if o.startswith("--")), p.name)
+    extra = " ".join(str(p.get_missing_message(ctx=exc.ctx) or "").split())
+    if extra.startswith("Choose from:"):
+        extra = f" (one of {extra.removeprefix('Choose from:').strip()})"
+    elif extra:
+        extra = f" ({extra})"
+    return f"missing {p.param_type_name} {name}{extra}"
 
 
 def _bad_value(exc: Any) -> str:

@@ -2,7 +2,8 @@
 
 The library raises exceptions and returns results that say what happened; this table is
 the one place that turns them into the documented codes: 0 ok, 1 failure, 2 usage or
-bad input (an unknown id included), 3 DEST locked by another run, 130 interrupted.
+bad input (an unknown id included), 3 DEST locked by another run, 130 interrupted by
+Ctrl-C (SIGINT), 143 stopped by SIGTERM (``cli.interrupts`` picks between the two).
 """
 
 from __future__ import annotations
@@ -14,6 +15,9 @@ EXIT_FAILURE = 1
 EXIT_USAGE = 2
 EXIT_LOCKED = 3
 EXIT_INTERRUPTED = 130
+"""128 + SIGINT: Ctrl-C."""
+EXIT_TERMINATED = 143
+"""128 + SIGTERM: a shutdown, ``timeout``, ``systemctl stop``."""
 
 _BY_CLASS: tuple[tuple[type[OhpubError], int], ...] = (
     (LockedError, EXIT_LOCKED),
@@ -36,5 +40,6 @@ __all__ = [
     "EXIT_USAGE",
     "EXIT_LOCKED",
     "EXIT_INTERRUPTED",
+    "EXIT_TERMINATED",
     "exit_code_for",
 ]

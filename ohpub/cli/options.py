@@ -1,20 +1,25 @@
 """The options and arguments of the data commands, declared once each (``Annotated``
-aliases): the seven filters are shared by ``list`` and ``mirror``."""
+aliases). The seven filters are one set (``ohpub.Filters``): ``with_filters`` gives a
+command all of them and calls it with one ``Filters``."""
 
 from __future__ import annotations
 
+import functools
+import inspect
+import os
+from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated, Any, TypeVar
 
 import typer
 
+from ohpub.cli.app import DEFAULTS
+from ohpub.model.errors import UsageError
+from ohpub.model.filters import FilterError, Filters
 from ohpub.model.units import human_bytes
 
-if TYPE_CHECKING:
-    pass
-
-from ohpub.cli.app import DEFAULTS
+F = TypeVar("F", bound=Callable[..., Any])
 
 ProjectOpt = Annotated[
     list[int] | None,
@@ -105,13 +110,62 @@ CutoffOpt = Annotated[
         envvar="OHPUB_MULTI_THREAD_CUTOFF",
         metavar="SIZE",
         show_default=False,
-        help="Fetch files of at least SIZE as parallel ranges over several connections "
+        help="Files of at least SIZE may come as parallel ranges over several connections, "
+        "when one stream is held back "
         f"(default {human_bytes(DEFAULTS.range_cutoff)}: {DEFAULTS.range_cutoff // 2**20}M).",
     ),
 ]
 
 
-_FILTERS = ("project", "user", "datatype", "tag", "name", "since", "until")
+FILTER_OPTIONS: dict[str, Any] = {
+    "project": ProjectOpt,
+    "user": UserOpt,
+    "datatype": DatatypeOpt,
+    "tag": TagOpt,
+    "name": NameOpt,
+    "since": SinceOpt,
+    "until": UntilOpt,
+}
+"""One option per field of ``Filters``, in its order (the order of ``--help``)."""
+assert tuple(FILTER_OPTIONS) == Filters.names(), "cli filter options != ohpub.Filters"
+
+
+def with_filters(command: F) -> F:
+    """Give ``command`` the filter options where its ``filters: Filters`` parameter is, and
+    call it with one ``Filters`` built from them, checked: a bad value is a usage error
+    that names the option (``invalid value for --since: 'x' is not a date``)."""
+    sig = inspect.signature(command, eval_str=True)
+    params = list(sig.parameters.values())
+    at = [p.name for p in params].index("filters")
+    params[at : at + 1] = [
+        inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None, annotation=a)
+        for n, a in FILTER_OPTIONS.items()
+    ]
+
+    @functools.wraps(command)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        filters = Filters(**{n: kwargs.pop(n) for n in FILTER_OPTIONS})
+        try:
+            filters.to_filter()
+        except FilterError as exc:
+            where = _option_of(exc.field, kwargs.get("ctx"))
+            raise UsageError(f"invalid value for {where}: {exc.detail}", hint=exc.hint) from None
+        return command(*args, filters=filters, **kwargs)
+
+    run.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]
+    run.__annotations__ = {p.name: p.annotation for p in params}
+    return run  # type: ignore[return-value]
+
+
+def _option_of(field: str, ctx: Any) -> str:
+    """``--since``, or ``--since (from OHPUB_SINCE)`` when the environment gave the value
+    and the command line did not."""
+    info = FILTER_OPTIONS[field].__metadata__[0]
+    env = info.envvar if isinstance(info.envvar, str) else None
+    source = ctx.get_parameter_source(field) if ctx is not None else None
+    if env and getattr(source, "name", "") == "ENVIRONMENT" and os.environ.get(env):
+        return f"--{field} (from {env})"
+    return f"--{field}"
 
 
 class Kind(str, Enum):
@@ -139,7 +193,7 @@ class StatusFormat(str, Enum):
 
 
 DestArg = Annotated[
-    Path,
+    str,  # not Path: Path turns s3://b/p into s3:/b/p (the library parses DEST once)
     typer.Argument(
         envvar="OHPUB_DEST",
         metavar="DEST",
@@ -176,7 +230,6 @@ _ListLimitOpt = Annotated[
     int | None,
     typer.Option(
         "--limit",
-        "-n",
         min=0,
         envvar="OHPUB_LIMIT",
         metavar="N",
@@ -185,8 +238,21 @@ _ListLimitOpt = Annotated[
 ]
 
 
+_ListOldLimitOpt = Annotated[
+    int | None,
+    typer.Option(
+        "-n",
+        min=0,
+        hidden=True,
+        metavar="N",
+        help="Deprecated spelling of --limit (-n means --dry-run, as in mirror).",
+    ),
+]
+"""``list -n N``, kept for one release with a warning: ``-n`` is ``--dry-run``."""
+
+
 _MirrorDestOpt = Annotated[
-    Path,
+    str,  # not Path: see DestArg
     typer.Argument(
         envvar="OHPUB_DEST",
         metavar="DEST",

@@ -24,18 +24,17 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import IO, Any, Literal, TextIO
+from typing import IO, TYPE_CHECKING, Any, Literal, TextIO
 
-from rich import box
-from rich.console import Console
-from rich.table import Table
-
-from ohpub.cli.screen import SCREEN
+from ohpub.cli.screen import above_bars, width_of
 from ohpub.library import MirrorResult
-from ohpub.model.errors import UsageError
+from ohpub.model.errors import UsageError, with_hint
 from ohpub.model.records import DataFile
-from ohpub.model.units import human_bytes
+from ohpub.model.units import human_bytes, plural
 from ohpub.remote.http import redact
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 log = logging.getLogger("ohpub")
 
@@ -68,6 +67,8 @@ def use_color(stream: IO[str]) -> bool:
 
 
 def stderr_console() -> Console:
+    from rich.console import Console  # imported when a coloured message is printed
+
     return Console(
         file=sys.stderr,
         no_color=not use_color(sys.stderr),
@@ -78,7 +79,7 @@ def stderr_console() -> Console:
 
 def write_stderr(text: str, style: str | None = None) -> None:
     """One message line on stderr, clear of any progress bar; coloured only where allowed."""
-    with SCREEN.above_bars():
+    with above_bars():
         if style and use_color(sys.stderr):
             stderr_console().print(text, style=style, markup=False)
         else:
@@ -95,14 +96,16 @@ _file_log.addHandler(logging.NullHandler())
 
 
 def error_line(message: str, hint: str | None = None) -> str:
-    return f"ohpub: error: {message}" + (f" ({hint})" if hint else "")
+    """``ohpub: error: project 999 not found; 'ohpub list projects' shows ...``: the hint
+    after a semicolon, never in brackets that would nest with the message's own."""
+    return f"ohpub: error: {with_hint(message, hint)}"
 
 
 def print_error(message: str, hint: str | None = None, *, stderr: bool = True) -> None:
     """An error: always on stderr (even with --quiet) and in the log file."""
     if stderr:
         write_stderr(error_line(message, hint), "bold red")
-    _file_log.error("%s", message + (f" ({hint})" if hint else ""))
+    _file_log.error("%s", with_hint(message, hint))
 
 
 def print_warning(message: str, *, quiet: bool = False) -> None:
@@ -156,16 +159,44 @@ class _FileFormatter(logging.Formatter):
 
 
 class _StderrHandler(logging.Handler):
-    """Log lines on stderr that do not tear the progress bars."""
+    """Log lines on stderr that do not tear the progress bars, and on a terminal never
+    wider than it (a long URL loses its middle: ``https://host/a…/b.json``); the log file
+    keeps every line whole."""
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
             style = "bold red" if record.levelno >= logging.ERROR else None
             if style is None and record.levelno >= logging.WARNING:
                 style = "yellow"
-            write_stderr(self.format(record), style)
+            text = self.format(record)
+            if sys.stderr.isatty():
+                text = fit_line(text, width_of(sys.stderr) - 1)
+            write_stderr(text, style)
         except Exception:  # noqa: BLE001 - logging must never break the run
             self.handleError(record)
+
+
+_URL_RE = re.compile(r"\b[a-z][a-z0-9+.-]*://\S+")
+
+
+def fit_line(text: str, width: int) -> str:
+    """``text`` in at most ``width`` columns: the longest URL in it shortened in its middle
+    first (its host and its end say the most), then the end cut, with ``…``."""
+    if len(text) <= width or width < 20:
+        return text
+    urls = sorted(_URL_RE.finditer(text), key=lambda m: len(m.group()), reverse=True)
+    if urls:
+        m = urls[0]
+        url = m.group()
+        keep = max(24, len(url) - (len(text) - width) - 1)
+        if keep < len(url):
+            head = keep * 2 // 3
+            url = url[:head] + "…" + url[len(url) - (keep - head - 1) :]
+            text = text[: m.start()] + url + text[m.end() :]
+    if len(text) <= width:
+        return text
+    tail = min(len(text) // 2, (width - 1) // 2)  # the end says what happens next
+    return text[: width - 1 - tail] + "…" + text[len(text) - tail :]
 
 
 _handlers: list[logging.Handler] = []
@@ -303,6 +334,10 @@ _FOLD_BUDGET = 30
 def print_table(rows: Iterable[dict[str, Any]], columns: tuple[Column, ...], out: TextIO) -> int:
     """A borderless table that reads well on 80 columns: ids, dates and usernames stay on
     one line, names fold, free text is cut to fit. Everything is collected first."""
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
     color = use_color(out)
     console = Console(file=out, no_color=not color, soft_wrap=False, highlight=False)
     width = console.width
@@ -410,7 +445,8 @@ def write_jsonl(rec: dict[str, Any], out: TextIO) -> None:
 
 
 def summary_line(s: MirrorResult, *, dry_run: bool = False) -> str:
-    """``31 files: 29 downloaded (4.1 MB), 2 unchanged, 0 failed in 3.2 s``; for a dry run
+    """``31 files: 29 downloaded (4.1 MB), 2 unchanged, 0 failed in 3.2 s`` (the bytes this
+    run fetched; resumed files add ``4 resumed: 3.9 MB already there``); for a dry run
     ``dry run: 31 files: 29 to download (4.1 MB), 1 to rename, 0 to remove, 1 unchanged``."""
     c = s.counts
     files = s.total
@@ -427,17 +463,18 @@ def summary_line(s: MirrorResult, *, dry_run: bool = False) -> str:
             parts.append(f"{c['unavailable']} unavailable")
         if c["skipped"]:
             parts.append(f"{c['skipped']} skipped (over --max-size)")
-        return f"dry run: {files} files: " + ", ".join(parts)
+        return f"dry run: {plural(files, 'file')}: " + ", ".join(parts)
     got = c["downloaded"] + c["resumed"]
-    parts = [f"{got} downloaded ({human_bytes(s.bytes_downloaded)})"]
+    detail = human_bytes(s.bytes_downloaded)  # this run's bytes only
     if c["resumed"]:
-        parts[0] += f" of which {c['resumed']} resumed"
+        detail += f", {c['resumed']} resumed: {human_bytes(s.bytes_reused)} already there"
+    parts = [f"{got} downloaded ({detail})"]
     parts.append(f"{c['unchanged']} unchanged")
     for key in ("renamed", "unavailable", "skipped", "removed-upstream", "deleted", "waiting"):
         if c[key]:
             parts.append(f"{c[key]} {key}")
     parts.append(f"{c['failed']} failed")
-    return f"{files} files: " + ", ".join(parts) + f" in {s.elapsed:.1f} s"
+    return f"{plural(files, 'file')}: " + ", ".join(parts) + f" in {s.elapsed:.1f} s"
 
 
 def totals_record(s: MirrorResult) -> dict[str, Any]:

@@ -1,17 +1,26 @@
-"""Live status lines on a terminal's stderr, and the messages that must not tear them.
+"""Live lines on a terminal's stderr, drawn by tqdm, and the messages that must not tear
+them.
 
-A ``LiveLines`` redraws a few lines in place from a timer thread (so a clock keeps
-running while the program waits on a slow server), and erases them whole when it stops:
-what follows starts at column 0 of a clean line. Every other line for stderr goes
-through ``SCREEN.above_bars()``, which lifts the live lines, lets the message out and
-draws them again beneath it.
+A ``LiveBars`` is a few tqdm bars at fixed positions (the first line, the second, ...).
+tqdm draws them in place, fits them to the terminal's width, and erases them whole when
+they close (``leave=False``): what follows starts at column 0 of a clean line. Every
+other line for stderr (or stdout, when it is the same terminal) goes through
+``above_bars()``, which is tqdm's ``external_write_mode``: the bars are lifted, the
+message goes out, the bars come back beneath it.
 
-Only real terminals get cursor movement. With ``TERM=dumb`` (Emacs shells, some CI
-consoles) the same lines come out as plain text, one line now and then, never a ``\\r``
-or an escape sequence.
+What tqdm cannot do, and this module does by hand (a few lines each):
 
-``SCREEN`` is one object per process because stderr is: the bars of one command and
-the log records of every thread share it.
+- **a clock that runs while nothing happens.** tqdm redraws a bar only when its count
+  changes; a server that keeps ohpub waiting would freeze the elapsed time on screen.
+  A timer thread refreshes the bars five times a second.
+- **dumb terminals.** tqdm always redraws with ``\\r``. With ``TERM=dumb`` (Emacs shells,
+  some CI consoles) the bars draw nowhere, and every ``plain_every`` seconds their text
+  (without the bar itself) is printed as one plain line: never a ``\\r`` or an escape.
+
+``LiveBars`` calls its owner's ``update(bars, plain)`` before each redraw, under tqdm's
+lock: the owner sets each bar's count, total, format and ``fields`` (extra names its
+format may use, beside tqdm's own ``{n}``, ``{total}``, ``{percentage}``, ``{bar}``,
+``{elapsed}``).
 """
 
 from __future__ import annotations
@@ -19,36 +28,45 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import sys
 import threading
-from collections.abc import Callable, Iterator
-from typing import TextIO
+import time
+from collections.abc import Callable, Iterator, MutableMapping
+from typing import Any, TextIO
 
-Render = Callable[[int], list[str]]
-"""Given the terminal width, the lines to show (each shorter than the width)."""
-
-
-class _Screen:
-    """The process's stderr: one lock, and the live lines currently shown (if any)."""
-
-    def __init__(self) -> None:
-        self.lock = threading.RLock()
-        self.live: LiveLines | None = None
-
-    @contextlib.contextmanager
-    def above_bars(self) -> Iterator[None]:
-        """Write a message line: the live lines are erased first and drawn again after."""
-        with self.lock:
-            live = self.live
-            if live is not None:
-                live.erase()
-            try:
-                yield
-            finally:
-                if live is not None:
-                    live.draw()
+from tqdm import tqdm
 
 
-SCREEN = _Screen()
+class Bar(tqdm):  # type: ignore[type-arg]
+    """A tqdm bar whose format may also name the owner's ``fields``."""
+
+    monitor_interval = 0  # the refresh timer below does that job; no tqdm monitor thread
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.fields: dict[str, Any] = {}
+        super().__init__(*args, **kwargs)
+
+    @property
+    def format_dict(self) -> MutableMapping[str, Any]:
+        d = super().format_dict
+        d.update(getattr(self, "fields", {}))
+        return d
+
+
+def _lock() -> Any:
+    """tqdm's own write lock: bars, ``above_bars`` and the refresh timer take turns."""
+    return Bar.get_lock()  # type: ignore[no-untyped-call]
+
+
+BAR_CHARS = " █"
+"""Whole blocks only: a bar reads the same in every terminal font."""
+
+
+@contextlib.contextmanager
+def above_bars(stream: TextIO | None = None) -> Iterator[None]:
+    """Write a message line: the live bars are erased first and drawn again after."""
+    with Bar.external_write_mode(file=stream if stream is not None else sys.stderr):
+        yield
 
 
 def is_dumb(stream: TextIO) -> bool:
@@ -56,109 +74,124 @@ def is_dumb(stream: TextIO) -> bool:
     return os.environ.get("TERM", "") in ("", "dumb") or not stream.isatty()
 
 
-def _width(stream: TextIO) -> int:
+def width_of(stream: TextIO) -> int:
     try:
         return os.get_terminal_size(stream.fileno()).columns
     except (OSError, ValueError, AttributeError):
         return shutil.get_terminal_size().columns
 
 
-class LiveLines:
-    """A few status lines redrawn in place every ``interval`` seconds until ``close()``.
+class Nowhere:
+    """Where a dumb terminal's bars draw: they keep their counts, and write nothing."""
 
-    On a dumb terminal the lines are printed as plain text every ``plain_every``
-    seconds instead (joined into one line), and nothing is ever erased.
-    """
+    def write(self, _text: str) -> int:
+        return 0
+
+    def flush(self) -> None:
+        return None
+
+
+Update = Callable[[list[Bar], bool], None]
+"""``update(bars, plain)``: set the bars' counts and formats; ``plain`` asks for words only
+(no ``{bar}``), for a dumb terminal."""
+
+
+class LiveBars:
+    """``count`` tqdm bars on ``stream``, redrawn every ``interval`` seconds until
+    ``close()``; on a dumb terminal a plain line every ``plain_every`` seconds instead."""
 
     def __init__(
         self,
         stream: TextIO,
-        render: Render,
+        count: int,
+        update: Update,
         *,
         interval: float = 0.2,
         plain_every: float = 10.0,
+        delay: float = 0.0,
     ) -> None:
         self.stream = stream
-        self.render = render
+        self.update = update
         self.dumb = is_dumb(stream)
         self.interval = plain_every if self.dumb else interval
-        self._shown = 0
-        """Lines on the screen now; the cursor sits at the end of the last one."""
+        self._show_at = time.monotonic() + delay
+        """Nothing is drawn before (a command that answers at once never shows a bar)."""
+        self._count = count
+        self.bars: list[Bar] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="ohpub-bars", daemon=True)
         self._closed = False
 
     def start(self) -> None:
-        with SCREEN.lock:
-            SCREEN.live = self
-            self.draw()
+        with _lock():
+            if self.dumb:
+                self._make_bars(Nowhere())  # a dumb terminal's first line: after plain_every
+            else:
+                self._tick()
         self._thread.start()
+
+    def _make_bars(self, out: Any) -> None:
+        """The bars, made when they are first drawn: tqdm redraws every bar it knows when
+        a message goes above them, and a bar not yet due must not show up that way."""
+        for pos in range(self._count):
+            self.bars.append(
+                Bar(
+                    file=out,
+                    position=pos,
+                    leave=False,
+                    ascii=BAR_CHARS,
+                    bar_format="",
+                    miniters=0,
+                    mininterval=0,
+                    delay=1e9,  # drawn by the ticks, never by tqdm on its own
+                    dynamic_ncols=False,
+                )
+            )
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval):
-            with SCREEN.lock:
+            with _lock():
                 if self._stop.is_set():
                     return
-                if self.dumb:
-                    self._plain()
-                else:
-                    self.draw()
+                self._tick()
+
+    def _tick(self) -> None:
+        """Redraw (or, dumb, print the words of) every bar; the lock is held."""
+        with contextlib.suppress(OSError, ValueError):
+            if time.monotonic() < self._show_at:
+                return
+            if self.dumb:
+                self._plain()
+                return
+            width = max(10, width_of(self.stream))
+            if not self.bars:
+                self._make_bars(self.stream)
+            for bar in self.bars:
+                bar.ncols = width - 1  # never the last column: no wrap, no torn lines
+                bar.delay = 0
+            self.update(self.bars, False)
+            for bar in self.bars:
+                bar.refresh(nolock=True)
 
     def _plain(self) -> None:
-        # Width 0: the renderer leaves out anything drawn to fit (a bar), keeps the words.
-        text = "; ".join(line.strip() for line in self.render(0) if line.strip())
+        for bar in self.bars:
+            bar.ncols = None
+        self.update(self.bars, True)
+        text = "; ".join(t for t in (str(bar).strip() for bar in self.bars) if t)
         if text:
-            self._write(f"ohpub: {text}\n")
-
-    def draw(self) -> None:
-        """Redraw in place (terminals only); lines never reach the last column, so the
-        terminal never wraps them and the cursor stays where we count it."""
-        if self.dumb or self._closed:
-            return
-        width = max(10, _width(self.stream))
-        lines = [line[: width - 1] for line in self.render(width)]
-        out = self._up() + "\r" + "\n".join(line + "\x1b[K" for line in lines)
-        if len(lines) < self._shown:
-            out += "\x1b[J"
-        self._shown = len(lines)
-        self._write(out)
-
-    def erase(self) -> None:
-        """Remove the lines; the cursor ends at column 0 of the first one's row."""
-        if self.dumb or not self._shown:
-            return
-        self._write(self._up() + "\r\x1b[J")
-        self._shown = 0
-
-    def _up(self) -> str:
-        return f"\x1b[{self._shown - 1}A" if self._shown > 1 else ""
-
-    def _write(self, text: str) -> None:
-        with contextlib.suppress(OSError, ValueError):
-            self.stream.write(text)
+            self.stream.write(f"ohpub: {text}\n")
             self.stream.flush()
 
     def close(self) -> None:
-        """Stop redrawing and erase the lines; safe to call twice."""
+        """Stop redrawing and erase the bars; safe to call twice."""
         self._stop.set()
         if self._thread.is_alive() and self._thread is not threading.current_thread():
             self._thread.join(timeout=2)
-        with SCREEN.lock:
+        with _lock(), contextlib.suppress(OSError, ValueError):
             if not self._closed:
-                self.erase()
                 self._closed = True
-            if SCREEN.live is self:
-                SCREEN.live = None
+                for bar in reversed(self.bars):  # the last line first: the cursor ends up
+                    bar.close()  # at column 0 of the first line, all of them blank
 
 
-def rate_window(samples: list[tuple[float, float]], now: float, value: float) -> float:
-    """Per-second rate of ``value`` over the last few seconds of ``samples`` (which it
-    updates in place): steadier than the last interval, truer than the whole run."""
-    samples.append((now, value))
-    while len(samples) > 2 and now - samples[0][0] > 5.0:
-        samples.pop(0)
-    t0, v0 = samples[0]
-    return (value - v0) / (now - t0) if now - t0 > 0.3 else 0.0
-
-
-__all__ = ["SCREEN", "LiveLines", "is_dumb", "rate_window"]
+__all__ = ["BAR_CHARS", "Bar", "LiveBars", "Nowhere", "above_bars", "is_dumb", "width_of"]

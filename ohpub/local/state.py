@@ -17,14 +17,16 @@ import sqlite3
 import stat
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from types import TracebackType
-from typing import Any, NamedTuple, NoReturn, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from ohpub.local import tree
+from ohpub.model import plan
+from ohpub.model.cancel import shielded
 from ohpub.model.errors import StateError, UsageError
 from ohpub.model.records import DataFile, StateStatus
 
@@ -55,28 +57,9 @@ NO_WRITE = frozenset({errno.EACCES, errno.EPERM, errno.EROFS})
 _SQLITE_FILES = tuple(STATE_DB_NAME + sfx for sfx in ("", "-wal", "-shm", "-journal"))
 """The database and the side files SQLite opens by name (following symlinks itself)."""
 
-_SCHEMA = """
-CREATE TABLE files (
-    id            INTEGER PRIMARY KEY,
-    path          TEXT,
-    size          INTEGER,
-    mtime_ns      INTEGER,
-    sha256        TEXT,
-    md5           TEXT,
-    etag          TEXT,
-    basename      TEXT    NOT NULL,
-    created       TEXT    NOT NULL,
-    user_id       INTEGER,
-    username      TEXT,
-    project_id    INTEGER,
-    datatype_ids  TEXT    NOT NULL,
-    metadata      TEXT    NOT NULL,
-    raw           TEXT    NOT NULL,
-    first_seen    REAL    NOT NULL,
-    last_seen     REAL    NOT NULL,
-    downloaded_at REAL,
-    status        TEXT    NOT NULL
-);
+# The database's schema: the ``files`` table is made from FileState's fields (below), the
+# rest is written here.
+_SCHEMA_REST = """\
 CREATE INDEX files_path ON files (path) WHERE path IS NOT NULL;
 CREATE TABLE runs (
     id       INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -94,34 +77,6 @@ CREATE TABLE scope_counts (
     updated   REAL    NOT NULL
 );
 """
-
-_FILE_COLUMNS = (
-    "id",
-    "path",
-    "size",
-    "mtime_ns",
-    "sha256",
-    "md5",
-    "etag",
-    "basename",
-    "created",
-    "user_id",
-    "username",
-    "project_id",
-    "datatype_ids",
-    "metadata",
-    "raw",
-    "first_seen",
-    "last_seen",
-    "downloaded_at",
-    "status",
-)
-_SELECT_FILES = f"SELECT {', '.join(_FILE_COLUMNS)} FROM files"
-_PUT_FILE = (
-    f"INSERT OR REPLACE INTO files ({', '.join(_FILE_COLUMNS)}) "
-    f"VALUES ({', '.join('?' for _ in _FILE_COLUMNS)})"
-)
-
 
 def ohpub_dir(dest: Path) -> Path:
     """``DEST/.ohpub``: ohpub's own corner of the mirror."""
@@ -191,36 +146,91 @@ def stat_fingerprint(path: Path) -> tuple[int, int] | None:
     return st.st_size, st.st_mtime_ns
 
 
+class _Stored(str):
+    """A JSON column's text as SQLite returned it (not yet parsed)."""
+
+
+def _col(sql: str) -> Any:
+    """A column of the ``files`` table: its SQL type, declared with its FileState field."""
+    return field(metadata={"sql": sql})
+
+
+class _Json:
+    """A JSON column of ``FileState``: kept as the stored text until it is read (a no-op
+    run compares most records as text and parses only the few that changed), parsed once,
+    and stored again as the same text when it was never touched."""
+
+    def __init__(self, sql: str, dump: Callable[[Any], Any] = lambda v: v) -> None:
+        self.sql = sql
+        self._dump = dump
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+        self._value, self._text = f"_{name}_value", f"_{name}_text"
+
+    def __get__(self, obj: Any, owner: type | None = None) -> Any:
+        if obj is None:
+            raise AttributeError(self.name)  # (a dataclass field without default)
+        d = obj.__dict__
+        if self._value not in d:
+            try:
+                d[self._value] = json.loads(d[self._text])
+            except ValueError as exc:
+                raise StateError(
+                    f"state database: unreadable {self.name} of file {obj.id!r}: {exc}",
+                    hint="if the file is damaged, " + _MOVE_AWAY_HINT,
+                ) from exc
+        return d[self._value]
+
+    def __set__(self, obj: Any, value: Any) -> None:
+        d = obj.__dict__
+        if isinstance(value, _Stored):
+            d[self._text] = value
+            d.pop(self._value, None)
+        else:
+            d[self._value] = value
+            d.pop(self._text, None)
+
+    def text(self, obj: Any) -> str:
+        """The column's text: as stored, or the value as it would be stored."""
+        d = obj.__dict__
+        stored = d.get(self._text)
+        return stored if stored is not None else _dumps(self._dump(d[self._value]))
+
+
 @dataclass
 class FileState:
-    """What ohpub knows about one data file, keyed by its (immutable) API id."""
+    """What ohpub knows about one data file, keyed by its (immutable) API id: one row of
+    the ``files`` table. The fields ARE the table: their order, names and SQL types
+    declare its columns (the CREATE TABLE, the SELECT and the INSERT are made from them).
+    Rows read from the database keep their JSON columns as text until a field is read."""
 
-    id: int
-    path: str | None
+    id: int = _col("INTEGER PRIMARY KEY")
+    path: str | None = _col("TEXT")
     """Relative POSIX path under DEST; None while the file is not placed."""
-    size: int | None
-    mtime_ns: int | None
+    size: int | None = _col("INTEGER")
+    mtime_ns: int | None = _col("INTEGER")
     """With ``size``, the stat fingerprint of the file at ``path`` when last verified:
     if both still match, the bytes need not be hashed again."""
-    sha256: str | None
-    md5: str | None
-    etag: str | None
+    sha256: str | None = _col("TEXT")
+    md5: str | None = _col("TEXT")
+    etag: str | None = _col("TEXT")
     """Storage ETag without quotes."""
-    basename: str
-    created: str
+    basename: str = _col("TEXT    NOT NULL")
+    created: str = _col("TEXT    NOT NULL")
     """ISO 8601 exactly as the API sent it."""
-    user_id: int | None
-    username: str | None
-    project_id: int | None
-    datatype_ids: list[int]
-    metadata: dict[str, Any]
-    raw: dict[str, Any]
+    user_id: int | None = _col("INTEGER")
+    username: str | None = _col("TEXT")
+    project_id: int | None = _col("INTEGER")
+    datatype_ids: list[int] = _Json("TEXT    NOT NULL", list)  # type: ignore[assignment]
+    metadata: dict[str, Any] = _Json("TEXT    NOT NULL")  # type: ignore[assignment]
+    raw: dict[str, Any] = _Json("TEXT    NOT NULL", lambda r: _without_download_url(r))  # type: ignore[assignment]
     """The API object minus ``download_url``: its key expires, so storing it is useless
     and would leak a credential-like token into the mirror."""
-    first_seen: float
-    last_seen: float
-    downloaded_at: float | None
-    status: str
+    first_seen: float = _col("REAL    NOT NULL")
+    last_seen: float = _col("REAL    NOT NULL")
+    downloaded_at: float | None = _col("REAL")
+    status: str = _col("TEXT    NOT NULL")
     """One of STATUSES: present, removed-upstream, unavailable, failed, pending."""
 
     @classmethod
@@ -246,8 +256,57 @@ class FileState:
             first_seen=now,
             last_seen=now,
             downloaded_at=None,
-            status="pending",
+            status=plan.NEW_STATUS.value,
         )
+
+    @classmethod
+    def from_row(cls, row: Sequence[Any]) -> FileState:
+        """A record as SQLite returned it (``_SELECT_FILES``), its JSON columns unparsed."""
+        values: list[Any] = [
+            _Stored(v) if c in _JSON_COLUMNS else v for c, v in zip(_COLUMNS, row, strict=True)
+        ]
+        return cls(*values)
+
+    def stored(self, column: str) -> Any:
+        """What the database holds (or would hold) in ``column``: JSON columns as text."""
+        json_col = _JSON_COLUMNS.get(column)
+        return json_col.text(self) if json_col is not None else getattr(self, column)
+
+    @staticmethod
+    def text_of(raw: Mapping[str, Any]) -> str:
+        """The ``raw`` column's text for an API record (what ``put`` would store)."""
+        return _dumps(_without_download_url(raw))
+
+    @staticmethod
+    def ids_text(ids: Iterable[int]) -> str:
+        """The ``datatype_ids`` column's text."""
+        return _dumps(list(ids))
+
+
+_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(FileState))
+_JSON_COLUMNS: dict[str, _Json] = {
+    name: d for name in _COLUMNS if isinstance(d := FileState.__dict__.get(name), _Json)
+}
+
+
+def _sql_type(name: str) -> str:
+    json_col = _JSON_COLUMNS.get(name)
+    if json_col is not None:
+        return json_col.sql
+    return str(next(f for f in fields(FileState) if f.name == name).metadata["sql"])
+
+
+_SCHEMA = (
+    "\nCREATE TABLE files (\n"
+    + ",\n".join(f"    {name:<13} {_sql_type(name)}" for name in _COLUMNS)
+    + "\n);\n"
+    + _SCHEMA_REST
+)
+_SELECT_FILES = f"SELECT {', '.join(_COLUMNS)} FROM files"
+_PUT_FILE = (
+    f"INSERT OR REPLACE INTO files ({', '.join(_COLUMNS)}) "
+    f"VALUES ({', '.join('?' for _ in _COLUMNS)})"
+)
 
 
 @dataclass
@@ -267,39 +326,11 @@ class RunInfo:
     counts: dict[str, int]
     complete: bool
 
-
-class StoredRow(NamedTuple):
-    """One ``files`` row as SQLite returns it (JSON columns still text)."""
-
-    id: int
-    path: str | None
-    size: int | None
-    mtime_ns: int | None
-    sha256: str | None
-    md5: str | None
-    etag: str | None
-    basename: str
-    created: str
-    user_id: int | None
-    username: str | None
-    project_id: int | None
-    datatype_ids: str
-    metadata: str
-    raw: str
-    first_seen: float
-    last_seen: float
-    downloaded_at: float | None
-    status: str
-
-    @staticmethod
-    def text_of(raw: Mapping[str, Any]) -> str:
-        """The ``raw`` column's text for an API record (what ``put`` would store)."""
-        return _dumps(_without_download_url(raw))
-
-    @staticmethod
-    def ids_text(ids: Iterable[int]) -> str:
-        """The ``datatype_ids`` column's text."""
-        return _dumps(list(ids))
+    @property
+    def error(self) -> str | None:
+        """What went wrong first in a failed run (None for older records)."""
+        value = self.scope.get("error") if isinstance(self.scope, dict) else None
+        return value if isinstance(value, str) else None
 
 
 def _without_download_url(raw: Mapping[str, Any]) -> dict[str, Any]:
@@ -368,9 +399,13 @@ class _Connection:
     @contextmanager
     def _write(self, action: str) -> Iterator[sqlite3.Connection]:
         """One IMMEDIATE transaction, committed on success and rolled back on any
-        exception (KeyboardInterrupt included) so no half-written batch survives."""
-        with self._lock, self._guard(action):
+        exception (KeyboardInterrupt included) so no half-written batch survives. A
+        ``shielded`` section: Ctrl-C is raised after it, never between BEGIN and the
+        ROLLBACK or COMMIT (which would leave the connection inside a transaction)."""
+        with self._lock, self._guard(action), shielded():
             conn = self._conn
+            if conn.in_transaction:  # left by a KeyboardInterrupt of Python's own handler
+                conn.execute("ROLLBACK")
             conn.execute("BEGIN IMMEDIATE")
             try:
                 yield conn
@@ -380,43 +415,14 @@ class _Connection:
                 raise
             conn.execute("COMMIT")
 
-    def _row_to_file(self, row: tuple[Any, ...]) -> FileState:
-        try:
-            values = dict(zip(_FILE_COLUMNS, row, strict=True))
-            for key in ("datatype_ids", "metadata", "raw"):
-                values[key] = json.loads(values[key])
-            return FileState(**values)
-        except (ValueError, TypeError) as exc:
-            raise StateError(
-                f"state database {self.path}: unreadable record for file {row[0]!r}: {exc}",
-                hint="if the file is damaged, " + _MOVE_AWAY_HINT,
-            ) from exc
+    def _row_to_file(self, row: Sequence[Any]) -> FileState:
+        return FileState.from_row(row)
 
     @staticmethod
     def _file_params(fs: FileState) -> tuple[Any, ...]:
         if fs.status not in STATUSES:
             raise ValueError(f"file {fs.id}: unknown status {fs.status!r}")
-        return (
-            fs.id,
-            fs.path,
-            fs.size,
-            fs.mtime_ns,
-            fs.sha256,
-            fs.md5,
-            fs.etag,
-            fs.basename,
-            fs.created,
-            fs.user_id,
-            fs.username,
-            fs.project_id,
-            _dumps(list(fs.datatype_ids)),
-            _dumps(fs.metadata),
-            _dumps(_without_download_url(fs.raw)),
-            fs.first_seen,
-            fs.last_seen,
-            fs.downloaded_at,
-            fs.status,
-        )
+        return tuple(fs.stored(c) for c in _COLUMNS)
 
 
 class _RunLog(_Connection):
@@ -445,17 +451,28 @@ class _RunLog(_Connection):
         outcome: str,
         counts: dict[str, int],
         complete: bool,
+        error: str | None = None,
     ) -> None:
         """Record how a run ended; ``complete`` means the run saw its whole scope (every
-        listing page). (The ``scope_counts`` table of schema 1 is no longer written.)"""
+        listing page); ``error`` is what went wrong first (kept with the run's scope, as
+        ``"error"``: no schema change). (The ``scope_counts`` table of schema 1 is no longer
+        written.)"""
         now = time.time()
         with self._write("recording the end of a run") as conn:
-            cur = conn.execute(
-                "UPDATE runs SET ended = ?, outcome = ?, counts = ?, complete = ? WHERE id = ?",
-                (now, outcome, _dumps(counts), int(complete), run_id),
-            )
-            if cur.rowcount != 1:
+            row = conn.execute("SELECT scope FROM runs WHERE id = ?", (run_id,)).fetchone()
+            if row is None:
                 raise ValueError(f"no run with id {run_id}")
+            details = json.loads(row[0]) if error is not None else None
+            if isinstance(details, dict):
+                details["error"] = error
+            conn.execute(
+                "UPDATE runs SET ended = ?, outcome = ?, counts = ?, complete = ?"
+                + (", scope = ?" if isinstance(details, dict) else "")
+                + " WHERE id = ?",
+                (now, outcome, _dumps(counts), int(complete))
+                + ((_dumps(details),) if isinstance(details, dict) else ())
+                + (run_id,),
+            )
 
     def last_run(self, *, complete_only: bool = False, before: int | None = None) -> RunInfo | None:
         """The most recently begun run (finished or not), or the latest complete one;
@@ -512,9 +529,10 @@ class StateDB(_RunLog):
     loss, not just across a killed process (NORMAL could roll the last commits back,
     leaving files at their paths that the database does not know as ours).
 
-    The connection is shared by worker threads (``check_same_thread=False``) and
-    every use is serialised by one lock; transactions are explicit (autocommit
-    connection + BEGIN IMMEDIATE) so nothing stays open between calls.
+    In a mirror only the main thread uses it (workers never touch the state: see
+    ARCHITECTURE.md); it may still be used from any thread (``check_same_thread=False``),
+    every use serialised by one lock. Transactions are explicit (autocommit connection +
+    BEGIN IMMEDIATE) so nothing stays open between calls.
     """
 
     # -- opening -----------------------------------------------------------
@@ -574,26 +592,19 @@ class StateDB(_RunLog):
         return None if row is None else self._row_to_file(row)
 
     def get_many(self, ids: Iterable[int]) -> dict[int, FileState]:
-        """The records of many file ids (those ohpub knows), a chunk of ids per query."""
-        return {i: self._row_to_file(r) for i, r in self.rows_many(ids).items()}
-
-    def rows_many(self, ids: Iterable[int]) -> dict[int, StoredRow]:
-        """Like ``get_many`` but unparsed: a run that finds most records unchanged compares
-        their JSON text and parses only the few that differ (``parse_row``)."""
+        """The records of many file ids (those ohpub knows), a chunk of ids per query. Their
+        JSON columns are parsed when read: a run that finds most records unchanged
+        compares their text (``FileState.stored``) and parses only the few that differ."""
         keys = [int(i) for i in ids]
-        out: dict[int, StoredRow] = {}
+        out: dict[int, FileState] = {}
         for i in range(0, len(keys), 500):
             chunk = keys[i : i + 500]
             marks = ",".join("?" for _ in chunk)
             with self._read("reading file records") as conn:
                 rows = conn.execute(f"{_SELECT_FILES} WHERE id IN ({marks})", chunk).fetchall()
             for row in rows:
-                out[int(row[0])] = StoredRow(*row)
+                out[int(row[0])] = self._row_to_file(row)
         return out
-
-    def parse_row(self, row: StoredRow) -> FileState:
-        """The FileState of a row from ``rows_many``."""
-        return self._row_to_file(tuple(row))
 
     def iter_paths(self, batch: int = 5000) -> Iterator[tuple[int, str | None, str]]:
         """``(id, path, status)`` of every record by id, without parsing the records: what

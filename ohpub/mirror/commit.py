@@ -13,24 +13,26 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ohpub.local.dest import Destination, LocalDest, facts_of
 from ohpub.local.state import FileState, StateDB, partial_dir, stat_fingerprint
-from ohpub.local.tree import (
-    DiskError,
-    forget_partial,
-    move_within,
-    place,
-    remove_within,
-    rmdir_within,
-    sync_dirs,
-)
-from ohpub.mirror import plan
+from ohpub.local.tree import DiskError
 from ohpub.mirror.listed import Listed
 from ohpub.mirror.types import FileResult, Finished, MirrorOptions, MirrorSummary
-from ohpub.model import layout
+from ohpub.model import layout, plan
 from ohpub.model.errors import UsageError
-from ohpub.model.records import Action, FileStatus, RecordError, StateStatus, parse_datafile
+from ohpub.model.records import (
+    Action,
+    FileStatus,
+    RecordError,
+    Rejected,
+    StateStatus,
+    parse_datafile,
+)
 
 MOVING_DIR = ".ohpub/moving"
+PLACEABLE = (Action.DOWNLOAD, Action.RESUME, Action.PLACE)
+"""Finished work whose verified bytes wait in the partial: a download, or one a run
+before kept waiting."""
 
 
 def record_of(fs: FileState) -> Any:
@@ -56,6 +58,7 @@ class Phase:
     ) -> None:
         self.opts = opts
         self.dest = opts.dest
+        self.target: Destination = opts.destination or LocalDest(opts.dest)
         self.state = state
         self.listed = listed
         self.report = report
@@ -82,6 +85,36 @@ class Committer(Phase):
                 if path and status in plan.PLACED:
                     counts[path.rpartition("/")[0]] += 1
         return counts
+
+    def incomplete_dirs(self, rejected: list[Rejected]) -> dict[str, set[str]]:
+        """The directories a rejected record may belong to, each with the (folded) paths
+        placed in it: where the listing is not complete, so the layout must not change.
+
+        A rejected record with an id is the file the state knows by that id; one without
+        is any placed file of the scope that this listing did not bring."""
+        if not rejected or self.state is None:
+            return {}
+        ids = {r.file_id for r in rejected if r.file_id is not None}
+        anonymous = len(ids) < len(rejected)
+        dirs: set[str] = set()
+        placed: list[tuple[str, str]] = []
+        for fid, path, status in self.state.iter_paths():
+            if not path or status not in plan.PLACED:
+                continue
+            directory = path.rpartition("/")[0]
+            placed.append((directory, path))
+            if fid in ids or (anonymous and fid not in self.listed.ids and self._in_scope(fid)):
+                dirs.add(directory)
+        out: dict[str, set[str]] = {d: set() for d in dirs}
+        for directory, path in placed:
+            if directory in out:
+                out[directory].add(layout.fold(path))
+        return out
+
+    def _in_scope(self, fid: int) -> bool:
+        fs = self.state.get(fid) if self.state is not None else None
+        rec = record_of(fs) if fs is not None else None
+        return rec is not None and self.opts.flt.matches(rec)
 
     def reconcile(self) -> None:
         """Move kept files whose path changed; move aside unlisted files in the way.
@@ -134,20 +167,20 @@ class Committer(Phase):
         staged: list[tuple[FileState, str, str]] = []
         for fid, old, new in moves:
             fs = records[fid]
-            if stat_fingerprint(self.dest / old) is None:
+            if self.target.fingerprint(old) is None:
                 fs.path = None  # gone from disk; it will be downloaded again
                 state.put(fs)
                 continue
             tmp = f"{MOVING_DIR}/{fid}"
-            move_within(self.dest, old, tmp)
+            self.target.move(old, tmp)
             fs.path = tmp
             state.put(fs)
             staged.append((fs, old, new))
         for fs, old, new in staged:
-            move_within(self.dest, fs.path or "", new)
+            self.target.move(fs.path or "", new)
             fs.path = new
             state.put(fs)
-            prune_dirs(self.dest, old)
+            self.target.prune(old)
 
     def _save_refreshed(self) -> None:
         if not self._refreshed or self.state is None:
@@ -157,7 +190,7 @@ class Committer(Phase):
             fs = records.get(d.id)
             if fs is not None and d.fp is not None:
                 fs.size, fs.mtime_ns = d.fp
-                fs.status = StateStatus.PRESENT.value
+                fs.status = plan.placed_status().value
         self.state.put_many(records.values())
         self._refreshed = []
 
@@ -166,7 +199,8 @@ class Committer(Phase):
         self._save_refreshed()
         for k in self.listed.kept():
             status = FileStatus.RENAMED if k.action is Action.RENAME else FileStatus.UNCHANGED
-            self.report(FileResult(k.id, k.target or k.path, status, k.size, k.sha256))
+            path = k.target or k.path  # (no target: a directory listed incompletely)
+            self.report(FileResult(k.id, Path(path) if path else None, status, k.size, k.sha256))
 
     # -- finished work -------------------------------------------------------------------------
 
@@ -178,6 +212,17 @@ class Committer(Phase):
                 self._report_dry(d, targets[d.id], summary)
             return
         records = self.state.get_many([d.id for d in batch])
+        self.target.prepare(
+            [
+                (
+                    partial_dir(self.dest) / str(d.id),
+                    target,
+                    facts_of(records[d.id], d.sha256, d.md5 or records[d.id].md5),
+                )
+                for d in batch
+                if d.action in PLACEABLE and d.sha256 and (target := targets[d.id]) is not None
+            ]
+        )
         dirs: set[str] = set()
         removals: list[str] = []
         results: list[FileResult] = []
@@ -193,10 +238,10 @@ class Committer(Phase):
             if r is not None:
                 results.append(r)
         if dirs:
-            sync_dirs(self.dest, dirs)
+            self.target.sync(dirs)
         self.state.put_many(changed)
         for old in removals:
-            remove_within(self.dest, old)  # never a path another listed file now owns
+            self.target.remove(old)  # never a path another listed file now owns
         for r in results:
             self.report(r)
 
@@ -206,7 +251,7 @@ class Committer(Phase):
         if status is FileStatus.PLANNED and action is not Action.PLACE:
             summary.bytes_planned += d.size or 0
         error = "larger than --max-size" if action is Action.SKIP else d.error
-        self.report(FileResult(d.id, target, status, d.size, None, error))
+        self.report(FileResult(d.id, Path(target) if target else None, status, d.size, None, error))
 
     def _apply(
         self,
@@ -220,38 +265,39 @@ class Committer(Phase):
         """One finished download: place it and update ``fs``. Failures are reported at
         once (on a full disk the state write fails too, and the user must still learn
         which file failed and why); successes once the batch is durable."""
-        if d.action not in (Action.DOWNLOAD, Action.RESUME, Action.PLACE) or d.sha256 is None:
+        if d.action not in PLACEABLE or d.sha256 is None:
             self._failed(d, target, fs)
             return None
         part = partial_dir(self.dest) / str(d.id)
         old_path = fs.path
         try:
-            place(part, self.dest, target, sync=False)
+            fp = self.target.place(part, target, facts_of(fs, d.sha256, d.md5 or fs.md5))
         except (DiskError, UsageError) as exc:
-            self.report(FileResult(d.id, target, FileStatus.FAILED, d.size, d.sha256, exc.message))
+            self.report(
+                FileResult(d.id, Path(target), FileStatus.FAILED, d.size, d.sha256, exc.message)
+            )
             return None
         dirs.add(target.rpartition("/")[0])
-        forget_partial(part, root=self.dest)  # h4: no symlink followed below DEST
-        fp = stat_fingerprint(self.dest / target)
         fs.path = target
         fs.size, fs.mtime_ns = fp if fp else (d.size, None)
         if d.action is not Action.PLACE:  # (a waiting download's record has them already)
             fs.sha256, fs.md5, fs.etag = d.sha256, d.md5, d.etag
             fs.downloaded_at = time.time()
-        fs.status = StateStatus.PRESENT.value
+        fs.status = plan.placed_status().value
         if old_path and old_path != target and not self.listed.owners([layout.fold(old_path)]):
             removals.append(old_path)
         summary.bytes_downloaded += d.size or 0
         summary.bytes_transferred += d.transferred
+        summary.bytes_reused += d.reused
         status = plan.DONE_STATUS[d.action]
-        return FileResult(d.id, target, status, d.size, d.sha256)
+        return FileResult(d.id, Path(target), status, d.size, d.sha256)
 
     def _wait(self, d: Finished, fs: FileState) -> FileResult | None:
         """A finished download in a directory whose listing was incomplete: its name is
         not certain, so it stays in ``.ohpub/partial``, verified, and the state records
         its digests and the partial's size and mtime: the next run places it without a
         download (``plan.file_action`` -> PLACE)."""
-        if d.action not in (Action.DOWNLOAD, Action.RESUME, Action.PLACE) or d.sha256 is None:
+        if d.action not in PLACEABLE or d.sha256 is None:
             self._failed(d, None, fs)
             return None
         fp = stat_fingerprint(partial_dir(self.dest) / str(d.id))
@@ -266,21 +312,14 @@ class Committer(Phase):
 
     def _failed(self, d: Finished, target: str | None, fs: FileState) -> None:
         status = plan.DONE_STATUS[d.action] if d.action is not None else FileStatus.FAILED
-        self.report(FileResult(d.id, fs.path or target, status, d.size, None, d.error))
-        if fs.status != StateStatus.PRESENT:
-            fs.status = {
-                FileStatus.UNAVAILABLE: StateStatus.UNAVAILABLE,
-                FileStatus.SKIPPED: StateStatus.PENDING,
-            }.get(status, StateStatus.FAILED).value
+        path = fs.path or target
+        self.report(FileResult(d.id, Path(path) if path else None, status, d.size, None, d.error))
+        fs.status = plan.failed_status(StateStatus(fs.status), status).value
 
 
 def prune_dirs(dest: Path, relpath: str) -> None:
     """Remove directories a move or delete left empty (never DEST or .ohpub)."""
-    parts = relpath.split("/")[:-1]
-    while parts and parts[0] != ".ohpub":
-        if not rmdir_within(dest, "/".join(parts)):  # no symlink followed
-            return
-        parts.pop()
+    LocalDest(dest).prune(relpath)
 
 
 __all__ = ["Phase", "Committer", "FileResult", "record_of", "prune_dirs", "MOVING_DIR"]

@@ -46,7 +46,8 @@ CREATE TABLE finished (
     md5         TEXT,
     etag        TEXT,
     transferred INTEGER NOT NULL,
-    error       TEXT
+    error       TEXT,
+    reused      INTEGER NOT NULL
 );
 """
 Row = tuple[DataFile, Action, str | None, int | None, str | None]
@@ -122,6 +123,7 @@ class Listed:
     def plan_targets(
         self,
         placed_in: Mapping[str, int],
+        frozen: Mapping[str, set[str]] | None = None,
         complete: Callable[[str | None, int | None], bool] = lambda user, project: True,
     ) -> None:
         """Give every listed file its path, one directory at a time (``layout``).
@@ -132,10 +134,16 @@ class Listed:
         so the layout (a pure function of that set) gives each its current path again,
         and the planning is skipped. That is what keeps a no-op run near the listing.
 
+        ``frozen`` maps each directory this run did not list completely (a record of it was
+        rejected) to the folded paths placed in it: there nothing placed moves, and a new
+        file takes its layout name only when that is free (``_frozen_targets``).
+
         A directory the listing did not list completely (``complete(username, project)``
-        is False) cannot be named: its placed files keep their paths and its new files
-        get none (their downloads wait, verified, for a run that lists it completely).
+        is False: a gap no request could fill, a listing that failed midway) cannot be
+        named at all: its placed files keep their paths and its new files get none (their
+        downloads wait, verified, for a run that lists it completely).
         """
+        frozen = frozen or {}
         dirs = [r[0] for r in self._conn.execute("SELECT DISTINCT dir FROM listed")]
         for d in dirs:
             rows = self._conn.execute(
@@ -153,6 +161,8 @@ class Listed:
                     for i, b, c, u, p, _a, _path in rows
                 ]
                 targets = layout.plan_paths(entries)
+                if d in frozen:
+                    targets = _frozen_targets(d, rows, targets, frozen[d])
             with self._tx():
                 self._conn.executemany(
                     "UPDATE listed SET target = ?, fold = ? WHERE id = ?",
@@ -196,7 +206,7 @@ class Listed:
         listing is complete): kept here, not in memory, on a big first run."""
         with self._tx():
             self._conn.executemany(
-                "INSERT OR REPLACE INTO finished VALUES (?,?,?,?,?,?,?,?,?)",
+                "INSERT OR REPLACE INTO finished VALUES (?,?,?,?,?,?,?,?,?,?)",
                 [
                     (
                         d.id,
@@ -208,6 +218,7 @@ class Listed:
                         d.etag,
                         d.transferred,
                         d.error,
+                        d.reused,
                     )
                     for d in done
                 ],
@@ -217,15 +228,28 @@ class Listed:
         """The stashed transfers, ``n`` at a time, each batch removed as it is handed out."""
         while True:
             rows = self._conn.execute(
-                "SELECT id, was, action, size, sha256, md5, etag, transferred, error"
+                "SELECT id, was, action, size, sha256, md5, etag, transferred, error, reused"
                 " FROM finished ORDER BY id LIMIT ?",
                 (n,),
             ).fetchall()
             if not rows:
                 return
             batch = [
-                Finished(i, Action(w), Action(a) if a else None, None, s, None, h, m, e, t, err)
-                for i, w, a, s, h, m, e, t, err in rows
+                Finished(
+                    i,
+                    Action(w),
+                    Action(a) if a else None,
+                    None,
+                    s,
+                    None,
+                    h,
+                    m,
+                    e,
+                    t,
+                    err,
+                    reused=r,
+                )
+                for i, w, a, s, h, m, e, t, err, r in rows
             ]
             self._conn.execute("DELETE FROM finished WHERE id <= ?", (rows[-1][0],))
             yield batch
@@ -243,6 +267,31 @@ class Listed:
 
     def _tx(self) -> _Tx:
         return _Tx(self._conn)
+
+
+def _frozen_targets(
+    directory: str, rows: list[Any], planned: dict[int, str], occupied: set[str]
+) -> dict[int, str]:
+    """Targets in a directory that was not listed completely: a file placed in it keeps
+    its path (the layout of the whole set is not known, so no name may change hands), and
+    any other file takes its planned name if no placed file holds it, else the first free
+    id-bearing name (``layout.id_name``)."""
+    prefix = directory + "/"
+    out: dict[int, str] = {}
+    for fid, _b, _c, _u, _p, _a, path in rows:
+        if path is not None and path.startswith(prefix) and "/" not in path[len(prefix) :]:
+            out[fid] = path
+    taken = set(occupied) | {layout.fold(p) for p in out.values()}
+    for fid, basename, *_rest in rows:
+        if fid in out:
+            continue
+        target, tier = planned[fid], 1
+        while layout.fold(target) in taken:
+            target = prefix + layout.id_name(basename, fid, tier)
+            tier += 1
+        out[fid] = target
+        taken.add(layout.fold(target))
+    return out
 
 
 def _settled(directory: str, rows: list[Any], placed: int) -> bool:

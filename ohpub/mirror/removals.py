@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+from pathlib import Path
 
 from ohpub.local.state import FileState, partial_dir
-from ohpub.local.tree import forget_partial, remove_within
-from ohpub.mirror import plan
-from ohpub.mirror.commit import Phase, prune_dirs, record_of
+from ohpub.local.tree import forget_partial
+from ohpub.mirror.commit import Phase, record_of
 from ohpub.mirror.types import FileResult, MirrorSummary
+from ohpub.model import plan
 from ohpub.model.records import Action, StateStatus
 
 
@@ -42,8 +43,8 @@ class Removals(Phase):
                 if rec is not None and self.opts.flt.matches(rec):
                     gone.append(fs)
         gone.sort(key=lambda fs: fs.id)
-        never = [fs for fs in gone if not (fs.path and fs.status in plan.PLACED)]
-        gone = [fs for fs in gone if fs.path and fs.status in plan.PLACED]
+        never = [fs for fs in gone if not (fs.path and StateStatus(fs.status) in plan.PLACED)]
+        gone = [fs for fs in gone if fs.path and StateStatus(fs.status) in plan.PLACED]
         if never and not self.dry:
             for fs in never:  # nothing of theirs is on disk but maybe a partial
                 forget_partial(partial_dir(self.dest) / str(fs.id), root=self.dest)
@@ -62,13 +63,17 @@ class Removals(Phase):
         if not self.dry and self.state is not None:
             if action is Action.DELETE:
                 if fs.path:
-                    remove_within(self.dest, fs.path)
-                    prune_dirs(self.dest, fs.path)
+                    self.target.remove(fs.path)
+                    self.target.prune(fs.path)
                 self.state.delete(fs.id)
-            elif fs.status != StateStatus.REMOVED_UPSTREAM:
-                fs.status = StateStatus.REMOVED_UPSTREAM.value
-                self.state.put(fs)
-        self.report(FileResult(fs.id, fs.path, status, fs.size, fs.sha256))
+            else:
+                new = plan.removed_status(StateStatus(fs.status), has_path=bool(fs.path))
+                if new.value != fs.status:
+                    fs.status = new.value
+                    self.state.put(fs)
+        self.report(
+            FileResult(fs.id, Path(fs.path) if fs.path else None, status, fs.size, fs.sha256)
+        )
 
     def clean_partials(self) -> None:
         """Partials of files this scope's complete listing no longer has will never finish;

@@ -1,9 +1,9 @@
-"""The mirror engine: list, plan, transfer, commit, report. The dry run is the same run.
+"""One mirror run: list, plan, transfer, commit, report. The dry run is the same run.
 
 ``ohpub mirror DEST`` goes: cli.mirror_cmd -> ``Mirror.run`` (this module: DEST checks,
 lock, state, run record) -> ``_Run.execute``:
 
-1. **List and plan.** The listing streams in (``api.Client.iter_files``) a batch at a
+1. **List and plan.** The listing streams in (``ApiClient.iter_files``) a batch at a
    time. For each file the state record is read (``StateDB.get_many``), the disk facts
    are taken (stat fingerprint, resumable partial), and ``plan.file_action`` decides:
    KEEP, REHASH, DOWNLOAD or RESUME. The batch is recorded in ``listed.Listed`` (on
@@ -11,8 +11,8 @@ lock, state, run record) -> ``_Run.execute``:
    the rest of the listing.
 2. **Work** (``work.Worker``, on worker threads): a REHASH reads the file (sha256 only)
    and ``plan.after_rehash`` keeps it or sends it to DOWNLOAD; a download goes into
-   ``.ohpub/partial/<id>`` (``download.Downloader``, verified, not yet placed). In a dry
-   run the same step is a one-byte size probe instead.
+   ``.ohpub/partial/<id>`` (``transfer.downloader.Downloader``, verified, not yet
+   placed). In a dry run the same step is a one-byte size probe instead.
 3. **Paths.** With the listing complete, ``layout`` fixes every file's path, one
    directory at a time (``Listed.plan_targets``); kept files whose path changed are
    moved (``commit.Committer.reconcile``), files in the way that are no longer listed
@@ -25,6 +25,12 @@ lock, state, run record) -> ``_Run.execute``:
 
 Only the main thread writes to the state or the tree; workers only fill partial files.
 The dry run opens nothing for writing: its ``Committer`` only reports.
+
+The run works under a cancel token of its own (``model.cancel``; a child of the client's,
+so Ctrl-C reaches it): any exception in any phase cancels it at once, and every wait of
+every worker (backoffs, slots, reads) gives up; the run waits ``GRACE`` seconds at most
+for them before the exception goes on. A batch is placed in a ``shielded`` section: a
+signal never cuts it between the renames and the state transaction that records them.
 """
 
 from __future__ import annotations
@@ -36,20 +42,20 @@ import queue
 import threading
 import time
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ohpub.local.index import INDEX_NAME, write_index
+from ohpub.local.dest import LocalDest
+from ohpub.local.index import INDEX_NAME
 from ohpub.local.lock import DestLock
-from ohpub.local.state import FileState, StateDB, ensure_dirs, state_db_path
-from ohpub.mirror import plan
+from ohpub.local.state import FileState, RunInfo, StateDB, ensure_dirs, state_db_path
+from ohpub.mirror.bucketrun import dry_into_bucket, run_into_bucket
 from ohpub.mirror.commit import Committer
 from ohpub.mirror.listed import Listed
 from ohpub.mirror.removals import Removals
 from ohpub.mirror.types import (
-    Cancelled,
     Events,
     FileResult,
     Finished,
@@ -59,6 +65,8 @@ from ohpub.mirror.types import (
     WorkItem,
 )
 from ohpub.mirror.work import Worker, fresh_state
+from ohpub.model import plan
+from ohpub.model.cancel import Cancelled, CancelToken, DaemonPool, shielded
 from ohpub.model.errors import NetworkError, OhpubError, StateError, UsageError
 from ohpub.model.records import Action, DataFile, FileStatus
 from ohpub.remote.client import ApiClient as Client
@@ -71,8 +79,13 @@ BATCH = 64
 transaction). A crash loses at most the files of the batch in flight (re-downloaded)."""
 LIST_BATCH = 200
 """Listed files planned together: one state query per batch."""
+IN_FLIGHT = 1024
+"""Work items handed out at most (``_max_in_flight``)."""
 STATE_BATCH = 2000
 """New or changed records written together (one fsynced transaction)."""
+GRACE = 1.0
+"""Seconds a cancelled run waits for its workers to let go (a worker in a read that only
+its timeout ends is a daemon thread: it does not hold the process up)."""
 
 
 def prepare_dest(dest: Path, *, create: bool) -> None:
@@ -122,7 +135,11 @@ class Mirror:
     def run(self) -> MirrorSummary:
         """Carry out the run (or, with ``dry_run``, report what it would do)."""
         if self.opts.dry_run:
+            if self.opts.url is not None:
+                return dry_into_bucket(self.opts, self._dry_with)
             return self._dry()
+        if self.opts.url is not None:
+            return run_into_bucket(self.opts, self._recorded)
         dest = self.opts.dest
         prepare_dest(dest, create=True)
         refuse_lost_state(dest)
@@ -135,22 +152,28 @@ class Mirror:
         prev = state.last_run()
         index_stale = prev is not None and prev.ended is None  # killed last time
         run_id = state.begin_run("mirror", {"scope": self.opts.flt.scope_key()})
-        run = _Run(self.client, self.opts, self.events, state)
+        run = _Run(self.client, self.opts, self.events, state, after_ok=_ok(prev))
         outcome = "failed"
         try:
             run.execute()
             outcome = "ok" if run.summary.ok else "failed"
-        except KeyboardInterrupt:
+        except KeyboardInterrupt:  # Ctrl-C, SIGTERM, a cancelled token (Cancelled)
             outcome = "interrupted"
+            raise
+        except OhpubError as exc:
+            run.summary.first_error = run.summary.first_error or str(exc)
             raise
         finally:
             run.summary.elapsed = time.monotonic() - run.started
-            if state.changes or index_stale or not (self.opts.dest / INDEX_NAME).is_file():
+            target = self.opts.destination or LocalDest(self.opts.dest)
+            if state.changes or index_stale or not target.has_index():
                 with contextlib.suppress(OhpubError, OSError):
-                    write_index(self.opts.dest, state)
+                    target.write_index(state)
             counts = {str(k): v for k, v in run.summary.counts.items() if v}
             complete = run.summary.listing_complete and outcome != "interrupted"
-            state.end_run(run_id, outcome, counts, complete=complete)
+            error = run.summary.first_error if outcome == "failed" else None
+            with shielded():  # a second Ctrl-C does not lose how this run ended
+                state.end_run(run_id, outcome, counts, complete=complete, error=error)
         return run.summary
 
     def _dry(self) -> MirrorSummary:
@@ -161,11 +184,16 @@ class Mirror:
         if state_db_path(dest).exists():
             state = StateDB.open(dest, create=False, readonly=True)  # h4: writes nothing
         try:
-            run = _Run(self.client, self.opts, self.events, state, dry=True)
-            run.execute()
+            return self._dry_with(state)
         finally:
             if state is not None:
                 state.close()
+
+    def _dry_with(self, state: StateDB | None) -> MirrorSummary:
+        """The dry run over a state opened read-only (or none: a new DEST)."""
+        prev = state.last_run() if state is not None else None
+        run = _Run(self.client, self.opts, self.events, state, dry=True, after_ok=_ok(prev))
+        run.execute()
         run.summary.elapsed = time.monotonic() - run.started
         return run.summary
 
@@ -181,18 +209,27 @@ class _Run:
         state: StateDB | None,
         *,
         dry: bool = False,
+        after_ok: bool = True,
     ) -> None:
         self.opts = opts
+        self.after_ok = after_ok
+        """The last run ended ok: a directory whose placed files are exactly the listed
+        ones is laid out as that run planned it (``Listed.plan_targets``' settled
+        shortcut). After a failed or interrupted run (a directory it did not list
+        completely kept its files where they were) every directory is planned again."""
         self.events = events
         self.state = state
         self.dry = dry
-        self.client = client
+        self.client = client.scoped()
+        self.cancel: CancelToken = self.client.cancel
+        """The run's token: Ctrl-C cancels it (through the client's), and so does any
+        exception of any phase."""
         self.summary = MirrorSummary()
         self.started = time.monotonic()
         self.listed = Listed()
         self.commit = Committer(opts, state, self.listed, self._report, dry=dry)
         self.removals = Removals(opts, state, self.listed, self._report, dry=dry)
-        self.worker = Worker(client, opts, events, dry=dry)
+        self.worker = Worker(self.client, opts, events, dry=dry)
         self._done: queue.SimpleQueue[Future[Finished]] = queue.SimpleQueue()
         self._in_flight = 0
         self._rehashing = 0
@@ -201,60 +238,66 @@ class _Run:
         self._seen: list[int] = []
 
     def execute(self) -> None:
-        """List and plan, work, fix paths, commit, remove: the whole run."""
-        workers = self.opts.jobs + self.client.api_concurrency
-        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ohpub")
-        report = ListingReport()
-        failed: OhpubError | None = None
+        """List and plan, work, fix paths, commit, remove: the whole run. Whatever any
+        phase raises cancels every worker at once (their waits give up) before it goes on."""
+        pool = DaemonPool(self.opts.jobs + self.client.api_concurrency, "ohpub")
         try:
-            try:
-                failed = self._list_and_plan(pool, report)
-                if failed is not None and not len(self.listed):
-                    raise failed
-            except OhpubError:
-                # The listing failed: nothing may be deleted or marked removed; what is
-                # already downloaded stays in the partial folder for the next run.
-                self._cancel(pool)
-                raise
-            self._save_listed(time.time())
-            self.events.listing_done(len(self.listed))
-            self.summary.listing_complete = report.complete
-            self.summary.warnings.extend(report.warnings)
-            self._report_rejected(report)
-            self._drain(pool, until=0, only_rehash=True)
-            # Only directories listed completely get their names; the others keep what
-            # is placed and their new downloads wait (verified) for the next run.
-            self.listed.plan_targets(self.commit.placed_per_dir(), report.directory_complete)
-            self.commit.reconcile()
-            self._drain(pool, until=0)
-            self._commit_finished()
-            if self.worker.dead is not None:
-                raise NetworkError(
-                    self.worker.dead, hint="finished files are kept; a rerun resumes the rest"
-                )
-            self.commit.report_kept()
-            if report.complete and all(r.file_id is not None for r in report.rejected):
-                # (an item without a usable id could be any tracked file: remove nothing)
-                self.removals.run(self.summary)
-                self.removals.clean_partials()
-        except KeyboardInterrupt:
-            self._cancel(pool)
+            failed = self._phases(pool)
+        except BaseException:
+            self.cancel.cancel()
             raise
         finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+            # After a failure, what is already downloaded stays in the partial folder for
+            # the next run; nothing may be deleted or marked removed.
+            if not pool.shutdown(wait=GRACE if self.cancel.cancelled else None):
+                log.debug("workers still in a read when the run ended; left to their timeout")
             self.listed.close()
         self._finish()
         if failed is not None:  # after a listing that failed midway: placed what it could
             raise _placed_despite(failed, self.summary)
 
+    def _phases(self, pool: DaemonPool) -> OhpubError | None:
+        """The phases; returns the listing's own error when it failed midway (what it
+        listed was still worked on, and placed where certain), to be raised at the end."""
+        report = ListingReport()
+        failed = self._list_and_plan(pool, report)
+        if failed is not None and not len(self.listed):
+            raise failed  # nothing listed: nothing to place
+        self._save_listed(time.time())
+        self.events.listing_done(len(self.listed))
+        self.summary.listing_complete = report.complete
+        self.summary.warnings.extend(report.warnings)
+        self._report_rejected(report)
+        self._drain(pool, until=0, only_rehash=True)
+        self.cancel.check()
+        placed = self.commit.placed_per_dir() if self.after_ok else {}  # {}: nothing settled
+        # Only directories listed completely get their names; the others keep what is
+        # placed and their new downloads wait (verified) for the next run.
+        frozen = self.commit.incomplete_dirs(report.rejected)
+        self.listed.plan_targets(placed, frozen, report.directory_complete)
+        self.commit.reconcile()
+        self._drain(pool, until=0)
+        self._commit_finished()
+        if self.worker.dead is not None:
+            raise NetworkError(
+                self.worker.dead, hint="finished files are kept; a rerun resumes the rest"
+            )
+        self.commit.report_kept()
+        self.cancel.check()
+        if report.complete and all(r.file_id is not None for r in report.rejected):
+            # (an item without a usable id could be any tracked file: remove nothing)
+            self.removals.run(self.summary)
+            self.removals.clean_partials()
+        return failed
+
     # -- 1. list and plan ------------------------------------------------------------------
 
-    def _list_and_plan(self, pool: ThreadPoolExecutor, report: ListingReport) -> OhpubError | None:
+    def _list_and_plan(self, pool: DaemonPool, report: ListingReport) -> OhpubError | None:
         """Plan the listing as it arrives; returns the listing's own error when it failed
         midway (what it listed is still worked on, and placed where certain)."""
         files = self.client.iter_files(self.opts.flt, report)
         expected = 0
-        batches = _Batches(files, LIST_BATCH)
+        batches = _Batches(files, LIST_BATCH, self.cancel)
         try:
             for batch in batches:
                 self._plan_batch(pool, batch)
@@ -269,11 +312,13 @@ class _Run:
             return exc
         return None
 
-    def _plan_batch(self, pool: ThreadPoolExecutor, batch: list[DataFile]) -> None:
+    def _plan_batch(self, pool: DaemonPool, batch: list[DataFile]) -> None:
         """Plan one batch: read its state, take the disk facts, decide, record, hand out."""
-        stored = self.state.rows_many(f.id for f in batch) if self.state is not None else {}
+        stored = self.state.get_many(f.id for f in batch) if self.state is not None else {}
         now = time.time()
         rows = []
+        work: list[WorkItem] = []
+        waited: list[Finished] = []
         for f in batch:
             if f.id in self.listed.ids:
                 continue  # listed twice (two endpoints of one scope)
@@ -287,10 +332,15 @@ class _Run:
             )
             rows.append((f, action, tv.path, tv.size, tv.sha256))
             if action is Action.PLACE:  # downloaded by a run before: nothing to fetch
-                self._add_finished(Finished(f.id, action, action, size=tv.size, sha256=tv.sha256))
+                waited.append(Finished(f.id, action, action, size=tv.size, sha256=tv.sha256))
             elif action is not Action.KEEP:
-                self._submit(pool, WorkItem(f, tv, action))
+                work.append(WorkItem(f, tv, action))
         self.listed.add(rows)
+        self.events.kept(len(rows) - len(work) - len(waited))  # before any transfer
+        for item in work:
+            self._submit(pool, item)
+        for done in waited:
+            self._add_finished(done)
         if len(self._changed) >= STATE_BATCH:
             self._save_listed(now)
 
@@ -302,7 +352,7 @@ class _Run:
             self.state.mark_seen(self._seen, now)
         self._changed, self._seen = [], []
 
-    def _submit(self, pool: ThreadPoolExecutor, item: WorkItem) -> None:
+    def _submit(self, pool: DaemonPool, item: WorkItem) -> None:
         fut = pool.submit(self.worker.run, item)
         fut.add_done_callback(self._done.put)
         self._in_flight += 1
@@ -310,29 +360,30 @@ class _Run:
             self._rehashing += 1
 
     def _max_in_flight(self) -> int:
-        """Work handed out but not collected, at most: bounds memory on a big seed run."""
-        return (self.opts.jobs + self.client.api_concurrency) * 8
+        """Work handed out but not collected, at most: bounds memory on a big seed run
+        (a queued item is a few KB). Large enough that a run of a few hundred files hands
+        out all of them at once: the paths are fixed, and finished files placed as they
+        come, only once the listing loop is through (with 96, a run of 600 small files
+        placed nothing until 500 were downloaded, then committed the backlog at the end)."""
+        return max(IN_FLIGHT, (self.opts.jobs + self.client.api_concurrency) * 8)
 
     # -- 2. collect work -------------------------------------------------------------------
 
-    def _drain(self, pool: ThreadPoolExecutor, *, until: int, only_rehash: bool = False) -> None:
+    def _drain(self, pool: DaemonPool, *, until: int, only_rehash: bool = False) -> None:
         """Collect finished work until at most ``until`` items are in flight (waiting as
         needed), then whatever else is done; with ``only_rehash``, wait only while a
         re-hash is outstanding (its verdict decides whether a file moves or downloads).
         Once paths are fixed, what was collected is committed at once, a batch at a time,
         so results appear as files finish."""
         while self._in_flight > until and (self._rehashing or not only_rehash):
-            try:
-                fut = self._done.get(timeout=0.5)  # a timeout keeps Ctrl-C responsive
-            except queue.Empty:
-                continue
+            fut = self.cancel.get(self._done)
             self._collect(pool, fut)
             self._collect_ready(pool)
             if self.listed.targets_ready:
                 self._commit_finished()
         self._collect_ready(pool)
 
-    def _collect_ready(self, pool: ThreadPoolExecutor) -> None:
+    def _collect_ready(self, pool: DaemonPool) -> None:
         """Whatever else is done, without waiting (at most a batch)."""
         for _ in range(BATCH):
             try:
@@ -341,7 +392,7 @@ class _Run:
                 return
             self._collect(pool, fut)
 
-    def _collect(self, pool: ThreadPoolExecutor, fut: Future[Finished]) -> None:
+    def _collect(self, pool: DaemonPool, fut: Future[Finished]) -> None:
         """One finished work item: a verdict to act on, or a result to commit."""
         self._in_flight -= 1
         if fut.cancelled() or isinstance(fut.exception(), Cancelled):
@@ -355,6 +406,7 @@ class _Run:
             if done.action is Action.KEEP:
                 self.listed.set_action(done.id, Action.KEEP, done.size)
                 self.commit.refresh_fingerprint(done)
+                self.events.kept(1)
                 return
         self._add_finished(done)
 
@@ -368,21 +420,28 @@ class _Run:
                 self._finished = []
 
     def _commit_finished(self) -> None:
-        """Place what finished: first what waited for the listing, then the rest."""
+        """Place what finished: first what waited for the listing, then the rest; a batch
+        at a time, each whole (``shielded``), the token checked between batches."""
         for batch in self.listed.stashed(BATCH):
-            self.commit.place(batch, self.summary)
+            self._place(batch)
         batch, self._finished = self._finished, []
         for i in range(0, len(batch), BATCH):
-            self.commit.place(batch[i : i + BATCH], self.summary)
+            self._place(batch[i : i + BATCH])
 
-    def _cancel(self, pool: ThreadPoolExecutor) -> None:
-        self.worker.cancel.set()
-        pool.shutdown(wait=True, cancel_futures=True)
+    def _place(self, batch: list[Finished]) -> None:
+        self.cancel.check()
+        with shielded():
+            self.commit.place(batch, self.summary)
 
     # -- reports ---------------------------------------------------------------------------
 
     def _report(self, r: FileResult) -> None:
         self.summary.counts[r.status] = self.summary.counts.get(r.status, 0) + 1
+        bad = r.status is FileStatus.FAILED or (
+            self.opts.strict and r.status is FileStatus.UNAVAILABLE
+        )
+        if bad and self.summary.first_error is None:
+            self.summary.first_error = f"{r.path}: {r.error}" if r.path else r.error
         self.events.result(r)
 
     def _report_rejected(self, report: ListingReport) -> None:
@@ -397,6 +456,14 @@ class _Run:
         bad = c[FileStatus.FAILED] + (c[FileStatus.UNAVAILABLE] if self.opts.strict else 0)
         if bad or not self.summary.listing_complete or self.removals.refused:
             self.summary.ok = False
+        if not self.summary.listing_complete and self.summary.first_error is None:
+            why = self.summary.warnings[-1] if self.summary.warnings else "some files missing"
+            self.summary.first_error = f"listing incomplete: {why}"
+
+
+def _ok(run: RunInfo | None) -> bool:
+    """A previous run after which the settled shortcut holds (no run: nothing is placed)."""
+    return run is None or run.outcome == "ok"
 
 
 def _placed_despite(failed: OhpubError, summary: MirrorSummary) -> OhpubError:
@@ -420,9 +487,10 @@ class _Batches:
 
     _END = object()
 
-    def __init__(self, items: Iterator[DataFile], n: int) -> None:
+    def __init__(self, items: Iterator[DataFile], n: int, cancel: CancelToken) -> None:
         self._items = items
         self._n = n
+        self._cancel = cancel
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=4 * n)
         self._stop = threading.Event()
         self.error: OhpubError | None = None
@@ -446,7 +514,7 @@ class _Batches:
                 close()
 
     def _put(self, item: object) -> bool:
-        while not self._stop.is_set():
+        while not self._stop.is_set() and not self._cancel.cancelled:
             try:
                 self._queue.put(item, timeout=0.2)
                 return True
@@ -478,11 +546,9 @@ class _Batches:
     def _get(self, *, block: bool) -> Any:
         while True:
             try:
-                item = self._queue.get(timeout=0.5) if block else self._queue.get_nowait()
+                item = self._cancel.get(self._queue) if block else self._queue.get_nowait()
             except queue.Empty:
-                if not block:
-                    return None
-                continue  # the timeout keeps Ctrl-C responsive
+                return None
             if isinstance(item, _Raised) and block:
                 raise item.exc
             return item

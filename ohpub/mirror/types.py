@@ -1,6 +1,6 @@
 """The types the rooms of a mirror run share: what a run is asked (``MirrorOptions``), how
 it went (``MirrorSummary``, ``FileResult``), what it tells its watcher (``Events``), and
-what passes between the run and its workers (``WorkItem``, ``Finished``, ``Cancelled``).
+what passes between the run and its workers (``WorkItem``, ``Finished``).
 They live here, below every room that uses them, so that no room imports the run."""
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from ohpub.mirror import plan
+from ohpub.local.dest import Destination, LocalDest
+from ohpub.model import plan
 from ohpub.model.errors import UsageError
 from ohpub.model.filters import FileFilter
 from ohpub.model.records import Action, DataFile, FileStatus
@@ -32,9 +33,17 @@ class MirrorOptions:
     strict: bool = False
     checksum: bool = False
     """Re-hash every placed file, whatever its size and mtime say (``--checksum``)."""
+    url: str | None = None
+    """An object-store DEST (``s3://bucket/prefix``); ``dest`` is then its local work
+    directory (state, partials)."""
+    destination: Destination | None = field(default=None, repr=False, compare=False)
+    """Where files are placed; a ``LocalDest`` of ``dest`` unless set (the bucket's, by
+    ``Mirror.run``)."""
 
     def __post_init__(self) -> None:
         self.dest = Path(os.fspath(self.dest))
+        if self.destination is None:
+            self.destination = LocalDest(self.dest)
         if self.jobs < 1:
             raise UsageError(f"jobs must be at least 1, not {self.jobs}")
 
@@ -46,10 +55,16 @@ class MirrorSummary:
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(FileStatus, 0))
     bytes_downloaded: int = 0
     bytes_transferred: int = 0
+    """Bytes this run fetched for the files it placed (a resumed file's earlier bytes not
+    included, bytes fetched twice after a restart counted twice)."""
+    bytes_reused: int = 0
+    """Bytes of the placed files that earlier runs had fetched (resumed partials)."""
     bytes_planned: int = 0
     elapsed: float = 0.0
     listing_complete: bool = False
     warnings: list[str] = field(default_factory=list)
+    first_error: str | None = None
+    """What went wrong first (a failed file, a listing cut short), for ``status``."""
     ok: bool = True
     """Every file in scope present and verified (unavailable ones excepted unless
     ``strict``), the listing complete, nothing refused: the CLI's exit 0."""
@@ -66,9 +81,11 @@ class Events(Protocol):
     def listed(self, n: int) -> None: ...
     def expected(self, n: int) -> None: ...
     def listing_done(self, n: int) -> None: ...
+    def kept(self, n: int) -> None: ...
     def started(self, f: DataFile) -> None: ...
     def sized(self, nbytes: int) -> None: ...
     def progress(self, nbytes: int) -> None: ...
+    def reused(self, nbytes: int) -> None: ...
     def finished(self, f: DataFile) -> None: ...
     def result(self, r: FileResult) -> None: ...
     def warning(self, message: str) -> None: ...
@@ -86,6 +103,10 @@ class NullEvents:
     def listing_done(self, n: int) -> None:
         """The listing ended with ``n`` files (complete or not)."""
 
+    def kept(self, n: int) -> None:
+        """``n`` more listed files need no transfer: their bytes are in place (each is
+        reported as ``unchanged`` or ``renamed`` once the paths are settled)."""
+
     def started(self, f: DataFile) -> None:
         """A transfer of ``f`` began."""
 
@@ -94,6 +115,10 @@ class NullEvents:
 
     def progress(self, nbytes: int) -> None:
         """``nbytes`` more bytes arrived (negative when a transfer restarts)."""
+
+    def reused(self, nbytes: int) -> None:
+        """``nbytes`` of a file were already on disk from an earlier run (a resumed
+        partial; ``progress`` does not count them); negative when a restart drops them."""
 
     def finished(self, f: DataFile) -> None:
         """The transfer of ``f`` ended (well or not)."""
@@ -107,28 +132,28 @@ class NullEvents:
 
 @dataclass
 class FileResult:
-    """One line of the mirror's report (the jsonl record)."""
+    """One file of a mirror run (a line of ``mirror --format jsonl``): ``path`` is where it
+    is, relative to DEST (``dest / r.path``); None for a listing record without one."""
 
     id: int | None
-    path: str | None
+    path: Path | None
     status: FileStatus
     bytes: int | None = None
     sha256: str | None = None
     error: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
+        """The jsonl record (``path`` as a ``/``-separated string)."""
         return {
             "id": self.id,
-            "path": self.path,
+            "path": self.path.as_posix() if self.path is not None else None,
             "status": self.status.value,
             "bytes": self.bytes,
             "sha256": self.sha256,
             "error": self.error,
         }
 
-
-class Cancelled(Exception):
-    """Raised inside workers when the run is interrupted."""
+    to_dict = as_dict
 
 
 @dataclass
@@ -159,3 +184,5 @@ class Finished:
     error: str | None = None
     next: WorkItem | None = None
     """Set when a re-hash found other bytes: the download to do now."""
+    reused: int = 0
+    """Bytes an earlier run had already fetched (a resumed partial)."""

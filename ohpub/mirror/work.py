@@ -4,7 +4,8 @@ Workers never touch the state or the tree: a download fills ``.ohpub/partial/<id
 and returns a ``Finished`` record; the main thread places it (``commit``). Failures
 come back as records too, so one bad file never stops the others. A streak of network
 or server failures (each after its own retries) stops the run in bounded time instead
-of spending the retry budget once per file.
+of spending the retry budget once per file: the workers' own cancel token (a child of the
+run's) is cancelled, and every transfer still waiting gives up.
 """
 
 from __future__ import annotations
@@ -12,17 +13,16 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import stat
 import threading
 from pathlib import Path
 from typing import Any
 
-from ohpub.local.state import FileState, StateDB, StoredRow, partial_dir, stat_fingerprint
+from ohpub.local.dest import LocalDest
+from ohpub.local.state import FileState, StateDB, partial_dir, stat_fingerprint
 from ohpub.local.tree import utime_within
-from ohpub.mirror import plan
-from ohpub.mirror.types import Cancelled, Events, Finished, MirrorOptions, WorkItem
+from ohpub.mirror.types import Events, Finished, MirrorOptions, WorkItem
+from ohpub.model import plan
 from ohpub.model.errors import NetworkError, OhpubError, ServerError, UnavailableError
-from ohpub.model.hashing import hash_file
 from ohpub.model.records import Action, DataFile, StateStatus
 from ohpub.remote.client import ApiClient as Client
 from ohpub.transfer.downloader import Downloader
@@ -40,7 +40,7 @@ def tracked_view(fs: FileState) -> plan.Tracked:
 
 
 def fresh_state(
-    f: DataFile, row: StoredRow | None, state: StateDB | None, now: float
+    f: DataFile, row: FileState | None, state: StateDB | None, now: float
 ) -> tuple[FileState | None, plan.Tracked]:
     """The state record to write for a listed file (None: unchanged, only seen again),
     and the plan's view of what the state knew.
@@ -53,16 +53,15 @@ def fresh_state(
         return fresh, tracked_view(fresh)
     status = StateStatus(row.status)
     tracked = plan.Tracked(row.id, row.path, row.size, row.mtime_ns, row.sha256, status)
-    if status is not StateStatus.REMOVED_UPSTREAM and (
-        row.raw == StoredRow.text_of(f.raw)
-        and (row.username, row.user_id, row.datatype_ids)
-        == (f.username, f.user.id, StoredRow.ids_text(f.datatype_ids))
+    if plan.relisted_status(status, has_path=row.path is not None) is status and (
+        row.stored("raw") == FileState.text_of(f.raw)
+        and (row.username, row.user_id, row.stored("datatype_ids"))
+        == (f.username, f.user.id, FileState.ids_text(f.datatype_ids))
     ):
         return None, tracked
-    ts = state.parse_row(row)
+    ts = row  # its JSON columns are parsed from here on, where they are read
     fresh = FileState.from_datafile(f, now)
-    if status is StateStatus.REMOVED_UPSTREAM:
-        status = StateStatus.PRESENT if ts.path else StateStatus.PENDING
+    status = plan.relisted_status(status, has_path=bool(ts.path))
     ts.last_seen = now
     if (
         _stable(ts.raw) == _stable(fresh.raw)
@@ -106,25 +105,19 @@ def _resumable_ids(pdir: Path) -> set[int]:
     return out
 
 
-def _fingerprint(path: str) -> tuple[int, int] | None:
-    """``stat_fingerprint`` on a plain string path: the no-op run calls it once per file."""
-    try:
-        st = os.lstat(path)
-    except OSError:
-        return None
-    return (st.st_size, st.st_mtime_ns) if stat.S_ISREG(st.st_mode) else None
-
-
 class Worker:
     """Runs work items; shared by the pool's threads."""
 
     def __init__(self, client: Client, opts: MirrorOptions, events: Events, *, dry: bool) -> None:
         self.dest = opts.dest
+        self.target = opts.destination or LocalDest(opts.dest)
         self.max_size = opts.max_size
         self.events = events
         self.dry = dry
-        self.downloader = Downloader(client, storage_slots=opts.jobs)
-        self.cancel = threading.Event()
+        own = client.scoped()
+        self.stop = own.cancel
+        """Cancelled with the run, or alone after a streak of failures (``dead``)."""
+        self.downloader = Downloader(own, storage_slots=opts.jobs)
         self.dead: str | None = None
         self._partials = _resumable_ids(partial_dir(self.dest))
         """Ids with a resumable partial when the run began (one directory scan, not two
@@ -134,16 +127,15 @@ class Worker:
 
     def disk_facts(self, file_id: int, tracked: plan.Tracked) -> plan.Disk:
         """What the plan needs to know from disk about one file."""
-        fp = _fingerprint(os.path.join(self.dest, tracked.path)) if tracked.path else None
+        fp = self.target.fingerprint(tracked.path) if tracked.path else None
         waiting = False
         if tracked.path is None and tracked.sha256 is not None:
-            part = _fingerprint(os.path.join(partial_dir(self.dest), str(file_id)))
+            part = stat_fingerprint(partial_dir(self.dest) / str(file_id))
             waiting = plan.waiting_partial(tracked, part)
         return plan.Disk(fp, partial=file_id in self._partials, waiting=waiting)
 
     def run(self, item: WorkItem) -> Finished:
-        if self.cancel.is_set():
-            raise Cancelled()
+        self.stop.check()
         if item.action is Action.REHASH:
             return self._rehash(item)
         if self.dry:
@@ -152,15 +144,14 @@ class Worker:
 
     def _rehash(self, item: WorkItem) -> Finished:
         tv = item.tracked
-        path = self.dest / (tv.path or "")
         try:
-            digest = hash_file(path)
+            digest = self.target.digest(tv.path or "")
         except OSError:
             verdict = Action.DOWNLOAD
         else:
             verdict = plan.after_rehash(tv, digest.sha256, digest.size)
         if verdict is Action.KEEP:
-            fp = stat_fingerprint(path)
+            fp = self.target.fingerprint(tv.path or "")
             return Finished(item.f.id, Action.REHASH, Action.KEEP, tv.path, size=tv.size, fp=fp)
         log.info("file %s at %s changed on disk; downloading again", item.f.id, tv.path)
         nxt = WorkItem(
@@ -182,8 +173,7 @@ class Worker:
         part = partial_dir(self.dest) / str(f.id)
 
         def progress(n: int) -> None:
-            if self.cancel.is_set():
-                raise Cancelled()
+            self.stop.check()
             self.events.progress(n)
 
         self.events.started(f)
@@ -195,6 +185,7 @@ class Worker:
                 max_size=self.max_size,
                 root=self.dest,
                 on_total=self.events.sized,
+                on_reused=self.events.reused,
             )
         except UnavailableError as exc:
             return Finished(f.id, item.action, Action.UNAVAILABLE, error=exc.message)
@@ -222,6 +213,7 @@ class Worker:
             md5=d.md5,
             etag=d.etag,
             transferred=d.transferred,
+            reused=d.reused,
         )
 
     def _server_trouble(self, exc: OhpubError) -> None:
@@ -232,7 +224,7 @@ class Worker:
                 self.dead = (
                     f"stopping: {self._trouble} downloads in a row failed; last: {exc.message}"
                 )
-                self.cancel.set()
+                self.stop.cancel()
 
 
-__all__ = ["Worker", "WorkItem", "Finished", "Cancelled", "fresh_state", "tracked_view"]
+__all__ = ["Worker", "WorkItem", "Finished", "fresh_state", "tracked_view"]

@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from ohpub.model.cancel import CancelToken
+
 DEFAULT_BASE_URL = "https://www.openhumans.org"
 MiB = 1024 * 1024
 
@@ -73,9 +75,14 @@ class Config:
     key_max_age: float = 50 * 60.0
     """Keys live one hour from the listing; re-mint before that rather than meet a 403."""
     range_cutoff: int = 64 * MiB
-    """Files at least this large are fetched as parallel ranges over several connections."""
-    range_size: int = 16 * MiB
-    """Size of one range of a parallel transfer."""
+    """Files at least this large may go over several connections at once (parallel ranges),
+    when the measured rate of their first stream says that would finish them sooner."""
+    range_size: int = 4 * MiB
+    """The smallest range of a parallel transfer, and the unit its resume record counts in
+    (ranges are longer while much of the file is left)."""
+    cancel: CancelToken = field(default_factory=CancelToken, compare=False, repr=False)
+    """Cancels every wait of what this Config drives (``model.cancel``: the CLI's signal
+    handlers set it; ``with_()`` keeps it, ``Config()`` makes a fresh one)."""
 
     def with_(self, **changes: object) -> Config:
         """A copy with some fields changed (``dataclasses.replace``)."""

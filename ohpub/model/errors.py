@@ -2,22 +2,36 @@
 
 Every failure a user can cause or meet is an ``OhpubError``: a ``message`` and an
 optional ``hint``. They carry meaning, not exit codes: the CLI maps each class to its
-documented exit code (``ohpub.exits``), and a library caller catches the class it
+documented exit code (``ohpub.cli.exits``), and a library caller catches the class it
 cares about. Library code raises them and never prints.
 """
 
 from __future__ import annotations
 
-from typing import Any
+TYPE_CHECKING = False  # (the entry point imports this module before its signal handlers)
+if TYPE_CHECKING:
+    from typing import Any
 
 
 class OhpubError(Exception):
-    """Base class: a failure with a user-facing message (and maybe a hint)."""
+    """Base class: a failure with a user-facing message (and maybe a hint).
+
+    ``str(exc)`` is the whole sentence a person should read, hint included
+    (``project 999 not found; 'ohpub list projects' shows the public projects``), so a
+    traceback in a notebook says what to do; ``message`` and ``hint`` are its two parts."""
 
     def __init__(self, message: str, *, hint: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.hint = hint
+
+    def __str__(self) -> str:
+        return with_hint(self.message, self.hint)
+
+
+def with_hint(message: str, hint: str | None) -> str:
+    """``message; hint``: the one way a hint joins its message (CLI lines, ``str(exc)``)."""
+    return f"{message}; {hint}" if hint else message
 
 
 class UsageError(OhpubError):
@@ -57,7 +71,8 @@ class IncompleteListingError(OhpubError):
     """The listing did not return every file in scope (see the README's listing
     guarantees), or some of its records were malformed; every good file that arrived was
     delivered. ``complete`` says whether the walk itself was whole; ``rejected`` holds
-    the malformed records (``records.Rejected``: ``file_id``, ``where``, ``reason``)."""
+    the malformed records (``model.records.Rejected``: ``file_id``, ``where``,
+    ``reason``)."""
 
     def __init__(
         self,

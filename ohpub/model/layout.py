@@ -44,7 +44,7 @@ case-insensitive file system; usernames are used verbatim because renaming a mem
 directory would break the stability promise above.
 
 This module is pure (no I/O), so the rule is easy to test exhaustively and the
-downloader, the checker and ``plan`` output all agree on it.
+mirror, ``fetch`` and the dry run's plan all agree on it.
 """
 
 from __future__ import annotations
@@ -80,9 +80,9 @@ _RESERVED = frozenset(
 class Entry:
     """What the layout needs to know about one data file, and nothing more.
 
-    Keeping this separate from :class:`~ohpub.records.DataFile` lets tests (and the
-    checker, which reads a manifest rather than the API) plan paths without building
-    full API records.
+    Keeping this separate from :class:`~ohpub.model.records.DataFile` lets tests (and
+    ``ops.fetch``, which names files by basename only) plan paths without building full
+    API records.
     """
 
     id: int

@@ -63,3 +63,41 @@ def clock(seconds: float) -> str:
     h, rem = divmod(s, 3600)
     m, s = divmod(rem, 60)
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
+
+
+def human_duration(seconds: float) -> str:
+    """A span for a person: ``0.4 s``, ``12 s``, ``3 min 4 s``, ``26 h``, ``2 days``."""
+    s = max(0.0, seconds)
+    if s < 10:
+        return f"{s:.1f} s"
+    n = round(s)
+    if n < 60:
+        return f"{n} s"
+    if n < 3600:
+        m, rest = divmod(n, 60)
+        return f"{m} min {rest} s" if rest and m < 10 else f"{m} min"
+    if n < 2 * 86400 or n % 86400:
+        h, rest = divmod(n, 3600)
+        return f"{h} h {rest // 60} min" if rest >= 60 and h < 10 else f"{h} h"
+    d = n // 86400
+    return f"{d} days"
+
+
+def ago(seconds: float) -> str:
+    """How long ago, for a person: ``just now``, ``40 s ago``, ``12 min ago``, ``2 h ago``,
+    ``3 days ago`` (one unit, rounded down)."""
+    s = int(seconds)
+    if s < 5:
+        return "just now"
+    if s < 60:
+        return f"{s} s ago"
+    if s < 3600:
+        return f"{s // 60} min ago"
+    if s < 2 * 86400:
+        return f"{s // 3600} h ago"
+    return f"{s // 86400} days ago"
+
+
+def plural(n: int, word: str) -> str:
+    """``1 file``, ``2 files``, ``0 files``."""
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"

@@ -10,7 +10,6 @@ overwritten silently: identical bytes count as done, different bytes need --forc
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import sys
 from collections.abc import Callable, Iterable
@@ -20,6 +19,7 @@ from pathlib import Path
 from ohpub.local.tree import DiskError, forget_partial
 from ohpub.model import layout
 from ohpub.model.errors import NotFoundError, OhpubError, UsageError
+from ohpub.model.hashing import hash_file
 from ohpub.model.records import DataFile
 from ohpub.remote.client import ApiClient as Client
 from ohpub.transfer.downloader import Downloader
@@ -27,9 +27,12 @@ from ohpub.transfer.downloader import Downloader
 
 @dataclass
 class FetchResult:
+    """One id of ``fetch``: ``status`` is downloaded, resumed, unchanged, failed,
+    not-found or refused (other bytes at ``target`` and no ``force``)."""
+
     id: int
-    target: str | None
-    status: str  # downloaded | resumed | unchanged | failed | not-found | refused
+    target: Path | None
+    status: str
     bytes: int | None = None
     error: str | None = None
     hint: str | None = None
@@ -39,14 +42,6 @@ class FetchResult:
     @property
     def ok(self) -> bool:
         return self.error is None
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1024 * 1024):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 _SIDECAR_SUFFIX = ".json.tmp"
@@ -78,6 +73,18 @@ def _names(files: Iterable[DataFile]) -> dict[int, str]:
     return {fid: p.rsplit("/", 1)[1] for fid, p in layout.plan_paths(entries).items()}
 
 
+@dataclass
+class FetchWatch:
+    """What a display may learn while ``fetch_files`` works: a file's transfer begins
+    (``started``), storage announces its size (``sized``), bytes arrive (``progress``,
+    negative on a restart), bytes of an earlier attempt are kept (``reused``)."""
+
+    started: Callable[[DataFile], None] = lambda _f: None
+    sized: Callable[[int], None] = lambda _n: None
+    progress: Callable[[int], None] = lambda _n: None
+    reused: Callable[[int], None] = lambda _n: None
+
+
 def fetch_files(
     client: Client,
     ids: list[int],
@@ -87,15 +94,18 @@ def fetch_files(
     force: bool,
     on_message: Callable[[str], None],
     on_result: Callable[[FetchResult], None],
+    watch: FetchWatch | None = None,
 ) -> list[FetchResult]:
     """Fetch each id; one result per id (``ok``, or an ``error``, ``usage`` when it is the
     caller's)."""
     downloader = Downloader(client)
+    watch = watch or FetchWatch()
     if output == "-":
         f = client.get_file(ids[0])
-        d = downloader.to_stream(f, sys.stdout.buffer)
+        watch.started(f)
+        d = downloader.to_stream(f, sys.stdout.buffer, watch.progress)
         on_message(f"ohpub: {f.id} ({f.basename}): {d.size} bytes to stdout, verified")
-        return [FetchResult(f.id, "-", "downloaded", d.size)]
+        return [FetchResult(f.id, Path("-"), "downloaded", d.size)]
     records: list[DataFile] = []
     results: list[FetchResult] = []
     for fid in dict.fromkeys(ids):
@@ -111,31 +121,49 @@ def fetch_files(
             raise UsageError(f"cannot create {directory}: {exc.strerror or exc}") from exc
     elif not Path(output).parent.is_dir():
         raise UsageError(f"directory of {output} does not exist")
+    writable_dir(directory if output is None else Path(output).parent)
     for f in records:
         target = Path(output) if output is not None else directory / names[f.id]
-        results.append(_fetch_one(downloader, f, target, force))
+        watch.started(f)
+        results.append(_fetch_one(downloader, f, target, force, watch))
     for r in results:
         on_result(r)
     return results
 
 
-def _fetch_one(downloader: Downloader, f: DataFile, target: Path, force: bool) -> FetchResult:
+def writable_dir(directory: Path) -> None:
+    """Refuse (``UsageError``, as ``mirror`` does for DEST) a directory this process cannot
+    write into, before anything is downloaded: the error names the directory, not the
+    hidden partial file that would have failed first."""
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise UsageError(f"{directory} is not writable", hint="check its permissions")
+
+
+def _fetch_one(
+    downloader: Downloader,
+    f: DataFile,
+    target: Path,
+    force: bool,
+    watch: FetchWatch | None = None,
+) -> FetchResult:
+    watch = watch or FetchWatch()
     if target.is_dir():
-        return FetchResult(
-            f.id, str(target), "failed", error=f"{target} is a directory", usage=True
-        )
+        return FetchResult(f.id, target, "failed", error=f"{target} is a directory", usage=True)
     part = target.with_name(part_name(target.name, f.id, _name_max(target.parent)))
     try:
-        d = downloader.to_part(f, part)
+        d = downloader.to_part(
+            f, part, watch.progress, on_total=watch.sized, on_reused=watch.reused
+        )
         if os.path.lexists(target):
-            same = target.is_file() and not target.is_symlink() and _sha256(target) == d.sha256
+            regular = target.is_file() and not target.is_symlink()
+            same = regular and hash_file(target).sha256 == d.sha256
             if same:
                 forget_partial(part)
-                return FetchResult(f.id, str(target), "unchanged", d.size)
+                return FetchResult(f.id, target, "unchanged", d.size)
             if not force:
                 return FetchResult(
                     f.id,
-                    str(target),
+                    target,
                     "refused",
                     d.size,
                     error=f"{target} exists with different content; not overwritten",
@@ -154,6 +182,6 @@ def _fetch_one(downloader: Downloader, f: DataFile, target: Path, force: bool) -
         with contextlib.suppress(OSError):
             t = f.created.timestamp()
             os.utime(target, (t, t))
-        return FetchResult(f.id, str(target), "resumed" if d.resumed else "downloaded", d.size)
+        return FetchResult(f.id, target, "resumed" if d.resumed else "downloaded", d.size)
     except OhpubError as exc:
-        return FetchResult(f.id, str(target), "failed", error=exc.message, hint=exc.hint)
+        return FetchResult(f.id, target, "failed", error=exc.message, hint=exc.hint)

@@ -1,6 +1,10 @@
 """``status``: what a mirror holds and how its runs went, from the state alone (no file
 is read, no lock taken; the lock is probed to show a running mirror).
 
+One result type, ``MirrorStatus`` (``ohpub.status()`` returns it, ``ohpub status`` prints
+it): ``to_dict()`` is the JSON of ``status --format json`` (times in ISO 8601, UTC), and
+``text`` the same facts for a person (local times, ``2026-12-04 03:03 (2 h ago)``).
+
 Counts are of every file the mirror holds at its path: placed ones (``present``,
 ``removed-upstream``) and those ``verify`` found ``modified`` (still there, with other
 bytes; the next mirror fetches them again). "Last complete run" is the latest complete
@@ -13,108 +17,207 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from ohpub.local.lock import LockHolder, lock_holder
 from ohpub.local.state import RunInfo, StateDB
-from ohpub.model.records import StateStatus
-from ohpub.model.units import human_bytes
+from ohpub.model.records import FileStatus, StateStatus
+from ohpub.model.units import ago, human_bytes, human_duration, plural
 from ohpub.ops.verify import FLAGGED, PLACED, open_mirror
 
 HELD = (*PLACED, StateStatus.MODIFIED.value)
 """Statuses of files the mirror holds at their path (counted in files, bytes, groups)."""
 
 
-@dataclass
-class Status:
-    files: int
-    bytes: int
-    by_status: dict[str, int]
-    by_project: dict[str, dict[str, int]]
-    by_member: dict[str, dict[str, int]]
-    last_run: dict[str, Any] | None
-    last_complete_run: dict[str, Any] | None
-    max_age: float | None
-    stale: bool
-    running: dict[str, Any] | None = None
-    """The run holding DEST's lock right now (``command``, ``pid``), if any."""
-    stale_reason: str | None = None
-    scope: str = "all public files"
-    """The mirror's whole scope, in words (what "last complete run" is a run of)."""
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "files": self.files,
-            "bytes": self.bytes,
-            "by_status": self.by_status,
-            "by_project": self.by_project,
-            "by_member": self.by_member,
-            "running": self.running,
-            "last_run": self.last_run,
-            "last_complete_run": self.last_complete_run,
-            "scope": self.scope,
-            "max_age_seconds": self.max_age,
-            "stale": self.stale,
-            "stale_reason": self.stale_reason,
-        }
-
-    def render(self, fmt: str) -> str:
-        if fmt == "json":
-            return json.dumps(self.as_dict(), indent=2) + "\n"
-        lines = [f"files: {self.files} ({human_bytes(self.bytes)})"]
-        lines.append(
-            "by status: " + ", ".join(f"{k} {v}" for k, v in sorted(self.by_status.items()))
-        )
-        for title, groups in (("project", self.by_project), ("member", self.by_member)):
-            for key, g in sorted(groups.items()):
-                lines.append(f"{title} {key}: {g['files']} files, {human_bytes(g['bytes'])}")
-        if self.running is not None:
-            pid = self.running["pid"]
-            lines.append(
-                f"running: {self.running['command'] or 'ohpub'}"
-                + (f" (pid {pid})" if pid is not None else "")
-            )
-        for title, run in (
-            ("last run", self.last_run),
-            (f"last complete run ({self.scope})", self.last_complete_run),
-        ):
-            if run is None:
-                lines.append(f"{title}: none")
-            else:
-                lines.append(
-                    f"{title}: {run['outcome'] or _unfinished(run)}, started {run['started_at']}"
-                    + (f", ended {run['ended_at']}" if run["ended_at"] else "")
-                )
-        if self.max_age is not None:
-            lines.append(f"STALE: {self.stale_reason}" if self.stale else "fresh")
-        return "\n".join(lines) + "\n"
-
-
-def _unfinished(run: dict[str, Any]) -> str:
-    return "running" if run.get("running") else "did not finish"
+def when(ts: float, now: float | None = None) -> str:
+    """A moment for a person: local time to the minute and how long ago,
+    ``2026-12-04 03:03 (2 h ago)``."""
+    local = datetime.fromtimestamp(ts).astimezone().strftime("%Y-%m-%d %H:%M")
+    return f"{local} ({ago((now if now is not None else time.time()) - ts)})"
 
 
 def _iso(ts: float | None) -> str | None:
     return datetime.fromtimestamp(ts, timezone.utc).isoformat() if ts else None
 
 
-def _run_dict(run: RunInfo | None, running: bool = False) -> dict[str, Any] | None:
-    if run is None:
-        return None
-    return {
-        "id": run.id,
-        "command": run.command,
-        "outcome": run.outcome,
-        "complete": run.complete,
-        "running": running,
-        "started_at": _iso(run.started),
-        "ended_at": _iso(run.ended),
-        "counts": run.counts,
-        "scope": describe_scope(scope_of(run)),
-    }
+@dataclass(frozen=True)
+class Tally:
+    """Files placed and their bytes (one project's, one member's)."""
+
+    files: int
+    bytes: int
+
+    def to_dict(self) -> dict[str, int]:
+        return {"files": self.files, "bytes": self.bytes}
+
+
+@dataclass(frozen=True)
+class Running:
+    """The run holding DEST's lock right now."""
+
+    command: str | None
+    pid: int | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"command": self.command, "pid": self.pid}
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One mirror run as the state recorded it. ``outcome`` is ``ok``, ``failed`` or
+    ``interrupted``, None while it runs or when it never finished (killed); ``error`` is
+    what went wrong first in a failed run."""
+
+    id: int
+    command: str
+    outcome: str | None
+    complete: bool
+    running: bool
+    started: float
+    ended: float | None
+    counts: dict[str, int] = field(default_factory=dict)
+    error: str | None = None
+    scope: str = "all public files"
+    """The run's filters in words (``describe_scope``)."""
+
+    @classmethod
+    def of(cls, run: RunInfo, running: bool = False) -> RunRecord:
+        """From the state's record (which keeps only the statuses that occurred): every
+        status in ``counts``, zeros included, as in every ``counts`` of the API."""
+        counts = {s.value: 0 for s in FileStatus} | dict(run.counts)
+        return cls(
+            run.id,
+            run.command,
+            run.outcome,
+            run.complete,
+            running,
+            run.started,
+            run.ended,
+            counts,
+            run.error,
+            describe_scope(scope_of(run)),
+        )
+
+    @property
+    def started_at(self) -> datetime:
+        return datetime.fromtimestamp(self.started, timezone.utc)
+
+    @property
+    def ended_at(self) -> datetime | None:
+        return datetime.fromtimestamp(self.ended, timezone.utc) if self.ended else None
+
+    @property
+    def state(self) -> str:
+        """``ok``, ``failed``, ``interrupted``, ``running`` or ``did not finish``."""
+        if self.outcome:
+            return self.outcome
+        return "running" if self.running else "did not finish"
+
+    def describe(self, now: float) -> str:
+        """``ok, ended 2026-12-04 03:17 (2 h ago) after 1.1 s``."""
+        if self.ended is None:
+            return f"{self.state}, started {when(self.started, now)}"
+        took = human_duration(self.ended - self.started)
+        return f"{self.state}, ended {when(self.ended, now)} after {took}"
+
+    def __repr__(self) -> str:
+        when_ = f"ended_at={_iso(self.ended)}" if self.ended else f"started_at={_iso(self.started)}"
+        counts = {k: v for k, v in self.counts.items() if v}
+        return f"RunRecord(id={self.id}, {self.state}, {when_}, counts={counts})"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "command": self.command,
+            "outcome": self.outcome,
+            "complete": self.complete,
+            "running": self.running,
+            "started_at": _iso(self.started),
+            "ended_at": _iso(self.ended),
+            "counts": self.counts,
+            "error": self.error,
+            "scope": self.scope,
+        }
+
+
+@dataclass(frozen=True)
+class MirrorStatus:
+    """What a mirror holds and how its runs went (``ohpub status``). With ``max_age``,
+    ``stale`` says the mirror is not fresh and ``stale_reason`` why (the README says
+    exactly what fresh is)."""
+
+    files: int
+    bytes: int
+    by_status: dict[str, int]
+    by_project: dict[str, Tally]
+    by_member: dict[str, Tally]
+    running: Running | None
+    """The run holding DEST's lock now, if any."""
+    last_run: RunRecord | None
+    last_complete_run: RunRecord | None
+    max_age: float | None = None
+    stale: bool = False
+    stale_reason: str | None = None
+    scope: str = "all public files"
+    """The mirror's whole scope, in words (what ``last_complete_run`` is a run of)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields of ``status --format json``."""
+        return {
+            "files": self.files,
+            "bytes": self.bytes,
+            "by_status": self.by_status,
+            "by_project": {k: t.to_dict() for k, t in self.by_project.items()},
+            "by_member": {k: t.to_dict() for k, t in self.by_member.items()},
+            "running": self.running.to_dict() if self.running else None,
+            "last_run": self.last_run.to_dict() if self.last_run else None,
+            "last_complete_run": self.last_complete_run.to_dict()
+            if self.last_complete_run
+            else None,
+            "scope": self.scope,
+            "max_age_seconds": self.max_age,
+            "stale": self.stale,
+            "stale_reason": self.stale_reason,
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2) + "\n"
+
+    @property
+    def text(self) -> str:
+        """What ``ohpub status`` prints: local times, words for a person."""
+        now = time.time()
+        lines = [f"files: {self.files} ({human_bytes(self.bytes)})"]
+        lines.append(
+            "by status: " + ", ".join(f"{k} {v}" for k, v in sorted(self.by_status.items()))
+        )
+        for title, groups in (("project", self.by_project), ("member", self.by_member)):
+            for key, g in sorted(groups.items()):
+                lines.append(f"{title} {key}: {plural(g.files, 'file')}, {human_bytes(g.bytes)}")
+        if self.running is not None:
+            pid = self.running.pid
+            lines.append(
+                f"running: {self.running.command or 'ohpub'}"
+                + (f" (pid {pid})" if pid is not None else "")
+            )
+        for title, run in (
+            ("last run", self.last_run),
+            (f"last complete run ({self.scope})", self.last_complete_run),
+        ):
+            lines.append(f"{title}: {run.describe(now) if run else 'none'}")
+            if run is not None and run is self.last_run and run.outcome == "failed":
+                lines.append(f"first error: {run.error or 'not recorded'}")
+        if self.max_age is not None:
+            lines.append(f"STALE: {self.stale_reason}" if self.stale else "fresh")
+        return "\n".join(lines) + "\n"
+
+    def __repr__(self) -> str:
+        last = self.last_run.state if self.last_run else None
+        stale = f", stale={self.stale}" if self.max_age is not None else ""
+        return f"MirrorStatus(files={self.files}, bytes={self.bytes}, last_run={last!r}{stale})"
 
 
 # -- scopes ------------------------------------------------------------------------------------
@@ -148,13 +251,12 @@ def covers(a: dict[str, Any], b: dict[str, Any]) -> bool:
 
 
 def describe_scope(scope: dict[str, Any]) -> str:
-    """``all public files``, or ``project 176, 128; tag spotify`` (ISO dates compare)."""
+    """``all public files``, or ``project 176, 128; tag spotify``."""
     parts = []
     for key in _LISTS:
         values = scope.get(key) or []
         if values:
-            word = _WORDS.get(key, "name")
-            parts.append(f"{word} " + ", ".join(str(v) for v in values))
+            parts.append(f"{_WORDS.get(key, 'name')} " + ", ".join(str(v) for v in values))
     for key in ("since", "until"):
         if scope.get(key):
             parts.append(f"{key} {scope[key]}")
@@ -177,9 +279,14 @@ def last_complete(runs: list[RunInfo], scope: dict[str, Any]) -> RunInfo | None:
 
 
 def _staleness(
-    state: StateDB, last: RunInfo | None, mirroring: bool, flagged: int, max_age: float
+    state: StateDB,
+    last: RunInfo | None,
+    mirroring: bool,
+    flagged: int,
+    max_age: float,
+    now: float,
 ) -> str | None:
-    """Why the mirror is not fresh, or None when it is.
+    """Why the mirror is not fresh (a whole sentence, its reason included), or None.
 
     Fresh means: the most recent mirror run into DEST that is not still running ended
     with outcome ``ok`` (exit 0: its whole scope listed, every file present and
@@ -189,21 +296,37 @@ def _staleness(
     if last is not None and last.ended is None and mirroring:
         last = state.last_run(before=last.id)  # judge the last run that is over
     if last is None:
-        return "no mirror run has finished"
+        return "no mirror run into this DEST has finished yet"
     if last.ended is None:
-        return "the last mirror run did not finish (killed or crashed)"
-    if last.outcome != "ok" or not last.complete:
-        return f"the last mirror run ended {last.outcome or 'badly'}, not ok"
+        return (
+            f"the last mirror run, started {when(last.started, now)}, did not finish: "
+            "it was killed or crashed before it could record its end"
+        )
+    ended = when(last.ended, now)
+    if last.outcome == "interrupted":
+        return f"the last mirror run was interrupted (Ctrl-C or SIGTERM); it ended {ended}"
+    if last.outcome != "ok":
+        why = last.error or "its first error was not recorded"
+        return f"the last mirror run failed; it ended {ended}; first error: {why}"
+    if not last.complete:
+        return f"the last mirror run, ended {ended}, did not list its whole scope"
     if flagged:
-        return f"verify found {flagged} files modified or missing since"
-    if time.time() - last.ended > max_age:
-        return "the last good mirror run is older than --max-age"
+        return (
+            f"verify found {plural(flagged, 'file')} modified or missing since the last "
+            f"mirror run (ended {ended}); the next mirror downloads them again"
+        )
+    if now - last.ended > max_age:
+        return (
+            f"the last good mirror run ended {ended}, longer ago than the maximum age "
+            f"of {human_duration(max_age)}"
+        )
     return None
 
 
-def mirror_status(dest: Path, *, max_age: float | None) -> Status:
+def mirror_status(dest: Path, *, max_age: float | None) -> MirrorStatus:
     """What DEST holds and how its runs went; reads only (the state opened read-only)."""
     holder: LockHolder | None = None
+    now = time.time()
     with open_mirror(dest, readonly=True) as state:
         holder = lock_holder(dest)
         mirroring = holder is not None and holder.command in ("mirror", None)
@@ -215,19 +338,22 @@ def mirror_status(dest: Path, *, max_age: float | None) -> Status:
         reason = None
         if max_age is not None:
             flagged = sum(by_status.get(s, 0) for s in FLAGGED)
-            reason = _staleness(state, last, mirroring, flagged, max_age)
+            reason = _staleness(state, last, mirroring, flagged, max_age, now)
     last_running = mirroring and last is not None and last.ended is None
-    return Status(
+    return MirrorStatus(
         files=sum(g["files"] for g in by_project.values()),
         bytes=sum(g["bytes"] for g in by_project.values()),
         by_status=by_status,
-        by_project=by_project,
-        by_member=by_member,
-        last_run=_run_dict(last, last_running),
-        last_complete_run=_run_dict(complete),
+        by_project={k: Tally(g["files"], g["bytes"]) for k, g in by_project.items()},
+        by_member={k: Tally(g["files"], g["bytes"]) for k, g in by_member.items()},
+        running=None if holder is None else Running(holder.command, holder.pid),
+        last_run=RunRecord.of(last, last_running) if last else None,
+        last_complete_run=RunRecord.of(complete) if complete else None,
         max_age=max_age,
         stale=reason is not None,
-        running=None if holder is None else {"command": holder.command, "pid": holder.pid},
         stale_reason=reason,
         scope=describe_scope(scope),
     )
+
+
+__all__ = ["MirrorStatus", "RunRecord", "Running", "Tally", "mirror_status", "when"]

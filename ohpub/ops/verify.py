@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import stat
-from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -24,12 +23,14 @@ from ohpub.local import tree
 from ohpub.local.index import INDEX_NAME
 from ohpub.local.lock import DestLock
 from ohpub.local.state import OHPUB_DIR, FileState, StateDB, check_ohpub_dir, state_db_path
+from ohpub.model import plan
 from ohpub.model.errors import UsageError
 from ohpub.model.hashing import hash_file
 from ohpub.model.records import StateStatus
+from ohpub.model.units import plural
 
-PLACED = ("present", "removed-upstream")
-FLAGGED = (StateStatus.MODIFIED.value, StateStatus.MISSING.value)
+PLACED = tuple(sorted(s.value for s in plan.PLACED))
+FLAGGED = tuple(sorted(s.value for s in plan.FLAGGED))
 """Statuses verify records; the files are still tracked at their path."""
 CHECKED = PLACED + FLAGGED
 
@@ -42,6 +43,8 @@ def open_mirror(dest: Path, *, readonly: bool = True) -> StateDB:
 
 def require_mirror(dest: Path) -> None:
     """Refuse (UsageError) a DEST that is not an ohpub mirror, before touching it."""
+    if not dest.exists():
+        raise UsageError(f"{dest} does not exist")
     if not dest.is_dir():
         raise UsageError(f"{dest} is not a directory")
     check_ohpub_dir(dest)
@@ -57,64 +60,109 @@ def _can_write(dest: Path) -> bool:
     return os.access(db, os.W_OK) and os.access(db.parent, os.W_OK | os.X_OK)
 
 
+@dataclass(frozen=True)
+class VerifyRecord:
+    """One file of ``verify``: ``ok``, ``modified`` or ``missing`` (a tracked file), or
+    ``untracked`` (a file in DEST that ohpub did not place; ``id`` is None). ``path`` is
+    relative to DEST."""
+
+    id: int | None
+    path: Path
+    status: str
+    bytes: int | None = None
+    sha256: str | None = None
+    expected_sha256: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The record of ``verify --format jsonl``."""
+        rec: dict[str, Any] = {"id": self.id, "path": self.path.as_posix(), "status": self.status}
+        if self.status != "untracked":
+            rec.update(
+                bytes=self.bytes, sha256=self.sha256, expected_sha256=self.expected_sha256
+            )
+        return rec
+
+
+VERIFY_STATUSES = ("ok", "modified", "missing", "untracked")
+
+
 @dataclass
-class VerifyReport:
-    counts: Counter[str] = field(default_factory=Counter)
+class VerifyResult:
+    """How ``verify`` went: ``ok`` when every tracked file is present with its bytes
+    (untracked files do not count). ``counts`` has every status of ``VERIFY_STATUSES``;
+    ``files`` the records (empty when the caller did not keep them); ``recorded`` is True
+    when the findings were stored in the state (verify could write there), so the next
+    mirror downloads modified and missing files again."""
+
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(VERIFY_STATUSES, 0))
+    files: list[VerifyRecord] = field(default_factory=list, repr=False)
     bytes: int = 0
     recorded: bool = False
-    """True when the findings were stored in the state (verify could write there), so the
-    next mirror downloads modified and missing files again; False on read-only use."""
 
     @property
     def ok(self) -> bool:
-        """Every tracked file is present with its bytes (untracked files do not count)."""
         return not (self.counts["modified"] or self.counts["missing"])
 
     def summary(self) -> str:
+        """``verified 31 files: 31 ok, 0 modified, 0 missing, 1 untracked``."""
         c = self.counts
+        n = c["ok"] + c["modified"] + c["missing"]
         return (
-            f"verified {c['ok'] + c['modified'] + c['missing']} files: {c['ok']} ok, "
+            f"verified {plural(n, 'file')}: {c['ok']} ok, "
             f"{c['modified']} modified, {c['missing']} missing, {c['untracked']} untracked"
         )
 
+    def __repr__(self) -> str:
+        shown = f"{len(self.files)} records" if self.files else "not kept"
+        return f"VerifyResult(ok={self.ok}, counts={self.counts}, files=<{shown}>)"
 
-def _check(dest: Path, fs: FileState) -> dict[str, Any]:
+
+def _check(dest: Path, fs: FileState) -> VerifyRecord:
     assert fs.path is not None
-    rec: dict[str, Any] = {"id": fs.id, "path": fs.path, "expected_sha256": fs.sha256}
+    path = Path(fs.path)
     try:  # lstat with no symlink followed on the way: a planted link is not our file
         st = tree.lstat_within(dest, fs.path)
     except (tree.DiskError, UsageError):
         st = None
     if st is None or not stat.S_ISREG(st.st_mode):
-        return {**rec, "status": "missing", "bytes": None, "sha256": None}
+        return VerifyRecord(fs.id, path, "missing", expected_sha256=fs.sha256)
     digest = hash_file(dest / fs.path)
     ok = digest.sha256 == fs.sha256 and digest.size == fs.size
     status = "ok" if ok else "modified"
-    return {**rec, "status": status, "bytes": digest.size, "sha256": digest.sha256}
+    return VerifyRecord(fs.id, path, status, digest.size, digest.sha256, fs.sha256)
 
 
-def _record(state: StateDB, files: dict[int, FileState], recs: list[dict[str, Any]]) -> None:
+def _record(state: StateDB, files: dict[int, FileState], recs: list[VerifyRecord]) -> None:
     """Store what verify found, so the next mirror downloads modified and missing files
     again; a flagged file found intact again is ``present`` once more."""
     changed = []
     for rec in recs:
-        fs = files[rec["id"]]
-        new = rec["status"] if rec["status"] != "ok" else None
-        if new is None and fs.status in FLAGGED:
-            new = StateStatus.PRESENT.value
-        if new is not None and new != fs.status:
+        assert rec.id is not None
+        fs = files[rec.id]
+        new = plan.verified_status(StateStatus(fs.status), rec.status).value
+        if new != fs.status:
             fs.status = new
             changed.append(fs)
     state.put_many(changed)
 
 
-def verify_mirror(dest: Path, on_record: Callable[[dict[str, Any]], None]) -> VerifyReport:
-    """Re-hash every tracked file (a few at a time: hashlib releases the GIL).
+def verify_mirror(
+    dest: Path, on_record: Callable[[VerifyRecord], None], *, keep: bool = False
+) -> VerifyResult:
+    """Re-hash every tracked file (a few at a time: hashlib releases the GIL); with
+    ``keep``, the result holds every record too.
 
     The findings are recorded in the state when this run holds the lock exclusively and
     may write the database; otherwise (read-only use) they are only reported.
     """
-    report = VerifyReport()
+    report = VerifyResult()
+
+    def emit(rec: VerifyRecord) -> None:
+        report.counts[rec.status] += 1
+        if keep:
+            report.files.append(rec)
+        on_record(rec)
+
     require_mirror(dest)
     with DestLock(dest, command="verify", read_only_ok=True) as lock:
         writable = lock.exclusive and _can_write(dest)
@@ -126,16 +174,14 @@ def verify_mirror(dest: Path, on_record: Callable[[dict[str, Any]], None]) -> Ve
                     placed = {fs.id: fs for fs in batch if fs.path and fs.status in CHECKED}
                     recs = list(pool.map(lambda fs: _check(dest, fs), placed.values()))
                     for rec in recs:
-                        report.counts[rec["status"]] += 1
-                        report.bytes += rec["bytes"] or 0
-                        on_record(rec)
+                        report.bytes += rec.bytes or 0
+                        emit(rec)
                     if writable:
                         _record(state, placed, recs)
             report.recorded = writable
         for rel in _walk(dest):
             if rel not in tracked:
-                report.counts["untracked"] += 1
-                on_record({"id": None, "path": rel, "status": "untracked"})
+                emit(VerifyRecord(None, Path(rel), "untracked"))
     return report
 
 

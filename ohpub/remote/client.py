@@ -1,9 +1,14 @@
 """A thin client for the Open Humans public data API.
 
-One ``requests.Session`` carries every request. Requests to Open Humans itself
-(listing pages, detail lookups, the download view's 302) share a small
-concurrency limit, because that is one Django site behind a router; transfers
-from the storage host do not pass through it (the caller bounds them).
+Each thread that makes requests gets its own ``requests.Session`` (``session``), all
+configured the same way and all closed by ``close()``: requests does not promise that one
+session is safe to share between threads, and a run has a dozen of them (ARCHITECTURE.md,
+"Threads and sessions"). Requests to Open Humans itself (listing pages, detail lookups,
+the download view's 302) share a small concurrency limit, because that is one Django
+site behind a router; transfers from the storage host do not pass through it (the
+caller bounds them). Every wait (that limit, the retry engine's backoff) ends at once when
+the Config's cancel token is cancelled (``model.cancel``); ``scoped`` gives a run a view
+of the client with a token of its own.
 
 The server's traps, and where they are handled:
 - query filters are ignored, so filters go into the PATH and every item is
@@ -18,17 +23,18 @@ The server's traps, and where they are handled:
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import re
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
-import requests
-
+from ohpub.model.cancel import CancelToken
 from ohpub.model.config import Config, RetryPolicy
 from ohpub.model.errors import (
     KeyRefusedError,
@@ -40,12 +46,12 @@ from ohpub.model.errors import (
     UsageError,
 )
 from ohpub.model.filters import FileFilter
+from ohpub.model.lazy import lazy_import
 from ohpub.model.records import DataFile, RecordError, parse_datafile
 from ohpub.model.version import __version__
-from ohpub.remote.endpoint import FailedAttempt
+from ohpub.remote import http
 from ohpub.remote.http import (
     RETRY_STATUSES,
-    TRANSPORT_ERRORS,
     Failure,
     Retrier,
     describe_exception,
@@ -54,21 +60,36 @@ from ohpub.remote.http import (
     parse_retry_after,
     redact,
 )
+from ohpub.remote.endpoint import FailedAttempt
 from ohpub.remote.listing import ListingReport, crawl_files, walk_objects
 from ohpub.remote.sizing import Sizer
+
+if TYPE_CHECKING:
+    import requests
+else:
+    requests = lazy_import("requests")  # imported with the first request (``model.lazy``)
 
 log = logging.getLogger("ohpub")
 T = TypeVar("T")
 
-USER_AGENT = (
-    f"ohpub/{__version__} (Open Humans public data mirror; python-requests/{requests.__version__})"
-)
+
+def agent() -> str:
+    """The User-Agent of every request (names requests' version: made with the first)."""
+    return (
+        f"ohpub/{__version__} (Open Humans public data mirror; "
+        f"python-requests/{requests.__version__})"
+    )
+
+
 MAX_PAGE_BYTES = 16 * 1024 * 1024
 """A real page of 500 files is about 350 kB; anything this large is not a listing page."""
 
 
+SessionHook = Callable[..., Any]
+
+
 class ApiClient:
-    """Open Humans public API over one ``requests.Session``."""
+    """Open Humans public API over one ``requests.Session`` per thread."""
 
     def __init__(
         self,
@@ -79,7 +100,6 @@ class ApiClient:
         connect_timeout: float | None = None,
         retry: RetryPolicy | None = None,
         api_concurrency: int | None = None,
-        pool_size: int | None = None,
         page_size: int | None = None,
         max_crawls: int = 4,
         on_warning: Callable[[str], None] | None = None,
@@ -98,7 +118,6 @@ class ApiClient:
         cfg = (config or Config()).with_(**{k: v for k, v in given.items() if v is not None})
         self.config = cfg
         base_url = cfg.base_url
-        pool_size = pool_size or max(16, cfg.jobs + cfg.api_concurrency)
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise UsageError(
@@ -118,18 +137,25 @@ class ApiClient:
         self.sizer = Sizer(limit=cfg.server_time_limit, max_records=self.listing_max_records,
                            max_width=self.api_concurrency)  # fmt: skip
         """Sizes listing requests to the server's time limit (``remote.sizing``)."""
-        self.session = requests.Session()
-        adapter = requests.adapters.HTTPAdapter(
-            pool_connections=4, pool_maxsize=max(pool_size, self.api_concurrency), max_retries=0
-        )
-        self.session.mount("http://", adapter)
-        self.session.mount("https://", adapter)
-        self.session.headers.update(
-            {"User-Agent": USER_AGENT, "Accept": "application/json", "Accept-Encoding": "identity"}
-        )
+        self.sessions = Sessions()
+        """The calling thread's ``requests.Session`` is ``sessions.get()``."""
+
+    @property
+    def cancel(self) -> CancelToken:
+        """The token every wait of this client gives up on (``Config.cancel``)."""
+        return self.config.cancel
+
+    def scoped(self, cancel: CancelToken | None = None) -> ApiClient:
+        """This client under another cancel token (by default a child of its own), sharing
+        everything else: the sessions, the Open Humans limit. A run works through one, so it
+        can stop its own waits (a phase failed) without cancelling the caller's client."""
+        view = copy.copy(self)
+        view.config = self.config.with_(cancel=cancel or self.cancel.child())
+        return view
 
     def close(self) -> None:
-        self.session.close()
+        """Close every session this client made (those of threads still running too)."""
+        self.sessions.close()
 
     def __enter__(self) -> ApiClient:
         return self
@@ -167,10 +193,10 @@ class ApiClient:
         """
         retry = self.retrier(url)
         while True:
-            with self._api_slots:
+            with self.cancel.holding(self._api_slots):
                 sent = time.monotonic()
                 try:
-                    resp = self.session.get(
+                    resp = self.sessions.get().get(
                         url,
                         params=params,
                         timeout=self.timeout,
@@ -179,7 +205,7 @@ class ApiClient:
                     )
                 except requests.exceptions.InvalidURL as exc:
                     raise UsageError(f"invalid URL {redact(url)}: {exc}") from exc
-                except TRANSPORT_ERRORS as exc:
+                except http.TRANSPORT_ERRORS as exc:
                     failure = failure_of(exc, url)
                 else:
                     with resp:
@@ -200,8 +226,8 @@ class ApiClient:
 
     def retrier(self, url: str) -> Retrier:
         """The retry engine for one request to Open Humans (or one listing range asked for
-        in smaller pieces): the client's policy, and its give-up message."""
-        return Retrier(self.retry, url, _give_up(url, self.base_url))
+        in smaller pieces): the client's policy, its give-up message and cancel token."""
+        return Retrier(self.retry, url, _give_up(url, self.base_url), cancel=self.cancel)
 
     def get_json(
         self,
@@ -220,7 +246,7 @@ class ApiClient:
                 raise NotFoundError(f"not found: {redact(resp.url)}")
             if resp.status_code >= 400:
                 raise ServerError(
-                    f"HTTP {resp.status_code} from {redact(resp.url)}{_html_title(resp)}"
+                    f"HTTP {resp.status_code}{_html_title(resp)} from {redact(resp.url)}"
                 )
             ctype = resp.headers.get("Content-Type", "")
             if "json" not in ctype.lower():
@@ -310,7 +336,7 @@ class ApiClient:
     ) -> requests.Response:
         """GET the storage URL as a raw stream; redirects are followed by hand (http(s) only)."""
         for _ in range(max_hops + 1):
-            resp = self.session.get(
+            resp = self.sessions.get().get(
                 _keep_dot_segments(url),
                 headers=headers,
                 stream=True,
@@ -324,6 +350,69 @@ class ApiClient:
                 continue
             return resp
         raise ServerError(f"too many redirects fetching {redact(url)}")
+
+
+class Sessions:
+    """One ``requests.Session`` per thread (``get``), all configured alike (``add_hook``:
+    ``--verbose``'s log line on every one), closed together.
+
+    A thread's session is closed when the thread object goes (a run's pool threads end
+    with the run), so a long-lived client does not collect the sessions of dead threads.
+    """
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._open: dict[requests.Session, weakref.finalize[Any, Any]] = {}
+        self._hooks: list[SessionHook] = []
+
+    def get(self) -> requests.Session:
+        session: requests.Session | None = getattr(self._local, "session", None)
+        if session is not None:
+            return session
+        session = _new_session()
+        with self._lock:
+            session.hooks["response"].extend(self._hooks)
+            ender = weakref.finalize(threading.current_thread(), self._drop, session)
+            self._open[session] = ender
+        self._local.session = session
+        return session
+
+    def _drop(self, session: requests.Session) -> None:
+        with self._lock:
+            self._open.pop(session, None)
+        session.close()
+
+    def add_hook(self, hook: SessionHook) -> None:
+        """Call ``hook(response, ...)`` for every response of every session."""
+        with self._lock:
+            self._hooks.append(hook)
+            for session in self._open:
+                session.hooks["response"].append(hook)
+
+    def close(self) -> None:
+        """Close every session; a thread that goes on using the client gets a new one."""
+        with self._lock:
+            sessions, self._open = self._open, {}
+            self._local = threading.local()
+        for session, ender in sessions.items():
+            ender.detach()
+            session.close()
+
+
+def _new_session() -> requests.Session:
+    """A session as every thread's is: no retries of its own (the Retrier retries), a
+    connection per host kept alive, identity encoding (bytes are stored as served)."""
+    from ohpub.remote.session import EnvOnceSession  # the HTTP stack: with the first session
+
+    session = EnvOnceSession()
+    adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=2, max_retries=0)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    session.headers.update(
+        {"User-Agent": agent(), "Accept": "application/json", "Accept-Encoding": "identity"}
+    )
+    return session
 
 
 def _give_up(url: str, base_url: str) -> Callable[[Failure, int], OhpubError]:
@@ -384,17 +473,24 @@ def check_http_url(url: str, file_id: int | None) -> None:
 
 def _hint_for(base_url: str, network: bool) -> str:
     if network:
-        return f"check the network and --base-url ({base_url})"
+        return f"check the network and --base-url {base_url}"
     return "the server is having trouble; try again later"
 
 
 def _html_title(resp: requests.Response) -> str:
+    """The error page's title, to follow ``HTTP 503``: `` Service Unavailable`` when the
+    title repeats the code, else ``: <title>`` (never in brackets: the whole reason often
+    sits in brackets already, ``failed (HTTP 503 Service Unavailable)``)."""
     try:
         text = resp.raw.read(4096, decode_content=True).decode("utf-8", "replace")
     except Exception:  # noqa: BLE001 - only decoration for an error message
         return ""
     m = re.search(r"<(?:title|h1)>([^<]{1,120})<", text, re.I)
-    return f" ({m.group(1).strip()})" if m else ""
+    if not m:
+        return ""
+    title = " ".join(m.group(1).split())
+    code = str(resp.status_code)
+    return f" {title[len(code) :].strip()}" if title.startswith(code + " ") else f": {title}"
 
 
 def _read_capped(resp: requests.Response, cap: int) -> bytes:

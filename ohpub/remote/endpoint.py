@@ -19,11 +19,12 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
+from ohpub.model.cancel import DaemonPool
 from ohpub.model.errors import OhpubError, ServerError
 from ohpub.model.filters import FileFilter
 from ohpub.model.records import DataFile, RecordError, Rejected, parse_datafile
@@ -180,10 +181,12 @@ def prefetch(calls: Iterable[Callable[[], T]], width: Callable[[], int], most: i
     Nothing starts before the consumer asks for the first result, and calls not yet
     consumed are cancelled when the consumer stops (``--limit`` must stop the crawl). A
     call is taken from ``calls`` only when it can start, after the result before it was
-    taken out: the walk places its next page from what the last one showed.
+    taken out: the walk places its next page from what the last one showed. The threads
+    are daemons (``model.cancel.DaemonPool``): a page still in flight when the run is
+    interrupted does not hold the process up; its retries end on the client's token.
     """
     it = iter(calls)
-    pool = ThreadPoolExecutor(max_workers=max(1, most), thread_name_prefix="ohpub-list")
+    pool = DaemonPool(most, "ohpub-list")
     ahead: deque[Future[T]] = deque()
     stop = threading.Event()  # set when the consumer goes: running calls stop retrying
     done = False
@@ -207,7 +210,7 @@ def prefetch(calls: Iterable[Callable[[], T]], width: Callable[[], int], most: i
         stop.set()
         for fut in ahead:
             fut.cancel()
-        pool.shutdown(wait=False, cancel_futures=True)
+        pool.shutdown(wait=0, cancel_futures=True)
 
 
 def count_of(page: dict[str, Any]) -> int | None:

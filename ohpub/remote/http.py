@@ -13,22 +13,31 @@
 from __future__ import annotations
 
 import contextvars
-import http.client
 import logging
 import re
-import ssl
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
-from typing import TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
-import requests
-import urllib3
-
+from ohpub.model.cancel import CancelToken
 from ohpub.model.config import RetryPolicy
+from ohpub.model.lazy import lazy_import
+
+if TYPE_CHECKING:
+    import http.client as http_client
+    import ssl
+
+    import requests
+    import urllib3
+else:  # imported on first use: commands that make no request never load the HTTP stack
+    http_client = lazy_import("http.client")
+    ssl = lazy_import("ssl")
+    requests = lazy_import("requests")
+    urllib3 = lazy_import("urllib3")
 
 T = TypeVar("T")
 
@@ -97,15 +106,26 @@ def parse_content_range(value: str | None) -> ContentRange | None:
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 """Answers worth another attempt (everything else is the caller's to interpret)."""
 
-TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (
-    requests.exceptions.RequestException,
-    urllib3.exceptions.HTTPError,
-    http.client.HTTPException,
-    ssl.SSLError,
-    ConnectionError,
-    TimeoutError,
-)
-"""Exceptions of a request or of a body read; ``retry_limit`` says how often to retry."""
+TRANSPORT_ERRORS: tuple[type[BaseException], ...]
+"""Exceptions of a request or of a body read; ``retry_limit`` says how often to retry.
+Made on first use (it names the HTTP stack's classes): modules on the way of commands that
+make no request read it as ``http.TRANSPORT_ERRORS`` in their ``except`` clauses, which
+Python evaluates only when something was raised."""
+
+
+def __getattr__(name: str) -> Any:
+    if name == "TRANSPORT_ERRORS":
+        errors = (
+            requests.exceptions.RequestException,
+            urllib3.exceptions.HTTPError,
+            http_client.HTTPException,
+            ssl.SSLError,
+            ConnectionError,
+            TimeoutError,
+        )
+        globals()[name] = errors
+        return errors
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def retry_limit(exc: BaseException) -> int | None:
@@ -185,7 +205,7 @@ def describe_exception(exc: BaseException, url: str | None = None) -> str:
     # Raised by raw body reads (urllib3, http.client, or the socket under them).
     if isinstance(exc, (urllib3.exceptions.ReadTimeoutError, TimeoutError)):
         return "read timed out"
-    broken = (urllib3.exceptions.ProtocolError, ConnectionError, http.client.HTTPException)
+    broken = (urllib3.exceptions.ProtocolError, ConnectionError, http_client.HTTPException)
     if isinstance(exc, broken):
         return "connection reset" if "reset" in text else "connection broken mid-body"
     return type(exc).__name__
@@ -235,6 +255,11 @@ class Retrier:
     progress reach ``policy.attempts``, or the time since the last progress plus the wait
     would pass ``policy.budget``. Each retry logs ONE line at WARNING on ``ohpub.retry``:
     ``GET <url> failed (<reason>); retry 2 of 5 in 4 s`` (the URL redacted).
+
+    ``cancel`` (``model.cancel``) ends the wait at once: a cancelled token raises
+    ``Cancelled`` from ``wait`` (before, or in the middle of, its sleep) and from
+    ``progress`` (which every read that brings bytes calls), so a request stops at its next
+    wait or its next buffer, however long the server asked it to wait.
     """
 
     def __init__(
@@ -244,7 +269,8 @@ class Retrier:
         give_up: GiveUp,
         *,
         method: str = "GET",
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], None] | None = None,
+        cancel: CancelToken | None = None,
     ) -> None:
         self.policy = policy
         self.url = url
@@ -252,16 +278,21 @@ class Retrier:
         self.give_up = give_up
         self.failures = 0
         self.since = time.monotonic()
-        self._sleep = sleep
+        self.cancel = cancel if cancel is not None else CancelToken()
+        self._sleep = sleep if sleep is not None else self.cancel.sleep
 
     def progress(self) -> None:
-        """Bytes arrived: the next failure is the first of a new streak."""
+        """Bytes arrived: the next failure is the first of a new streak (or, cancelled,
+        ``Cancelled``)."""
+        self.cancel.check()
         self.failures = 0
         self.since = time.monotonic()
 
     def wait(self, failure: Failure, url: str | None = None) -> None:
         """Back off before the next attempt, or raise when this was the last one (or when
-        nobody waits for the answer any more: see ``abandoned``)."""
+        nobody waits for the answer any more: see ``abandoned``); ``Cancelled`` when the
+        token is cancelled, before or during the wait."""
+        self.cancel.check()
         stop = _ABANDONED.get()
         if stop is not None and stop.is_set():
             raise self.give_up(failure, self.failures + 1)

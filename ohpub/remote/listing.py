@@ -46,6 +46,7 @@ from typing import Any
 from ohpub.model.errors import NotFoundError, OhpubError
 from ohpub.model.filters import FileFilter
 from ohpub.model.records import DataFile
+from ohpub.model.units import plural
 from ohpub.remote.endpoint import (
     Client,
     Endpoint,
@@ -322,21 +323,33 @@ def crawl_files(client: Client, flt: FileFilter, report: ListingReport) -> Itera
             log.info("%s", report.sizing)
     report.complete = complete
     report.finished = True
-    log.info(
-        "listing done: %d files (%s), %d requests, %d records, %d passes, %d requests "
-        "filling gaps (%d records), %d cut segments needed none, %d retried smaller, "
-        "%d rejected items",
-        report.unique,
-        "complete" if complete else "INCOMPLETE",
-        report.requests,
-        report.records,
-        report.crawls,
-        report.snapshots,
-        report.snapshot_records,
-        report.verified_segments,
-        report.retried_smaller,
-        len(report.rejected),
-    )
+    log.info("%s", listing_summary(report))
+
+
+def listing_summary(report: ListingReport) -> str:
+    """The log's line about a listing, in a reader's words: ``listing done: 31 files,
+    complete, 1 request`` (and, when they happened, the stretches asked again, the
+    requests that timed out and were asked again smaller, the malformed records left
+    out). How its requests were sized is the line before it (``report.sizing``)."""
+    n = report.requests
+    parts = [
+        f"listing done: {plural(report.unique, 'file')}",
+        "complete" if report.complete else "INCOMPLETE (some files may be missing)",
+        f"{plural(n, 'request')} ({report.records} records sent)",
+    ]
+    if report.crawls > 1:
+        parts.append(f"read in {report.crawls} passes over the pages")
+    if report.snapshots:
+        k = report.snapshots
+        parts.append(
+            f"{plural(k, 'request')} filling the stretches that page boundaries cut "
+            f"({report.snapshot_records} records)"
+        )
+    if report.retried_smaller:
+        parts.append(f"{plural(report.retried_smaller, 'request')} asked again smaller")
+    if report.rejected:
+        parts.append(f"{len(report.rejected)} malformed records left out")
+    return ", ".join(parts)
 
 
 def walk_objects(client: Client, path: str) -> Iterator[dict[str, Any]]:
@@ -372,6 +385,7 @@ __all__ = [
     "crawl_files",
     "walk_objects",
     "check_scope",
+    "listing_summary",
     "prefetch",
     "SegmentTracker",
     "MAX_STALE_PAGES",

@@ -1,13 +1,22 @@
-"""The byte path: reusable buffers filled straight from the socket, digests, writes.
+"""The byte path: bodies read through urllib3's public API into large buffers, digests,
+writes.
 
-- Bodies are read with ``readinto`` on the raw ``http.client`` response under requests and
-  urllib3 (content decoding off: a ``.gz`` with ``Content-Encoding: gzip`` is stored as
-  served), one socket read at a time straight into a reusable 1 MiB buffer, which is
-  written and hashed once it is full or nothing more has arrived: over TLS a record of
-  16 KiB costs one small C call, not one trip through the whole sink, and a busy reader
-  gets full buffers. Bytes read before a reset or a stall are kept.
-- ``Digests``: sha256 and md5 of one byte sequence, each computed once, fed in order from
-  a small ring of buffers, inline or on one helper thread (``threaded``).
+- ``BodyReader`` reads one body with the public ``urllib3.HTTPResponse`` API, content
+  decoding off (a ``.gz`` with ``Content-Encoding: gzip`` is stored as served). Plain
+  HTTP: ``read1``, one socket read per call, so every byte that arrived is kept when a
+  reset or a stall ends the body. TLS: ``read(64 KiB)``: one call per 64 KiB instead of
+  one per 16 KiB record (``read1`` over TLS costs about 0.9 ms more CPU per MiB here, in
+  urllib3's per-call layers); a reset loses at most the piece being read.
+- ``fill`` copies the pieces into one 1 MiB buffer, which is then written and hashed
+  whole: one ``pwrite`` and one hash call per MiB, not one per socket read or TLS record.
+  Over plain HTTP a short read means the socket had no more, and the buffer is handed on
+  at once (the bytes before a stall reach the disk; a busy reader gets full buffers);
+  over TLS the buffer is handed on when full, or every ``FLUSH_AFTER`` seconds.
+- ``Digests``: sha256 and md5 of one byte sequence, each computed once. A small body is
+  hashed inline in one buffer of its own size; a big one through a small ring of 1 MiB
+  buffers, allocated as needed, each hash on a helper thread of its own (hashlib releases
+  the GIL on large buffers, so the hashes run beside the reads on other cores, off the
+  reading thread's path).
 - ``Writeback``: starts the kernel's writeback every few MiB (``sync_file_range``), so
   the final fsync of a big file is short.
 """
@@ -15,42 +24,34 @@
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import hashlib
 import os
 import queue
-import select
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import requests
+from ohpub.remote import http
 
 BUFFER = 1024 * 1024
-"""One read: large enough that per-call costs vanish, small enough to stay in cache."""
+"""One write and one hash call: large enough that per-call costs vanish."""
+PIECE = 128 * 1024
+"""Most one ``read1`` asks for: what a socket read returns on a fast link, and small enough
+that glibc serves it from the heap (a 1 MiB ask, returned as a 16 KiB record, costs an
+mmap and an munmap per call)."""
+TLS_PIECE = 64 * 1024
+"""One ``read`` over TLS: four records per call."""
+FLUSH_AFTER = 0.25
+"""A slow body's buffer is handed on after this many seconds, full or not (progress)."""
 WRITEBACK_EVERY = 8 * 1024 * 1024
-THREADED_DIGESTS = True
-"""md5 on a helper thread, sha256 inline: the two hashes run on two cores (hashlib releases
-the GIL on large buffers) and md5, the slower one (645 MiB/s here against sha256's 1,652),
-no longer adds to the reading thread's time. Measured on this 2-core machine (2026-12-02,
-one uncapped 400 MiB ``ohpub fetch`` over loopback HTTP, one stream, end to end, quiet
-machine): inline 128-245 MiB/s (median 228), both hashes on the helper 211-283 (250), md5
-alone on the helper 188-312 (291). Under heavy load (load average 8-14) inline did better
-(96-125 against 82-106 MiB/s for both on the helper); a user's machine is not the loaded
-CI box, so the split wins."""
-
-
-def read_into(resp: requests.Response, view: memoryview) -> int:
-    """Read from the body into ``view`` (raw bytes, never decoded); 0 at the end of the body."""
-    fp: Any = getattr(resp.raw, "_fp", None)
-    readinto = getattr(fp, "readinto", None)
-    if readinto is not None:
-        return int(readinto(view))
-    data = resp.raw.read(len(view), decode_content=False)  # a raw without http.client under it
-    view[: len(data)] = data
-    return len(data)
+INLINE_UP_TO = 8 * 1024 * 1024
+"""Bodies up to this size are hashed inline in one buffer (no helper thread, no ring)."""
+HELPERS = 2
+"""Hash threads of a big body: 2, one per hash (the reading thread only reads and writes),
+or 1 (md5 there, sha256 on the reading thread). See benchmarks/RESULTS.md."""
+SMALLEST_BUFFER = 16 * 1024
 
 
 @dataclass
@@ -62,98 +63,94 @@ class Filled:
     error: BaseException | None = None
 
 
-def fill(resp: requests.Response, view: memoryview) -> Filled:
-    """Fill ``view`` from the body, as far as bytes have arrived. The bytes read before an
-    error are kept, so a connection reset loses nothing that arrived."""
-    from ohpub.remote.http import TRANSPORT_ERRORS
+class BodyReader:
+    """One response body, read raw through urllib3's public API (see the module text)."""
 
-    fp: Any = getattr(resp.raw, "_fp", None)
-    sock_file: Any = getattr(fp, "fp", None)
-    fast = (
-        isinstance(getattr(fp, "length", None), int)
-        and getattr(fp, "chunked", True) is False
-        and hasattr(sock_file, "readinto1")
-    )
-    sock = getattr(getattr(sock_file, "raw", None), "_sock", None) if fast else None
-    filled = 0
-    try:
-        while filled < len(view):
-            if filled and sock is not None and not _ready(sock):
-                break  # nothing more has arrived: hand on what has (a stall keeps nothing)
-            if not fast:
-                n = read_into(resp, view[filled:])
-            elif fp.length:
-                # One socket read (one TLS record, or what loopback has), straight into the
-                # buffer; http.client's own count of the body is kept in step.
-                n = sock_file.readinto1(view[filled : filled + min(len(view) - filled, fp.length)])
-                fp.length -= n
-                if not fp.length:
-                    fp.readinto(_EMPTY)  # http.client closes its side of a finished body
-            else:
-                n = 0
-            if not n:
-                return Filled(filled, ended=True)
-            filled += n
-    except TRANSPORT_ERRORS as exc:
-        return Filled(filled, error=exc)
-    return Filled(filled)
+    def __init__(self, resp: Any) -> None:
+        self.raw = resp.raw
+        self.tls = str(getattr(resp, "url", "") or "").startswith("https:")
+
+    def fill(self, view: memoryview) -> Filled:
+        """Fill ``view`` as far as the body allows within ``FLUSH_AFTER`` seconds; the bytes
+        read before an error are kept (and reported with it)."""
+        raw, size, filled = self.raw, len(view), 0
+        deadline = time.monotonic() + FLUSH_AFTER
+        try:
+            while filled < size:
+                ask = min(size - filled, TLS_PIECE if self.tls else PIECE)
+                if self.tls:
+                    data = raw.read(ask, decode_content=False)
+                else:
+                    data = raw.read1(ask, decode_content=False)
+                if not data:
+                    return Filled(filled, ended=True)
+                n = len(data)
+                view[filled : filled + n] = data
+                filled += n
+                if not self.tls and n < ask:
+                    break  # the socket had no more: hand on what arrived (a stall keeps nothing)
+                if filled < size and time.monotonic() >= deadline:
+                    break
+        except http.TRANSPORT_ERRORS as exc:
+            return Filled(filled, error=exc)
+        return Filled(filled)
 
 
-_EMPTY = memoryview(bytearray(0))
-
-
-def _ready(sock: Any) -> bool:
-    """Would a read return at once? (TLS: decrypted bytes pending, or bytes on the socket.)"""
-    pending = getattr(sock, "pending", None)
-    if pending is not None and pending():
-        return True
-    try:
-        readable, _, _ = select.select([sock], [], [], 0)
-    except (OSError, ValueError):
-        return False
-    return bool(readable)
-
-
-def finish_body(resp: requests.Response) -> None:
-    """The body was read to its end: give the connection back to the pool for reuse
-    (reads that bypass urllib3 leave it thinking the body is unread)."""
-    fp: Any = getattr(resp.raw, "_fp", None)
-    isclosed = getattr(fp, "isclosed", None)
-    if isclosed is not None and isclosed():
-        with contextlib.suppress(Exception):
-            resp.raw.release_conn()
+def finish_body(resp: Any) -> None:
+    """The body was read to its end: make sure the connection is back in the pool for the
+    next request (urllib3 does it when its response closes; this is the public spelling)."""
+    raw = resp.raw
+    with contextlib.suppress(Exception):
+        if raw.isclosed():
+            raw.release_conn()
 
 
 class Digests:
     """sha256 and md5 of one byte sequence, fed in order through ``buffer``/``consume``.
 
-    ``buffer()`` lends a buffer to fill; ``consume(n)`` hashes its first ``n`` bytes: sha256
-    at once, md5 on the helper thread, which then returns the buffer to the ring (inline
-    both when not ``threaded``). hashlib releases the GIL on large buffers, so the helper
-    hashes beside the reads.
+    ``buffer()`` lends a buffer to fill; ``consume(n)`` hashes its first ``n`` bytes and
+    takes it back. ``expect(nbytes)``, told the size before the first buffer, keeps a small
+    body inline in one buffer of its size; a big one goes to ``HELPERS`` helper threads
+    (with 1: md5 there, sha256 at once; with 2: each hash on a thread of its own, so the
+    reading thread only reads and writes), and a buffer returns to the ring when every
+    helper is done with it.
     """
 
     RING = 4
 
-    def __init__(self, *, threaded: bool | None = None) -> None:
-        threaded = THREADED_DIGESTS if threaded is None else threaded
+    def __init__(self, *, helpers: int | None = None) -> None:
         self.sha256 = hashlib.sha256()
         self.md5 = hashlib.md5()
         self.count = 0
+        self.helpers = HELPERS if helpers is None else helpers
+        self._size = BUFFER
+        self._allocated = 0
         self._free: queue.SimpleQueue[bytearray] = queue.SimpleQueue()
-        for _ in range(self.RING if threaded else 1):
-            self._free.put(bytearray(BUFFER))
-        self._threaded = threaded
-        self._work: queue.SimpleQueue[tuple[bytearray, int, int] | None] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
+        self._queues: list[queue.SimpleQueue[list[Any] | None]] = []
+        self._threads: list[threading.Thread] = []
         self._idle = threading.Condition()
         self._pending = 0
         self._current: bytearray | None = None
 
+    def expect(self, nbytes: int | None) -> None:
+        """Size the buffers for a body of ``nbytes`` (None: unknown, taken as big)."""
+        if self._allocated or nbytes is None or nbytes > INLINE_UP_TO:
+            return
+        self.helpers = 0
+        self._size = max(SMALLEST_BUFFER, min(BUFFER, nbytes))
+
     def buffer(self) -> memoryview:
         if self._current is None:
-            self._current = self._free.get()
+            self._current = self._take()
         return memoryview(self._current)
+
+    def _take(self) -> bytearray:
+        with contextlib.suppress(queue.Empty):
+            return self._free.get_nowait()
+        if self._allocated < (self.RING if self.helpers else 1):
+            self._allocated += 1
+            return bytearray(self._size)
+        return self._free.get()  # every buffer is with the helpers: wait for one
 
     def consume(self, n: int, start: int = 0) -> None:
         """Hash bytes ``[start, n)`` of the lent buffer and take it back."""
@@ -161,31 +158,44 @@ class Digests:
         if buf is None:
             raise RuntimeError("Digests.consume() without buffer()")
         self.count += n - start
-        if not self._threaded:
-            self._hash(buf, start, n)
+        if not self.helpers:
+            view = memoryview(buf)[start:n]
+            self.sha256.update(view)
+            self.md5.update(view)
             self._free.put(buf)
             return
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="ohpub-hash", daemon=True)
-            self._thread.start()
-        self.sha256.update(memoryview(buf)[start:n])  # here; md5 on the helper, in order
+        if not self._threads:
+            self._start_helpers()
+        if self.helpers == 1:
+            self.sha256.update(memoryview(buf)[start:n])
+        item = [buf, start, n, len(self._queues)]
         with self._idle:
             self._pending += 1
-        self._work.put((buf, start, n))
+        for q in self._queues:
+            q.put(item)
 
-    def _hash(self, buf: bytearray, start: int, n: int) -> None:
-        view = memoryview(buf)[start:n]
-        self.sha256.update(view)
-        self.md5.update(view)
+    def _start_helpers(self) -> None:
+        names = ["md5"] if self.helpers == 1 else ["sha256", "md5"]
+        for name in names:
+            q: queue.SimpleQueue[list[Any] | None] = queue.SimpleQueue()
+            t = threading.Thread(target=self._run, args=(q, name), name=f"ohpub-{name}")
+            t.daemon = True
+            self._queues.append(q)
+            self._threads.append(t)
+            t.start()
 
-    def _run(self) -> None:
-        while (item := self._work.get()) is not None:
-            buf, start, n = item
-            self.md5.update(memoryview(buf)[start:n])
-            self._free.put(buf)
+    def _run(self, q: queue.SimpleQueue[list[Any] | None], name: str) -> None:
+        while (item := q.get()) is not None:
+            buf, start, n, _ = item
+            getattr(self, name).update(memoryview(buf)[start:n])
             with self._idle:
+                item[3] -= 1
+                if item[3]:
+                    continue
+                self._free.put(buf)
                 self._pending -= 1
-                self._idle.notify_all()
+                if not self._pending:
+                    self._idle.notify_all()
 
     def drain(self) -> None:
         with self._idle:
@@ -204,7 +214,8 @@ class Digests:
         """Feed the bytes ``[start, end)`` of a file (a resumed prefix, or ranges on disk)."""
         pos = start
         while pos < end:
-            view = self.buffer()[: min(BUFFER, end - pos)]
+            view = self.buffer()
+            view = view[: min(len(view), end - pos)]
             n = _pread_into(fd, view, pos)
             if n <= 0:
                 raise OSError(f"file ended at byte {pos} of {end}")
@@ -212,11 +223,13 @@ class Digests:
             pos += n
 
     def close(self) -> None:
-        if self._thread is not None:
+        if self._threads:
             self.drain()
-            self._work.put(None)
-            self._thread.join()
-            self._thread = None
+            for q in self._queues:
+                q.put(None)
+            for t in self._threads:
+                t.join()
+            self._queues, self._threads = [], []
 
 
 def _pread_into(fd: int, view: memoryview, offset: int) -> int:
@@ -227,43 +240,51 @@ def _pread_into(fd: int, view: memoryview, offset: int) -> int:
     return len(data)
 
 
+_UNSET: Any = object()
+_start_writeback: Callable[[int, int, int], None] | None = _UNSET
+
+
 def _sync_file_range() -> Callable[[int, int, int], None] | None:
-    """libc's sync_file_range(fd, offset, nbytes, SYNC_FILE_RANGE_WRITE), when there is one."""
-    name = ctypes.util.find_library("c")
-    try:
-        libc = ctypes.CDLL(name, use_errno=True)
-        fn = libc.sync_file_range
-    except (OSError, AttributeError, TypeError):
-        return None
-    fn.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
-    fn.restype = ctypes.c_int
+    """libc's sync_file_range(fd, offset, nbytes, SYNC_FILE_RANGE_WRITE), when there is one
+    (looked up in the running process on first use: no ``ldconfig`` at import time)."""
+    global _start_writeback
+    if _start_writeback is _UNSET:
+        import ctypes
 
-    def start(fd: int, offset: int, nbytes: int) -> None:
-        fn(fd, offset, nbytes, 2)  # SYNC_FILE_RANGE_WRITE: start writeback, do not wait
+        _start_writeback = None
+        try:
+            fn = ctypes.CDLL(None, use_errno=True).sync_file_range
+        except (OSError, AttributeError, TypeError):
+            return None
+        fn.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
+        fn.restype = ctypes.c_int
 
-    return start
+        def start(fd: int, offset: int, nbytes: int) -> None:
+            fn(fd, offset, nbytes, 2)  # SYNC_FILE_RANGE_WRITE: start writeback, do not wait
 
-
-_START_WRITEBACK = _sync_file_range()
+        _start_writeback = start
+    return _start_writeback
 
 
 class Writeback:
-    """Start writeback of each ``WRITEBACK_EVERY`` bytes written, so fsync finds little."""
+    """Start the writeback of a file's dirty pages every ``WRITEBACK_EVERY`` bytes written,
+    so the final fsync finds little. Shared by every writer of one file (the ranges of a
+    parallel transfer): it starts the writeback of the whole file, wherever the bytes went."""
 
     def __init__(self, fd: int) -> None:
         self.fd = fd
         self._unsynced = 0
         self._lock = threading.Lock()
 
-    def wrote(self, offset: int, nbytes: int) -> None:
-        if _START_WRITEBACK is None:
-            return
+    def wrote(self, nbytes: int) -> None:
         with self._lock:
             self._unsynced += nbytes
             if self._unsynced < WRITEBACK_EVERY:
                 return
             self._unsynced = 0
-        _START_WRITEBACK(self.fd, max(0, offset + nbytes - WRITEBACK_EVERY), WRITEBACK_EVERY)
+        start = _sync_file_range()
+        if start is not None:
+            start(self.fd, 0, 0)  # 0 bytes: to the end of the file
 
 
 def pwrite_all(fd: int, view: memoryview, offset: int) -> None:
@@ -274,4 +295,12 @@ def pwrite_all(fd: int, view: memoryview, offset: int) -> None:
         offset += n
 
 
-__all__ = ["BUFFER", "Digests", "Writeback", "finish_body", "pwrite_all", "read_into"]
+__all__ = [
+    "BUFFER",
+    "BodyReader",
+    "Digests",
+    "Filled",
+    "Writeback",
+    "finish_body",
+    "pwrite_all",
+]

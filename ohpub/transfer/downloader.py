@@ -7,9 +7,10 @@ and md5 as they arrive. An interrupted transfer continues with ``Range: bytes=N-
 instead of being spliced. The partial is only handed back after its length and (for a
 plain MD5 ETag) its checksum match, and after fsync; the caller renames it into place.
 
-Files of at least ``Config.range_cutoff`` bytes are fetched as parallel ranges over
-several storage connections (``transfer.ranges``). Files of ``SMALL_OBJECT`` bytes and less
-keep no sidecar: they restart from zero after an interruption.
+Files of at least ``Config.range_cutoff`` bytes may go on as parallel ranges over several
+storage connections (``transfer.ranges``) when their first stream's measured rate says so
+(``transfer.decide``). Files of ``SMALL_OBJECT`` bytes and less keep no sidecar: they
+restart from zero after an interruption.
 
 Bytes are stored exactly as served: ``.gz`` objects come with ``Content-Encoding: gzip``
 and must not be decoded, or the file and every Range offset would be wrong.
@@ -66,6 +67,7 @@ class Downloader(Lanes):
         self.client = client
         config = config or client.config
         super().__init__(config, retry or client.retry, storage_slots)
+        self.cancel = client.cancel  # the client's (a run's scoped one), whatever ``config``
         self.key_max_age = config.key_max_age if key_max_age is None else key_max_age
         self.refresh = refresh or client.get_file
 
@@ -81,6 +83,7 @@ class Downloader(Lanes):
         max_size: int | None = None,
         root: Path | None = None,
         on_total: Callable[[int], None] | None = None,
+        on_reused: Callable[[int], None] | None = None,
     ) -> Downloaded:
         """Download into ``part`` (resuming what is there), verified and fsynced.
 
@@ -101,6 +104,7 @@ class Downloader(Lanes):
             sink = FileSink(fd, 0)
             job = Job(self.source(f), sink, etag, meta_path, progress, max_size)
             job.on_total = on_total
+            job.on_reused = on_reused
             try:
                 result = resume_ranged(self, job, sink, meta, size)
                 if result is None and "chunk" in meta:
@@ -123,10 +127,9 @@ class Downloader(Lanes):
 
     def _sequential(self, job: Job, sink: FileSink, size: int) -> Downloaded:
         """From byte ``size`` of the partial over one connection, going parallel when the
-        first answer shows a big file on a storage that serves ranges."""
+        probe of that stream says more connections would finish it sooner."""
         sink.resume_at(size)
-        if size:
-            job.progress(size)
+        job.reuse(size)
         seq = Sequential(self, job)
         result = seq.run()
         if result is not None:
@@ -137,7 +140,7 @@ class Downloader(Lanes):
 
     def probe_size(self, f: DataFile) -> int | None:
         """The object's size, from a one-byte Range request (the API has no size field)."""
-        retry = storage_retrier(self.retry, f)
+        retry = storage_retrier(self.retry, f, self.cancel)
         headers = {"Range": "bytes=0-0", "Accept-Encoding": "identity"}
         with open_answer(self.source(f), headers, retry, self.slots) as answer:
             return answer.total

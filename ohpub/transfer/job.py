@@ -20,7 +20,8 @@ from ohpub.model.config import Config, RetryPolicy
 from ohpub.model.errors import OhpubError
 from ohpub.model.records import DataFile
 from ohpub.remote.http import Retrier
-from ohpub.transfer.bytepath import Digests, Writeback, fill, finish_body, pwrite_all
+from ohpub.transfer.bytepath import BodyReader, Digests, Writeback, finish_body, pwrite_all
+from ohpub.transfer.decide import SplitProbe
 from ohpub.transfer.storage import Answer, Source
 
 log = logging.getLogger("ohpub")
@@ -47,6 +48,8 @@ class Downloaded:
     transferred: int
     record: DataFile
     """The record last used (a re-minted one when the key had to be refreshed)."""
+    reused: int = 0
+    """Bytes of the file that an earlier run had already downloaded (kept, not fetched)."""
 
 
 class TooLargeError(OhpubError):
@@ -98,7 +101,7 @@ class FileSink(Sink):
         except OSError as exc:
             raise DiskError(exc) from exc
         self.digests.consume(n)
-        self.writeback.wrote(self.offset, n)
+        self.writeback.wrote(n)
         self.offset += n
 
     def resume_at(self, size: int) -> None:
@@ -165,14 +168,33 @@ class Job:
     checksum_retries: int = 0
     on_total: Callable[[int], None] | None = None
     """Told the object's size once, when storage first announces it (progress displays)."""
+    reused: int = 0
+    """Bytes of a partial from an earlier run that this transfer keeps (not fetched again)."""
+    on_reused: Callable[[int], None] | None = None
+    """Told how many bytes of the file were already on disk from an earlier run (negative
+    when a restart drops them); ``progress`` counts only the bytes that arrive now."""
 
     @property
     def f(self) -> DataFile:
         return self.source.record
 
+    def reuse(self, nbytes: int) -> None:
+        """``nbytes`` of a partial left by an earlier run are kept (negative: dropped).
+        Told to ``on_reused``, not to ``progress``: nothing was fetched, and a display that
+        counted them would show a rate and a total this run never had."""
+        nbytes = max(nbytes, -self.reused)
+        if not nbytes:
+            return
+        self.reused += nbytes
+        if self.on_reused is not None:
+            self.on_reused(nbytes)
+
     def restart(self) -> None:
         """Start over from byte 0 (the object changed, or the server ignores Range)."""
-        self.progress(-self.sink.offset if self.sink.restartable else 0)
+        if self.sink.restartable:
+            dropped = self.reused
+            self.reuse(-dropped)
+            self.progress(-(self.sink.offset - dropped))
         self.sink.restart()
         self.resumed = False
 
@@ -195,19 +217,34 @@ class Job:
             resumed=self.resumed and started_at > 0,
             transferred=self.transferred,
             record=self.f,
+            reused=self.reused,
         )
 
 
-def pump(resp: Any, sink: Any, retry: Retrier, end: int | None, got: Callable[[int], None]) -> None:
+def pump(
+    resp: Any,
+    sink: Any,
+    retry: Retrier,
+    end: int | None,
+    got: Callable[[int], None],
+    probe: SplitProbe | None = None,
+) -> bool:
     """Read the body into ``sink`` (``buffer()``/``commit(n)``/``offset``) up to byte
     ``end`` or the body's end. Every read that brings bytes restarts the retry budget.
     Transport errors propagate to the caller's retry, after the bytes read before them
-    are kept."""
+    are kept. With a ``probe``, stops early (False: the body goes on, unread) when the
+    probe says the rest should come as ranges."""
+    reader = BodyReader(resp)
     while end is None or sink.offset < end:
         view = sink.buffer()
         if end is not None and end - sink.offset < len(view):
             view = view[: end - sink.offset]
-        got_ = fill(resp, view)
+        watch = probe if probe is not None and probe.watching else None
+        if watch is not None:
+            watch.fill_started()
+        got_ = reader.fill(view)
+        if watch is not None:
+            watch.filled(got_.n)
         if got_.n:
             sink.commit(got_.n)
             retry.progress()
@@ -216,7 +253,10 @@ def pump(resp: Any, sink: Any, retry: Retrier, end: int | None, got: Callable[[i
             raise got_.error
         if got_.ended:
             break
+        if watch is not None and watch.split():
+            return False
     finish_body(resp)
+    return True
 
 
 def _open_partial(base: Path, rel: str, part: Path) -> int:
@@ -252,12 +292,15 @@ def save_meta(path: tree.Below, file_id: int, etag: str, total: int | None, **ex
 
 class Lanes:
     """What one transfer needs of the downloader that runs it: its settings, its retry
-    policy, and the storage connections it may use (``slots``, ``width``). The
+    policy, its cancel token, and the storage connections it may use (``slots``,
+    ``width``). The
     ``Downloader`` is one; ``Sequential`` and ``Ranged`` see only this."""
 
     def __init__(self, config: Config, retry: RetryPolicy, storage_slots: int | None) -> None:
         self.config = config
         self.retry = retry
+        self.cancel = config.cancel
+        """Every wait of a transfer gives up on it (``model.cancel``)."""
         self.width = max(1, storage_slots or config.jobs)
         """Storage connections one big file may use at once (its ranges)."""
         self.slots: Any = (
@@ -266,8 +309,9 @@ class Lanes:
         """Transfers from storage at once (``--jobs``); the download view has the client's own
         Open Humans limit, so the two loads are bounded separately."""
 
-    def goes_parallel(self, job: Job, answer: Answer) -> bool:
-        """A big file on storage that serves ranges, into a partial file: fetch it as ranges."""
+    def may_split(self, job: Job, answer: Answer) -> bool:
+        """A big file on storage that serves ranges, into a partial file: worth watching
+        whether its stream should become ranges (``transfer.decide``)."""
         return (
             isinstance(job.sink, FileSink)
             and self.width > 1
@@ -276,5 +320,5 @@ class Lanes:
             and bool(job.etag)
             and job.total is not None
             and job.total >= self.config.range_cutoff
-            and job.total - job.sink.offset > self.config.range_size
+            and job.total - job.sink.offset > 2 * self.config.range_size
         )

@@ -1,21 +1,30 @@
-"""Parallel ranges for big files: several storage connections into one partial.
+"""Parallel ranges for a big file: several storage connections into one partial.
 
-At or above ``Config.range_cutoff`` bytes, a file is cut into chunks of
-``Config.range_size`` bytes. The first answer (a plain GET, or a resume) keeps streaming
-chunk after chunk while nobody else has claimed the next one; more connections (up to
-the Downloader's width, each within its storage slots, ``--jobs``) each claim the lowest
-unclaimed chunk and GET exactly it, with ``If-Range`` on the ETag. Bytes are written in
-place (pwrite at their offsets). The signed URL is resolved once and reused by every
-range (re-resolved on 403); Open Humans itself sees one download-view request.
+A transfer gets here when the first stream's measurement says more connections would
+finish sooner (``transfer.decide``), with that stream still open mid-body, or from a
+previous run's sidecar. The file is counted in blocks of ``Config.range_size`` (at most
+``decide.MAX_BLOCKS`` of them: the resume record names the blocks that are done). Connections
+(up to the Downloader's width, each within its storage slots, ``--jobs``) claim spans in
+ascending order, each a guided share of what is left (``left / (GUIDE x width)``, at
+least one block, at most ``MAX_SPAN_BLOCKS``): long spans while much is left (few
+requests, so little time lost to each request's latency), short ones at the end (the
+connections finish together), and always near the bytes already written, so the
+in-order hash follows closely. Each span is one GET of exactly its bytes
+(``Range: a-b`` with ``If-Range`` on the ETag) on a kept-alive connection; the first
+stream keeps its open body for as long as the bytes after it are unclaimed. Bytes are
+written in place (pwrite at their offsets). The signed URL is resolved once and reused by
+every range (re-resolved on 403); Open Humans itself sees one download-view request.
 
 MD5 does not compose, so one consumer (the calling thread) hashes the file IN ORDER: it
-reads back from the partial the contiguous prefix written so far, as it grows.
+reads back from the partial the contiguous prefix written so far, as it grows, starting
+where the first stream's hashing stopped (no byte is hashed twice).
 
-Resumable across runs: the sidecar (``<part>.json``) lists the chunks that are done, and
-is replaced atomically after each one, so a kill -9 loses at most the chunks in flight.
-A storage that answers a range with 200 and the same ETag ignores Range: the ranges stop
-and one stream finishes the file. A 200 with another ETag means the object changed: the
-partial starts over.
+Resumable across runs: the sidecar (``<part>.json``) lists the blocks that are done; a
+small saver thread replaces it atomically every ``SAVE_EVERY`` seconds while blocks
+finish, so a kill -9 loses at most the last fraction of a second's blocks and those in
+flight, and no worker ever waits for the sidecar's fsync. A storage that answers a range
+with 200 and the same ETag ignores Range: the ranges stop and one stream finishes the
+file. A 200 with another ETag means the object changed: the partial starts over.
 """
 
 from __future__ import annotations
@@ -25,18 +34,28 @@ import logging
 import os
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from ohpub.local import tree
 from ohpub.local.tree import DiskError
 from ohpub.model.errors import ChecksumError, ServerError
-from ohpub.remote.http import TRANSPORT_ERRORS, Failure, Retrier, failure_of
+from ohpub.remote import http
+from ohpub.remote.http import Failure, Retrier, failure_of
 from ohpub.transfer.bytepath import BUFFER, Writeback, pwrite_all
+from ohpub.transfer.decide import block_size
 from ohpub.transfer.job import Downloaded, FileSink, Job, Lanes, TooLargeError, pump, save_meta
 from ohpub.transfer.sequential import Sequential
 from ohpub.transfer.storage import MD5_ETAG, Answer, open_answer, storage_retrier
 
 log = logging.getLogger("ohpub")
+
+GUIDE = 2
+"""A span is ``left / (GUIDE x width)`` bytes: big while much is left, small at the end."""
+MAX_SPAN_BLOCKS = 8
+"""The longest span, in blocks: the hash never trails far behind the bytes written."""
+SAVE_EVERY = 0.5
+"""Seconds between sidecar saves while blocks finish."""
 
 
 class _Changed(Exception):
@@ -51,21 +70,37 @@ class _Stop(Exception):
     """The transfer is over (an error elsewhere, or done): stop reading."""
 
 
-class Chunks:
-    """Which chunks are claimed, how far each is written, which are done; thread-safe."""
+@dataclass
+class Span:
+    """One claimed stretch ``[start, end)`` of the file; written up to ``pos``."""
 
-    def __init__(
-        self, total: int, size: int, done: set[int], on_done: Callable[[list[int]], None]
-    ) -> None:
-        self.total, self.size = total, size
+    start: int
+    end: int
+    pos: int
+
+
+class Blocks:
+    """Which bytes are claimed and written, which blocks are done; thread-safe.
+
+    Blocks are done when every byte of them is written; claims come from ``todo`` (the
+    unclaimed stretches, ascending); ``contiguous`` is how far the file is written
+    without a gap. The bytes below ``prefix`` (a first stream's) count as written."""
+
+    def __init__(self, total: int, size: int, done: set[int], width: int, prefix: int = 0) -> None:
+        self.total, self.size, self.width = total, size, max(1, width)
         self.n = max(1, -(-total // size))
-        self.done = {k for k in done if 0 <= k < self.n}
-        self.claimed = set(self.done)
-        self.written = [self.length(k) if k in self.done else 0 for k in range(self.n)]
+        self.done = {k for k in done if 0 <= k < self.n} | set(range(prefix // size))
+        self.prefix = prefix
+        self.todo = self._gaps(prefix)
+        self.spans: list[Span] = []
+        self.written = prefix + sum(self.length(k) for k in self.done if k * size >= prefix)
         self.cond = threading.Condition()
         self.error: BaseException | None = None
         self.stopped = False
-        self.on_done = on_done
+        self.ended = threading.Event()
+        """Set with ``stopped`` (for waits that do not hold ``cond``)."""
+        self.changes = 0
+        """Bumped whenever a block is done (the saver writes the sidecar when it moved)."""
 
     def bounds(self, k: int) -> tuple[int, int]:
         return k * self.size, min(self.total, (k + 1) * self.size)
@@ -74,35 +109,84 @@ class Chunks:
         a, b = self.bounds(k)
         return b - a
 
-    def claim(self, k: int | None = None) -> int | None:
-        """Claim chunk ``k`` (None: the lowest unclaimed one); None when not available."""
-        with self.cond:
-            if self.stopped:
-                return None
-            if k is None:
-                k = next((i for i in range(self.n) if i not in self.claimed), None)
-            if k is None or k >= self.n or k in self.claimed:
-                return None
-            self.claimed.add(k)
-            return k
-
-    def unclaim(self, k: int) -> None:
-        with self.cond:
+    def _gaps(self, prefix: int) -> list[list[int]]:
+        """The stretches from ``prefix`` on that no done block covers."""
+        gaps: list[list[int]] = []
+        pos = prefix
+        while pos < self.total:
+            k = pos // self.size
+            end = self.bounds(k)[1]
             if k not in self.done:
-                self.claimed.discard(k)
+                if gaps and gaps[-1][1] == pos:
+                    gaps[-1][1] = end
+                else:
+                    gaps.append([pos, end])
+            pos = end
+        return gaps
 
-    def wrote(self, k: int, n: int) -> None:
+    def claim(self, at: int | None = None) -> Span | None:
+        """The next span: from the lowest unclaimed byte, or exactly at ``at`` (where an
+        open stream stands); None when nothing is left there (or the transfer stopped)."""
+        with self.cond:
+            if self.stopped or not self.todo:
+                return None
+            i = 0 if at is None else next((j for j, g in enumerate(self.todo) if g[0] == at), -1)
+            if i < 0:
+                return None
+            gap = self.todo[i]
+            left = sum(b - a for a, b in self.todo)
+            share = left // (GUIDE * self.width)
+            share = max(self.size, min(MAX_SPAN_BLOCKS * self.size, share))
+            first_boundary = (gap[0] // self.size + 1) * self.size
+            nearest = (gap[0] + share + self.size // 2) // self.size * self.size
+            end = min(gap[1], max(first_boundary, nearest))
+            span = Span(gap[0], end, gap[0])
+            if end >= gap[1]:
+                del self.todo[i]
+            else:
+                gap[0] = end
+            self.spans.append(span)
+            return span
+
+    def wrote(self, span: Span, n: int) -> None:
+        """``n`` more bytes of ``span`` are on disk. A block the span has now passed is
+        done: a span starts on a block boundary, or at the prefix, below which all is
+        written."""
         with self.cond:
             if self.stopped:
                 raise _Stop
-            self.written[k] += n
+            before = span.pos
+            span.pos += n
+            self.written += n
+            for k in range(before // self.size, min(self.n, span.pos // self.size + 1)):
+                a, b = self.bounds(k)
+                if before < b <= span.pos and k not in self.done:
+                    self.done.add(k)
+                    self.changes += 1
             self.cond.notify_all()
 
-    def finish(self, k: int) -> None:
+    def release(self, span: Span) -> None:
+        """Give back a span nothing was written into (its GET was refused)."""
         with self.cond:
-            if k not in self.done:
-                self.done.add(k)
-                self.on_done(sorted(self.done))
+            with contextlib.suppress(ValueError):
+                self.spans.remove(span)
+            if span.pos != span.start:
+                return
+            self.todo.append([span.start, span.end])
+            self.todo.sort()
+            merged: list[list[int]] = []
+            for gap in self.todo:
+                if merged and merged[-1][1] == gap[0]:
+                    merged[-1][1] = gap[1]
+                else:
+                    merged.append(gap)
+            self.todo = merged
+            self.cond.notify_all()
+
+    def finish(self, span: Span) -> None:
+        with self.cond:
+            with contextlib.suppress(ValueError):
+                self.spans.remove(span)
             self.cond.notify_all()
 
     def stop(self, exc: BaseException | None = None) -> None:
@@ -110,31 +194,43 @@ class Chunks:
             if self.error is None and exc is not None:
                 self.error = exc
             self.stopped = True
+            self.ended.set()
             self.cond.notify_all()
 
     def contiguous(self, pos: int) -> int:
-        """The end of the bytes written without a gap from ``pos`` on."""
-        k = pos // self.size
-        while k < self.n:
-            start, end = self.bounds(k)
-            reach = start + self.written[k]
-            if reach < end:
-                return max(pos, reach)
-            k += 1
+        """The end of the bytes written without a gap from ``pos`` on (under ``cond``)."""
+        while pos < self.total:
+            span = next((s for s in self.spans if s.start <= pos < s.end), None)
+            if span is not None:
+                if span.pos <= pos:
+                    return pos
+                pos = span.pos
+                continue
+            k = pos // self.size
+            if k not in self.done:
+                return pos
+            pos = self.bounds(k)[1]
         return self.total
 
-    def written_bytes(self) -> int:
+    def complete(self) -> bool:
         with self.cond:
-            return sum(self.written)
+            return all(k in self.done for k in range(self.n))
+
+    def done_list(self) -> list[int]:
+        with self.cond:
+            return sorted(self.done)
 
 
 class _RangeSink:
-    """One worker's writes into chunk ``k``, at their offsets."""
+    """One worker's writes into its span, at their offsets."""
 
-    def __init__(self, fd: int, chunks: Chunks, k: int, offset: int, buf: memoryview) -> None:
-        self.fd, self.chunks, self.k, self.offset = fd, chunks, k, offset
+    def __init__(
+        self, fd: int, blocks: Blocks, span: Span, buf: memoryview, writeback: Writeback
+    ) -> None:
+        self.fd, self.blocks, self.span = fd, blocks, span
+        self.offset = span.pos
         self._buf = buf
-        self._writeback = Writeback(fd)
+        self._writeback = writeback
 
     def buffer(self) -> memoryview:
         return self._buf
@@ -144,19 +240,20 @@ class _RangeSink:
             pwrite_all(self.fd, self._buf[:n], self.offset)
         except OSError as exc:
             raise DiskError(exc) from exc
-        self._writeback.wrote(self.offset, n)
+        self._writeback.wrote(n)
         self.offset += n
-        self.chunks.wrote(self.k, n)
+        self.blocks.wrote(self.span, n)
 
 
 class Ranged:
     """One big file over several connections; ``run()`` from the calling thread."""
 
-    def __init__(self, d: Lanes, job: Job, sink: FileSink, chunks: Chunks) -> None:
-        self.d, self.job, self.sink, self.chunks = d, job, sink, chunks
+    def __init__(self, d: Lanes, job: Job, sink: FileSink, blocks: Blocks) -> None:
+        self.d, self.job, self.sink, self.blocks = d, job, sink, blocks
         self.fd = sink.fd
         self.no_ranges = False
         self._lock = threading.Lock()
+        self._writeback = Writeback(sink.fd)
 
     def _got(self, n: int) -> None:
         with self._lock:
@@ -165,8 +262,9 @@ class Ranged:
 
     # -- workers ------------------------------------------------------------------------------
 
-    def worker(self, first: Answer | None, k: int | None) -> None:
-        """Claim chunks and fill them; ``first`` is an open answer positioned in chunk k.
+    def worker(self, first: Answer | None) -> None:
+        """Claim spans and fill them; ``first`` is an open answer positioned where the
+        first span starts.
 
         Each worker holds one storage slot while it works: a helper waits for one, the
         first worker takes over the slot its answer was opened with, so that a reopened
@@ -180,16 +278,17 @@ class Ranged:
             return
         answer, buf = first, memoryview(bytearray(BUFFER))
         try:
-            while not self.chunks.stopped:
-                if k is None and (first is not None or not self.no_ranges):
-                    k = self.chunks.claim()
-                if k is None:
+            span = self.blocks.claim(_at(first)) if first is not None else None
+            while not self.blocks.stopped:
+                if span is None and not self.no_ranges:
+                    span = self.blocks.claim()
+                if span is None:
                     return
-                answer = self._fill(k, answer, buf)
-                k = None
-                if answer is not None and answer.end is not None:
-                    k = self.chunks.claim(self._chunk_after(answer))
-                    if k is None:
+                answer = self._fill(span, answer, buf)
+                span = None
+                if answer is not None:  # an open stream: on into the next span, if free
+                    span = self.blocks.claim(_at(answer))
+                    if span is None:
                         answer.close()
                         answer = None
         except _NoRanges:
@@ -197,22 +296,19 @@ class Ranged:
         except _Stop:
             pass
         except BaseException as exc:  # noqa: BLE001 - handed to the calling thread
-            self.chunks.stop(exc)
+            self.blocks.stop(exc)
         finally:
             if answer is not None:
                 answer.close()
             slot.close()
 
-    def _chunk_after(self, answer: Answer) -> int:
-        """The chunk an open-ended answer's body goes on into (its position now)."""
-        return int(answer.first + answer.consumed) // self.chunks.size
-
     def _acquire(self) -> bool:
-        """One storage slot, waiting as long as the transfer runs (False: it ended)."""
+        """One storage slot, waiting as long as the transfer runs (False: it ended, or was
+        cancelled: the consumer raises that)."""
         slots = self.d.slots
         if not isinstance(slots, threading.Semaphore):
             return True
-        while not self.chunks.stopped:
+        while not self.blocks.stopped and not self.d.cancel.cancelled:
             if slots.acquire(timeout=0.2):
                 return True
         return False
@@ -222,30 +318,33 @@ class Ranged:
         if isinstance(slots, threading.Semaphore):
             slots.release()
 
-    def _fill(self, k: int, answer: Answer | None, buf: memoryview) -> Answer | None:
-        """Fill chunk ``k`` (resuming within it after errors); returns the answer when its
-        body goes on past the chunk (an open-ended stream), else None."""
-        retry = storage_retrier(self.d.retry, self.job.f)
-        start, end = self.chunks.bounds(k)
+    def _fill(self, span: Span, answer: Answer | None, buf: memoryview) -> Answer | None:
+        """Fill ``span`` (resuming within it after errors); returns the answer when its
+        body goes on past the span (an open-ended stream), else None."""
+        retry = storage_retrier(self.d.retry, self.job.f, self.d.cancel)
         while True:
-            pos = start + self.chunks.written[k]
+            pos, end = span.pos, span.end
             if pos >= end:
-                self.chunks.finish(k)
-                if answer is not None and answer.end is not None and answer.end > end:
+                self.blocks.finish(span)
+                if answer is not None and (answer.end is None or answer.end > end):
                     return answer
                 if answer is not None:
                     answer.close()
                 return None
-            if answer is not None and answer.first + answer.consumed != pos:
-                answer.close()  # an open-ended stream that is not where this chunk goes on
+            if answer is not None and _at(answer) != pos:
+                answer.close()  # an open-ended stream that is not where this span goes on
                 answer = None
             if answer is None:
-                answer = self._open(k, pos, end, retry)
-            sink = _RangeSink(self.fd, self.chunks, k, pos, buf)
+                try:
+                    answer = self._open(span, retry)
+                except (_NoRanges, _Changed):
+                    self.blocks.release(span)
+                    raise
+            sink = _RangeSink(self.fd, self.blocks, span, buf, self._writeback)
             try:
                 pump(answer.resp, sink, retry, end, self._got)
                 answer.consumed = sink.offset - answer.first
-            except TRANSPORT_ERRORS as exc:
+            except http.TRANSPORT_ERRORS as exc:
                 answer.close()
                 answer = None
                 retry.wait(failure_of(exc))
@@ -258,18 +357,17 @@ class Ranged:
                 answer = None
                 retry.wait(Failure(f"connection broken mid-body (at byte {sink.offset} of {end})"))
 
-    def _open(self, k: int, pos: int, end: int, retry: Retrier) -> Answer:
+    def _open(self, span: Span, retry: Retrier) -> Answer:
         headers = {
             "Accept-Encoding": "identity",
-            "Range": f"bytes={pos}-{end - 1}",
+            "Range": f"bytes={span.pos}-{span.end - 1}",
             "If-Range": f'"{self.job.etag}"',
         }
         answer = open_answer(self.job.source, headers, retry, contextlib.nullcontext())
         same = answer.etag in (None, self.job.etag)
-        if answer.status == 206 and answer.first == pos and same:
+        if answer.status == 206 and answer.first == span.pos and same:
             return answer
         answer.close()
-        self.chunks.unclaim(k)
         if answer.status == 200 and same:
             raise _NoRanges
         if answer.status in (200, 206):
@@ -278,54 +376,94 @@ class Ranged:
 
     # -- the consumer ---------------------------------------------------------------------------
 
-    def run(self, first: Answer | None) -> str:
-        """Fetch and hash every chunk: "done", "changed" or "single" (ranges ignored)."""
-        chunks = self.chunks
-        k0 = chunks.claim(first.first // chunks.size) if first is not None else None
-        if first is not None and k0 is None:
-            first.close()
-            first = None
-        width = max(1, min(self.d.width, chunks.n - len(chunks.done)))
+    def run(self, first: Answer | None, save: Callable[[list[int]], None]) -> str:
+        """Fetch and hash every block: "done", "changed" or "single" (ranges ignored)."""
+        blocks = self.blocks
+        width = max(1, min(self.d.width, blocks.n - len(blocks.done)))
         threads = [
             threading.Thread(
                 target=self.worker,
-                args=(first, k0) if i == 0 else (None, None),
+                args=(first if i == 0 else None,),
                 name=f"ohpub-range-{i}",
                 daemon=True,
             )
             for i in range(width)
         ]
-        for t in threads:
+        saver = _Saver(blocks, save)
+        for t in [*threads, saver]:
             t.start()
         try:
             self._hash_in_order(threads)
         except BaseException as exc:
-            chunks.stop(exc)
+            blocks.stop(exc)
             raise
         finally:
-            chunks.stop()
-            for t in threads:
-                t.join()
-        err = chunks.error
+            blocks.stop()
+            _join([*threads, saver])
+        err = blocks.error
         if isinstance(err, _Changed):
             return "changed"
         if err is not None:
             raise err
-        return "done" if len(chunks.done) == chunks.n else "single"
+        return "done" if blocks.complete() else "single"
 
     def _hash_in_order(self, threads: list[threading.Thread]) -> None:
-        chunks, digests = self.chunks, self.sink.digests
-        digests.reset()
-        pos = 0
-        while pos < chunks.total:
-            with chunks.cond:
-                while (avail := chunks.contiguous(pos)) == pos:
-                    if chunks.error is not None or not any(t.is_alive() for t in threads):
+        """Hash the file from where the digests stand, as far as it is written."""
+        blocks, digests = self.blocks, self.sink.digests
+        pos = digests.count
+        while pos < blocks.total:
+            with blocks.cond:
+                while (avail := blocks.contiguous(pos)) == pos:
+                    if blocks.error is not None or not any(t.is_alive() for t in threads):
                         return
-                    chunks.cond.wait(0.2)
+                    self.d.cancel.check()
+                    blocks.cond.wait(0.2)
             digests.hash_fd(self.fd, pos, avail)
             pos = avail
         self.sink.offset = pos
+
+
+class _Saver(threading.Thread):
+    """Writes the sidecar every ``SAVE_EVERY`` seconds while blocks finish, and once more
+    when the transfer stops short, off the workers' and the hash's path (a complete file
+    needs no record: it is verified and placed next)."""
+
+    def __init__(self, blocks: Blocks, save: Callable[[list[int]], None]) -> None:
+        super().__init__(name="ohpub-range-saver", daemon=True)
+        self.blocks, self.save, self.saved = blocks, save, blocks.changes
+
+    def run(self) -> None:
+        blocks = self.blocks
+        try:
+            while True:
+                stopped = blocks.ended.wait(SAVE_EVERY)
+                changes, complete = blocks.changes, blocks.complete()
+                if changes != self.saved and not (stopped and complete):
+                    self.saved = changes
+                    self.save(blocks.done_list())
+                if stopped:
+                    return
+        except BaseException as exc:  # noqa: BLE001 - handed to the calling thread
+            blocks.stop(exc)
+
+
+def _join(threads: list[threading.Thread]) -> None:
+    """Wait for every range worker, even through Ctrl-C (raised again after): they write
+    into the caller's file descriptor, which must not be closed under them."""
+    interrupted: BaseException | None = None
+    for t in threads:
+        while t.is_alive():
+            try:
+                t.join()
+            except KeyboardInterrupt as exc:
+                interrupted = exc
+    if interrupted is not None:
+        raise interrupted
+
+
+def _at(answer: Answer) -> int:
+    """The offset an open answer's body goes on at."""
+    return answer.first + answer.consumed
 
 
 def _saver(job: Job, total: int, size: int) -> Callable[[list[int]], None]:
@@ -342,29 +480,40 @@ def run_ranged(
     sink: FileSink,
     first: Answer | None,
     done: set[int] | None = None,
-    chunk: int | None = None,
+    size: int | None = None,
 ) -> Downloaded:
-    """Finish ``job`` as parallel ranges (``first``: the open first answer, if any)."""
-    total, size = job.total or 0, chunk or d.config.range_size
-    if done is None:  # from a sequential start: whole chunks below the offset are done
-        done = set(range(sink.offset // size))
-    chunks = Chunks(total, size, done, _saver(job, total, size))
-    if first is not None:
-        k = first.first // size
-        chunks.written[k] = first.first - k * size
+    """Finish ``job`` as parallel ranges: from ``first``, the open first stream, read and
+    hashed up to the sink's offset; or (``done``, ``size``) from a previous run's blocks."""
+    total = job.total or 0
+    size = size or block_size(total, d.config.range_size)
+    prefix = sink.offset if first is not None else 0
+    blocks = Blocks(total, size, done or set(), d.width, prefix)
+    if first is None:
+        sink.digests.reset()
+    save = _saver(job, total, size)
     try:
-        os.ftruncate(sink.fd, total)
-    except OSError as exc:
+        try:
+            os.ftruncate(sink.fd, total)
+        except OSError as exc:
+            raise DiskError(exc) from exc
+        save(blocks.done_list())
+    except BaseException:
         if first is not None:
             first.close()
-        raise DiskError(exc) from exc
-    chunks.on_done(sorted(chunks.done))
-    log.debug("file %s: %d bytes in %d ranges of %d", job.f.id, total, chunks.n, size)
-    outcome = Ranged(d, job, sink, chunks).run(first)
-    return _after(d, job, sink, chunks, outcome)
+        raise
+    log.debug(
+        "file %s: %d bytes in ranges over up to %d connections (blocks of %d, %d done)",
+        job.f.id,
+        total,
+        d.width,
+        size,
+        len(blocks.done),
+    )
+    outcome = Ranged(d, job, sink, blocks).run(first, save)
+    return _after(d, job, sink, blocks, outcome)
 
 
-def _after(d: Lanes, job: Job, sink: FileSink, chunks: Chunks, outcome: str) -> Downloaded:
+def _after(d: Lanes, job: Job, sink: FileSink, blocks: Blocks, outcome: str) -> Downloaded:
     """Verify a finished parallel transfer, or go on over one stream."""
     if outcome == "done":
         _sha, md5 = sink.digests.hexdigests()
@@ -378,14 +527,19 @@ def _after(d: Lanes, job: Job, sink: FileSink, chunks: Chunks, outcome: str) -> 
             )
         outcome = "changed"  # start over, once
     # Finish over one stream from the contiguous prefix (ranges ignored), or start over.
-    keep = chunks.contiguous(0) if outcome == "single" else 0
-    job.progress(keep - chunks.written_bytes())
+    with blocks.cond:
+        keep = blocks.contiguous(0) if outcome == "single" else 0
+        written = blocks.written
+    dropped = written - keep
+    reused_dropped = max(0, job.reused - keep)  # a resumed prefix past ``keep`` goes too
+    job.reuse(-reused_dropped)
+    job.progress(-(dropped - reused_dropped))
     if job.meta_path is not None:
         # the done list no longer describes the partial
         tree.remove_within(job.meta_path.root, job.meta_path.rel)
     if outcome == "single" and job.etag:
         if job.meta_path is not None:
-            save_meta(job.meta_path, job.f.id, job.etag, chunks.total)
+            save_meta(job.meta_path, job.f.id, job.etag, blocks.total)
     else:
         job.etag = None
         job.resumed = False
@@ -399,7 +553,7 @@ def _after(d: Lanes, job: Job, sink: FileSink, chunks: Chunks, outcome: str) -> 
 def resume_ranged(
     d: Lanes, job: Job, sink: FileSink, meta: dict[str, Any], size_on_disk: int
 ) -> Downloaded | None:
-    """Continue a parallel transfer a previous run left (its sidecar lists done chunks);
+    """Continue a parallel transfer a previous run left (its sidecar lists done blocks);
     None when the sidecar does not describe one."""
     total, size, done = meta.get("total"), meta.get("chunk"), meta.get("done")
     if not (isinstance(total, int) and isinstance(size, int) and size > 0 and job.etag):
@@ -411,12 +565,11 @@ def resume_ranged(
     if job.max_size is not None and total > job.max_size:
         raise TooLargeError(job.f.id, total, job.max_size)
     job.total, job.resumed = total, bool(done)
-    chunks_done = {k for k in done if 0 <= k * size < total}
-    already = sum(min(total, (k + 1) * size) - k * size for k in chunks_done)
-    if already:
-        job.progress(already)
+    done_blocks = {k for k in done if 0 <= k * size < total}
+    already = sum(min(total, (k + 1) * size) - k * size for k in done_blocks)
+    job.reuse(already)
     sink.offset = 0
-    return run_ranged(d, job, sink, None, chunks_done, size)
+    return run_ranged(d, job, sink, None, done_blocks, size)
 
 
-__all__ = ["Chunks", "Ranged", "resume_ranged", "run_ranged"]
+__all__ = ["Blocks", "Ranged", "Span", "resume_ranged", "run_ranged"]

@@ -1,12 +1,16 @@
 """One stream: open, check the answer, pump the body, verify; the loop every transfer
-starts with, and the one a parallel transfer falls back to."""
+starts with, and the one a parallel transfer falls back to. A big file's stream is
+watched by a ``SplitProbe`` and handed on to parallel ranges, mid-body, when the probe's
+measurement says more connections would finish it sooner (``transfer.decide``)."""
 
 from __future__ import annotations
 
 import logging
 
 from ohpub.model.errors import ChecksumError, ServerError
-from ohpub.remote.http import TRANSPORT_ERRORS, Failure, failure_of
+from ohpub.remote import http
+from ohpub.remote.http import Failure, failure_of
+from ohpub.transfer.decide import SplitProbe, block_size
 from ohpub.transfer.job import SMALL_OBJECT, Downloaded, Job, Lanes, TooLargeError, pump, save_meta
 from ohpub.transfer.storage import MD5_ETAG, Answer, open_answer, storage_retrier
 
@@ -20,11 +24,11 @@ class Sequential:
         self.d = downloader
         self.job = job
         self.parallel = parallel
-        self.retry = storage_retrier(downloader.retry, job.f)
+        self.retry = storage_retrier(downloader.retry, job.f, downloader.cancel)
 
     def run(self) -> Downloaded | None:
         """The finished download, or None when the caller should go parallel
-        (``self.handoff`` then holds the first answer, not yet read)."""
+        (``self.handoff`` then holds the open answer, read up to the sink's offset)."""
         job, started_at = self.job, self.job.sink.offset
         job.resumed = started_at > 0
         self.handoff: Answer | None = None
@@ -32,7 +36,7 @@ class Sequential:
             answer = open_answer(job.source, job.headers(), self.retry, self.d.slots)
             try:
                 outcome = self._read(answer)
-            except TRANSPORT_ERRORS as exc:
+            except http.TRANSPORT_ERRORS as exc:
                 answer.close()
                 self.retry.wait(failure_of(exc), answer.resp.url)
                 continue
@@ -71,10 +75,16 @@ class Sequential:
             job.etag = answer.etag
             if job.meta_path is not None and (job.total is None or job.total > SMALL_OBJECT):
                 save_meta(job.meta_path, job.f.id, job.etag, job.total)
-        if self.parallel and self.d.goes_parallel(job, answer):
-            return "ranged"
+        sink.digests.expect(job.total)
         sink.ensure_hashed()
-        pump(answer.resp, sink, self.retry, job.total, self._got)
+        probe = None
+        if self.parallel and self.d.may_split(job, answer) and job.total is not None:
+            left = job.total - sink.offset
+            block = block_size(job.total, self.d.config.range_size)
+            probe = SplitProbe(job.f.id, left, min(self.d.width, -(-left // block)))
+        if not pump(answer.resp, sink, self.retry, job.total, self._got, probe):
+            answer.consumed = sink.offset - answer.first
+            return "ranged"
         if job.total is not None and sink.offset < job.total:
             at = f"at byte {sink.offset} of {job.total}"
             self.retry.wait(Failure(f"connection broken mid-body ({at})"))

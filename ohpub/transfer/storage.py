@@ -15,10 +15,9 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import requests
-
+from ohpub.model.cancel import CancelToken
 from ohpub.model.errors import (
     KeyRefusedError,
     NetworkError,
@@ -28,10 +27,10 @@ from ohpub.model.errors import (
     UnavailableError,
 )
 from ohpub.model.records import DataFile
+from ohpub.remote import http
 from ohpub.remote.client import ApiClient as Client
 from ohpub.remote.http import (
     RETRY_STATUSES,
-    TRANSPORT_ERRORS,
     Failure,
     Retrier,
     failure_of,
@@ -39,6 +38,9 @@ from ohpub.remote.http import (
     parse_content_range,
     parse_retry_after,
 )
+
+if TYPE_CHECKING:
+    import requests
 
 MD5_ETAG = re.compile(r"^[0-9a-f]{32}$")
 """The ETag of a single-part upload is the MD5 of its bytes; a ``-N`` suffix is not."""
@@ -134,11 +136,13 @@ class Answer:
         self.close()
 
 
-def storage_retrier(policy: Any, f: DataFile) -> Retrier:
+def storage_retrier(policy: Any, f: DataFile, cancel: CancelToken | None = None) -> Retrier:
+    """The retry engine of one file's storage requests (``cancel``: the run's token)."""
+
     def give_up(failure: Failure, attempts: int) -> OhpubError:
         return NetworkError(f"file {f.id}: {failure.reason} ({gave_up_note(failure, attempts)})")
 
-    return Retrier(policy, "", give_up)
+    return Retrier(policy, "", give_up, cancel=cancel)
 
 
 def open_answer(
@@ -148,15 +152,16 @@ def open_answer(
     slots: Any,
 ) -> Answer:
     """One storage GET, retried until it answers 200, 206 or 416 (the one place that
-    reads storage statuses). ``slots`` bounds the storage connections (held by the Answer)."""
+    reads storage statuses). ``slots`` bounds the storage connections (held by the Answer);
+    waiting for one gives up when ``retry``'s token is cancelled."""
     fid = source.record.id
     while True:
         url = source.url()
         slot = contextlib.ExitStack()
-        slot.enter_context(slots)
+        slot.enter_context(retry.cancel.holding(slots))
         try:
             resp = source.client.open_storage(url, headers)
-        except TRANSPORT_ERRORS as exc:
+        except http.TRANSPORT_ERRORS as exc:
             slot.close()
             retry.wait(failure_of(exc, url), url)
             continue
@@ -218,7 +223,7 @@ def _size_from_s3_error(resp: requests.Response) -> int | None:
     """A 416 without Content-Range: S3's XML error names the object size."""
     try:
         head = resp.raw.read(4096, decode_content=False)
-    except TRANSPORT_ERRORS:
+    except http.TRANSPORT_ERRORS:
         return None
     m = re.search(rb"<ActualObjectSize>(\d+)</ActualObjectSize>", head)
     return int(m.group(1)) if m else None

@@ -20,6 +20,12 @@ Files the complete listing no longer has get MARK_REMOVED or DELETE
 (over ``--max-size``) or UNAVAILABLE is a fact only storage can tell: the real run learns
 it from the transfer, the dry run from a one-byte probe, and both map it the same way
 (``transfer_action``).
+
+The state record's status (``StateStatus``) changes only here, too: what a listing, a
+placement, a failure, a removal or ``verify`` makes of it (``*_status`` below). The rooms
+that write the state (``mirror.work``, ``mirror.commit``, ``mirror.removals``,
+``ops.verify``) ask these functions and store the answer. The plan lives in the model
+layer, below the mirror and ``ops``, because both use it.
 """
 
 from __future__ import annotations
@@ -30,6 +36,8 @@ from ohpub.model.records import Action, FileStatus, StateStatus
 
 PLACED = frozenset({StateStatus.PRESENT, StateStatus.REMOVED_UPSTREAM})
 """States in which a file sits at its tracked path, verified when it was placed."""
+FLAGGED = frozenset({StateStatus.MODIFIED, StateStatus.MISSING})
+"""States ``verify`` records: still tracked at its path, to be downloaded again."""
 
 SHRINK_MIN = 10
 """--delete refuses when it would remove more than this many files AND more than half of
@@ -134,6 +142,58 @@ def waiting_partial(tracked: Tracked | None, fingerprint: tuple[int, int] | None
     )
 
 
+# -- the state record's status ----------------------------------------------------------------
+
+NEW_STATUS = StateStatus.PENDING
+"""A file first seen in a listing: tracked, not yet placed."""
+
+
+def relisted_status(status: StateStatus, *, has_path: bool) -> StateStatus:
+    """A file listed again: one marked removed-upstream is back (present when it is still
+    at its path, else pending); every other status stands."""
+    if status is StateStatus.REMOVED_UPSTREAM:
+        return StateStatus.PRESENT if has_path else StateStatus.PENDING
+    return status
+
+
+def placed_status() -> StateStatus:
+    """A file placed from a verified download, or whose re-hash confirmed its bytes."""
+    return StateStatus.PRESENT
+
+
+def failed_status(status: StateStatus, outcome: FileStatus) -> StateStatus:
+    """A transfer that did not place the file: a placed file stays present (its bytes are
+    still the verified ones); otherwise unavailable, pending again (skipped over
+    ``--max-size``), or failed."""
+    if status is StateStatus.PRESENT:
+        return status
+    if outcome is FileStatus.UNAVAILABLE:
+        return StateStatus.UNAVAILABLE
+    if outcome is FileStatus.SKIPPED:
+        return StateStatus.PENDING
+    return StateStatus.FAILED
+
+
+def removed_status(status: StateStatus, *, has_path: bool) -> StateStatus:
+    """A file the complete listing of its scope no longer has, kept (no ``--delete``): a
+    placed one is removed-upstream, one that never was placed is unavailable."""
+    if status is StateStatus.REMOVED_UPSTREAM:
+        return status
+    if has_path and status in PLACED:
+        return StateStatus.REMOVED_UPSTREAM
+    return StateStatus.UNAVAILABLE
+
+
+def verified_status(status: StateStatus, finding: str) -> StateStatus:
+    """What ``verify`` records: ``modified`` or ``missing`` as found (the next mirror
+    downloads the file again), and a flagged file found intact again is present."""
+    if finding in (StateStatus.MODIFIED.value, StateStatus.MISSING.value):
+        return StateStatus(finding)
+    if finding == "ok" and status in FLAGGED:
+        return StateStatus.PRESENT
+    return status
+
+
 def partial_is_stale(in_scope: bool, listed: bool, *, complete: bool) -> bool:
     """A partial download may be removed only when its file is in this run's scope, the
     listing of that scope was complete, and it no longer lists the file: another scope's
@@ -165,6 +225,7 @@ DONE_STATUS: dict[Action, FileStatus] = {
 
 __all__ = [
     "PLACED",
+    "FLAGGED",
     "SHRINK_MIN",
     "Tracked",
     "Disk",
@@ -176,6 +237,12 @@ __all__ = [
     "transfer_action",
     "partial_is_stale",
     "waiting_partial",
+    "NEW_STATUS",
+    "relisted_status",
+    "placed_status",
+    "failed_status",
+    "removed_status",
+    "verified_status",
     "DRY_STATUS",
     "DONE_STATUS",
 ]
