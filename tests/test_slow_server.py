@@ -286,7 +286,7 @@ def test_last_complete_run_is_a_run_of_the_whole_scope(oh_server: Any, tmp_path:
     assert data["scope"] == data["last_complete_run"]["scope"] == "all public files"
     assert data["last_run"]["scope"] == "project 102"
     text = run_cli(None, ["status", str(tmp_path)]).stdout
-    assert "last complete run (all public files): ok, started " in text
+    assert "last complete run (all public files): ok, ended " in text
     # a later whole-scope run that did not list everything does not count
     oh_server.faults.listing("html")
     assert run_cli(oh_server, ["--retries", "1", "mirror", str(tmp_path)], env=FAST_RETRY).code == 1

@@ -50,6 +50,7 @@ from ohpub.model.lazy import lazy_import
 from ohpub.model.records import DataFile, RecordError, parse_datafile
 from ohpub.model.version import __version__
 from ohpub.remote import http
+from ohpub.remote.endpoint import FailedAttempt
 from ohpub.remote.http import (
     RETRY_STATUSES,
     Failure,
@@ -60,7 +61,6 @@ from ohpub.remote.http import (
     parse_retry_after,
     redact,
 )
-from ohpub.remote.endpoint import FailedAttempt
 from ohpub.remote.listing import ListingReport, crawl_files, walk_objects
 from ohpub.remote.sizing import Sizer
 
