@@ -487,8 +487,20 @@ class _RunLog(_Connection):
         )
         with self._read("reading runs") as conn:
             row = conn.execute(sql, () if before is None else (before,)).fetchone()
-        if row is None:
-            return None
+        return None if row is None else self._run_of(row)
+
+    def runs(self, command: str) -> list[RunInfo]:
+        """Every recorded run of ``command``, the most recent first (a mirror has one a
+        night: a few thousand rows at most)."""
+        with self._read("reading runs") as conn:
+            rows = conn.execute(
+                "SELECT id, command, scope, started, ended, outcome, counts, complete FROM runs"
+                " WHERE command = ? ORDER BY id DESC",
+                (command,),
+            ).fetchall()
+        return [self._run_of(row) for row in rows]
+
+    def _run_of(self, row: tuple[Any, ...]) -> RunInfo:
         try:
             return RunInfo(
                 id=row[0],
