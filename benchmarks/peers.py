@@ -20,7 +20,7 @@ from benchlib import PROJECT, ROOT, FloorModel
 WORK = ROOT / "benchmarks" / "work"
 PEER_PYTHON = WORK / "peer-venv" / "bin" / "python"
 OHDL_WRAPPER = ROOT / "benchmarks" / "ohpub_download_local.py"
-OHPUB_PAGE = 500  # ohpub's listing page size (ohpub.config.Config.page_size)
+OHPUB_PAGE = 500  # the plain listing's page (0.3.0's; ohpub now sizes its own, remote.sizing)
 LEGACY_PAGE = 100  # the server's default page, which ohpub-download uses
 
 

@@ -6,6 +6,7 @@
     .venv/bin/python -m benchmarks.run scale --sizes 10000,30000   # issue 10
     .venv/bin/python -m benchmarks.run startup [--baseline main]   # issue 20: start-up
     .venv/bin/python -m benchmarks.run profile [--baseline main]   # issue 20: byte path
+    .venv/bin/python -m benchmarks.run capacity                     # issue 17
 
 Every scenario runs on one local Open Humans server (``tests/ohserver.py``) in benchmark mode:
 latency on every request (default 30 ms), an optional per-connection bandwidth cap on
@@ -1053,11 +1054,13 @@ SUBCOMMANDS = {
     "scale": "scale",
     "startup": "startup",
     "profile": "profile_bytepath",
+    "capacity": "capacity",
 }
 """``run.py transfer ...`` (issues 13 and 20: big files, HTTP/HTTPS, parallel ranges),
-``run.py scale ...`` (issue 10: 10,000-100,000 files) and ``run.py startup ...`` (issue 20:
-start-up, the interpreter's share of a no-op) and ``run.py profile ...`` (issue 20: where
-one big download's time goes, per thread); without one, scenarios 1-5."""
+``run.py scale ...`` (issue 10: 10,000-100,000 files), ``run.py startup ...`` (issue 20:
+start-up, the interpreter's share of a no-op), ``run.py profile ...`` (issue 20: where
+one big download's time goes, per thread) and ``run.py capacity ...`` (issue 17: a server
+with the real one's capacity); without one, scenarios 1-5."""
 
 
 def main(argv: list[str] | None = None) -> int:

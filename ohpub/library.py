@@ -144,7 +144,7 @@ def _incomplete(report: ListingReport) -> IncompleteListingError:
         parts.append(f"{len(report.rejected)} malformed listing records left out: {named}{more}")
     if not report.complete:
         why = report.warnings[-1] if report.warnings else "some files may be missing"
-        parts.append(f"listing incomplete: {why}")
+        parts.append(f"listing incomplete: {report.missing_text() or why}")
     return IncompleteListingError(
         "; ".join(parts),
         hint=None if report.complete else "the server's listing moved or misbehaved",

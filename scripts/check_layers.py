@@ -172,7 +172,7 @@ def check(pkg: Path) -> list[str]:
             elif t_layer == layer and t_unit != unit and layer != 1:
                 problems.append(f"{rel}:{line}: {unit} imports {target}; they share a layer")
     for comp in _cycles(graph):
-        problems.append("circle: " + " -> ".join(comp))
+        problems.append(f"circle among {len(comp)} modules: " + ", ".join(comp))
     return problems
 
 

@@ -117,3 +117,21 @@ def test_quick_startup_benchmark_reports_every_command() -> None:
     for name in ("python -c pass", "ohpub -V", "ohpub status DEST", "ohpub mirror DEST (no-op)"):
         assert re.search(rf"^\| {re.escape(name)}", out, re.M), (name, out)
     assert "the interpreter's share of the no-op" in out and "target ohpub -V" in out, out
+
+
+def test_quick_capacity_benchmark_reports_seed_noop_and_the_plain_listing(tmp_path: Path) -> None:
+    out_json = tmp_path / "capacity.json"
+    out = _run_bench(
+        "capacity", "--quick", "--quiet", "--orders", "stable", "--json", str(out_json)
+    ).stdout
+    assert "- machine: nproc " in out and "capacity: " in out, out
+    rows = json.loads(out_json.read_text())["stable"]
+    assert [r["what"].split(" (")[0] for r in rows] == [
+        "ohpub seed",
+        "ohpub no-op",
+        "plain listing",
+    ]
+    seed, noop, plain = rows
+    assert seed["rc"] == noop["rc"] == plain["rc"] == 0, rows
+    assert seed["files"] == noop["files"] == plain["files"] > 0
+    assert noop["repeated"] == 0 and noop["requests"] >= 1

@@ -460,7 +460,8 @@ def test_status_reports_holdings_and_the_last_complete_run(oh_server: Any, tmp_p
     text = run_cli(oh_server, ["status", str(tmp_path)]).stdout
     assert text.startswith("files: 4 (")
     assert re.search(
-        r"^last complete run: ok, ended \d{4}-\d\d-\d\d \d\d:\d\d \(just now\) after [\d.]+ s$",
+        r"^last complete run \(project 102\): ok, ended "
+        r"\d{4}-\d\d-\d\d \d\d:\d\d \(just now\) after [\d.]+ s$",
         text,
         re.M,
     ), text

@@ -357,3 +357,40 @@ def test_a_signal_while_python_imports_ends_as_quietly_as_any_other(
         assert code in (EXIT[sig], 0), err
         if code:
             assert err.strip() == "ohpub: interrupted", err
+
+
+# -- shielded sections, in process ------------------------------------------------------------
+
+
+def test_ctrl_c_inside_a_state_transaction_is_raised_after_it_commits(tmp_path: Path) -> None:
+    """The CLI's handler does not cut a state transaction: the interrupt is raised once it
+    has committed, and the connection is not left inside a transaction (which made the
+    run's last write, the record of how it ended, fail)."""
+    from ohpub.cli import interrupts
+    from ohpub.local.state import StateDB
+    from tests.test_state import make_fs
+
+    with StateDB.open(tmp_path) as db, interrupts.installed() as token:
+        with pytest.raises(KeyboardInterrupt), db._write("test") as conn:
+            conn.execute("DELETE FROM files")
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)  # the handler ran here; the transaction goes on
+            done = True
+        assert done and token.cancelled
+        db.put(make_fs(1))  # a new transaction starts
+        assert [fs.id for fs in db.all()] == [1]
+
+
+def test_a_command_after_an_interrupted_one_in_the_same_process_exits_0(
+    oh_server: Any, tmp_path: Path
+) -> None:
+    """The app run in-process again (a notebook, a test) after a Ctrl-C: the next command
+    is judged on its own, not on the signal of the one before (it exited 130 before)."""
+    from ohpub.cli import interrupts
+
+    with pytest.raises(KeyboardInterrupt), interrupts.installed() as token:
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(1)
+    assert token.cancelled
+    res = run_cli(oh_server, ["list", "--project", "102"])
+    assert res.code == 0, res.stderr

@@ -119,6 +119,7 @@ class _Group(TyperGroup):
         **extra: Any,
     ) -> Any:
         argv = list(args) if args is not None else sys.argv[1:]
+        interrupts.begin()
         configure_logging(verbose=False, quiet=False, log_file=None)
         code = _guarded(
             lambda: super(_Group, self).main(
@@ -287,9 +288,24 @@ _MainApiConcurrencyOpt = Annotated[
     ),
 ]
 _MainPageSizeOpt = Annotated[
-    int,
+    int | None,
     typer.Option(
-        envvar="OHPUB_PAGE_SIZE", min=1, hidden=True, metavar="N", help="Listing page size."
+        envvar="OHPUB_PAGE_SIZE",
+        min=1,
+        hidden=True,
+        metavar="N",
+        help="Most records in one page of the listing walk (default: as the server allows).",
+    ),
+]
+_MainServerTimeLimitOpt = Annotated[
+    float,
+    typer.Option(
+        envvar="OHPUB_SERVER_TIME_LIMIT",
+        min=0.1,
+        hidden=True,
+        metavar="SECONDS",
+        help="Seconds the server lets one request run; listing requests are sized to a "
+        "third of it.",
     ),
 ]
 _MainRetriesOpt = Annotated[
@@ -352,6 +368,7 @@ def _main(
     timeout: _MainTimeoutOpt = DEFAULTS.timeout,
     api_concurrency: _MainApiConcurrencyOpt = DEFAULTS.api_concurrency,
     page_size: _MainPageSizeOpt = DEFAULTS.page_size,
+    server_time_limit: _MainServerTimeLimitOpt = DEFAULTS.server_time_limit,
     retries: _MainRetriesOpt = DEFAULTS.retry.attempts,
     retry_budget: _MainRetryBudgetOpt = None,
     retry_base: _MainRetryBaseOpt = None,
@@ -388,6 +405,7 @@ def _main(
         connect_timeout=min(DEFAULTS.connect_timeout, timeout),
         api_concurrency=api_concurrency,
         page_size=page_size,
+        server_time_limit=server_time_limit,
         retry=retry,
         cancel=interrupts.token(),
     )

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from types import FrameType
 
 from ohpub.cli.exits import EXIT_INTERRUPTED, EXIT_TERMINATED
-from ohpub.model.cancel import CancelToken, interruptible
+from ohpub.model.cancel import CancelToken, interrupt_now
 
 TYPE_CHECKING = False  # imported before the handlers are in place: typing would cost time
 if TYPE_CHECKING:
@@ -44,7 +44,7 @@ def installed() -> Iterator[CancelToken]:
 
     def handler(signum: int, frame: FrameType | None) -> None:
         token.cancel(signum)
-        if interruptible():
+        if interrupt_now():  # (inside a shielded section: as it ends)
             raise KeyboardInterrupt
 
     unraisable = sys.unraisablehook
@@ -67,6 +67,13 @@ def installed() -> Iterator[CancelToken]:
         for sig, old in previous.items():
             with contextlib.suppress(ValueError, TypeError):
                 signal.signal(sig, old)
+
+
+def begin() -> None:
+    """A command starts: what the exit code is decided on is the token of the handlers
+    installed now, never one left by a command before it (the app run in-process again)."""
+    global _last
+    _last = _token
 
 
 def token() -> CancelToken:
@@ -103,4 +110,4 @@ def quit_interrupted() -> NoReturn:
     raise SystemExit(exit_code())
 
 
-__all__ = ["installed", "token", "signalled", "exit_code", "quit_interrupted"]
+__all__ = ["installed", "begin", "token", "signalled", "exit_code", "quit_interrupted"]

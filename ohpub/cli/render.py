@@ -470,7 +470,7 @@ def summary_line(s: MirrorResult, *, dry_run: bool = False) -> str:
         detail += f", {c['resumed']} resumed: {human_bytes(s.bytes_reused)} already there"
     parts = [f"{got} downloaded ({detail})"]
     parts.append(f"{c['unchanged']} unchanged")
-    for key in ("renamed", "unavailable", "skipped", "removed-upstream", "deleted"):
+    for key in ("renamed", "unavailable", "skipped", "removed-upstream", "deleted", "waiting"):
         if c[key]:
             parts.append(f"{c[key]} {key}")
     parts.append(f"{c['failed']} failed")

@@ -26,6 +26,7 @@ from typing import Any, NoReturn, TypeVar
 
 from ohpub.local import tree
 from ohpub.model import plan
+from ohpub.model.cancel import shielded
 from ohpub.model.errors import StateError, UsageError
 from ohpub.model.records import DataFile, StateStatus
 
@@ -398,9 +399,13 @@ class _Connection:
     @contextmanager
     def _write(self, action: str) -> Iterator[sqlite3.Connection]:
         """One IMMEDIATE transaction, committed on success and rolled back on any
-        exception (KeyboardInterrupt included) so no half-written batch survives."""
-        with self._lock, self._guard(action):
+        exception (KeyboardInterrupt included) so no half-written batch survives. A
+        ``shielded`` section: Ctrl-C is raised after it, never between BEGIN and the
+        ROLLBACK or COMMIT (which would leave the connection inside a transaction)."""
+        with self._lock, self._guard(action), shielded():
             conn = self._conn
+            if conn.in_transaction:  # left by a KeyboardInterrupt of Python's own handler
+                conn.execute("ROLLBACK")
             conn.execute("BEGIN IMMEDIATE")
             try:
                 yield conn
@@ -482,8 +487,20 @@ class _RunLog(_Connection):
         )
         with self._read("reading runs") as conn:
             row = conn.execute(sql, () if before is None else (before,)).fetchone()
-        if row is None:
-            return None
+        return None if row is None else self._run_of(row)
+
+    def runs(self, command: str) -> list[RunInfo]:
+        """Every recorded run of ``command``, the most recent first (a mirror has one a
+        night: a few thousand rows at most)."""
+        with self._read("reading runs") as conn:
+            rows = conn.execute(
+                "SELECT id, command, scope, started, ended, outcome, counts, complete FROM runs"
+                " WHERE command = ? ORDER BY id DESC",
+                (command,),
+            ).fetchall()
+        return [self._run_of(row) for row in rows]
+
+    def _run_of(self, row: tuple[Any, ...]) -> RunInfo:
         try:
             return RunInfo(
                 id=row[0],

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ohpub.local.dest import Destination, LocalDest, facts_of
-from ohpub.local.state import FileState, StateDB, partial_dir
+from ohpub.local.state import FileState, StateDB, partial_dir, stat_fingerprint
 from ohpub.local.tree import DiskError
 from ohpub.mirror.listed import Listed
 from ohpub.mirror.types import FileResult, Finished, MirrorOptions, MirrorSummary
@@ -30,6 +30,9 @@ from ohpub.model.records import (
 )
 
 MOVING_DIR = ".ohpub/moving"
+PLACEABLE = (Action.DOWNLOAD, Action.RESUME, Action.PLACE)
+"""Finished work whose verified bytes wait in the partial: a download, or one a run
+before kept waiting."""
 
 
 def record_of(fs: FileState) -> Any:
@@ -124,7 +127,7 @@ class Committer(Phase):
         moves: list[tuple[int, str, str]] = []
         for k in self.listed.kept():
             action = plan.placed_action(k.action, k.path, k.target)
-            if action is Action.RENAME and k.path is not None:
+            if action is Action.RENAME and k.path is not None and k.target is not None:
                 self.listed.set_action(k.id, Action.RENAME)
                 moves.append((k.id, k.path, k.target))
         state = self.state
@@ -196,7 +199,8 @@ class Committer(Phase):
         self._save_refreshed()
         for k in self.listed.kept():
             status = FileStatus.RENAMED if k.action is Action.RENAME else FileStatus.UNCHANGED
-            self.report(FileResult(k.id, Path(k.target), status, k.size, k.sha256))
+            path = k.target or k.path  # (no target: a directory listed incompletely)
+            self.report(FileResult(k.id, Path(path) if path else None, status, k.size, k.sha256))
 
     # -- finished work -------------------------------------------------------------------------
 
@@ -208,17 +212,28 @@ class Committer(Phase):
                 self._report_dry(d, targets[d.id], summary)
             return
         records = self.state.get_many([d.id for d in batch])
-        self.target.prepare([
-            (partial_dir(self.dest) / str(d.id), targets[d.id], facts_of(records[d.id], d.sha256,
-                                                                         d.md5))
-            for d in batch if d.action in (Action.DOWNLOAD, Action.RESUME) and d.sha256])
+        self.target.prepare(
+            [
+                (
+                    partial_dir(self.dest) / str(d.id),
+                    target,
+                    facts_of(records[d.id], d.sha256, d.md5 or records[d.id].md5),
+                )
+                for d in batch
+                if d.action in PLACEABLE and d.sha256 and (target := targets[d.id]) is not None
+            ]
+        )
         dirs: set[str] = set()
         removals: list[str] = []
         results: list[FileResult] = []
         changed: list[FileState] = []
         for d in batch:
             fs = records[d.id]
-            r = self._apply(d, targets[d.id], fs, dirs, removals, summary)
+            target = targets[d.id]
+            if target is None:
+                r = self._wait(d, fs)
+            else:
+                r = self._apply(d, target, fs, dirs, removals, summary)
             changed.append(fs)
             if r is not None:
                 results.append(r)
@@ -230,13 +245,13 @@ class Committer(Phase):
         for r in results:
             self.report(r)
 
-    def _report_dry(self, d: Finished, target: str, summary: MirrorSummary) -> None:
+    def _report_dry(self, d: Finished, target: str | None, summary: MirrorSummary) -> None:
         action = d.action or Action.DOWNLOAD
         status = plan.DRY_STATUS[action]
-        if status is FileStatus.PLANNED:
+        if status is FileStatus.PLANNED and action is not Action.PLACE:
             summary.bytes_planned += d.size or 0
         error = "larger than --max-size" if action is Action.SKIP else d.error
-        self.report(FileResult(d.id, Path(target), status, d.size, None, error))
+        self.report(FileResult(d.id, Path(target) if target else None, status, d.size, None, error))
 
     def _apply(
         self,
@@ -250,13 +265,13 @@ class Committer(Phase):
         """One finished download: place it and update ``fs``. Failures are reported at
         once (on a full disk the state write fails too, and the user must still learn
         which file failed and why); successes once the batch is durable."""
-        if d.action not in (Action.DOWNLOAD, Action.RESUME) or d.sha256 is None:
+        if d.action not in PLACEABLE or d.sha256 is None:
             self._failed(d, target, fs)
             return None
         part = partial_dir(self.dest) / str(d.id)
         old_path = fs.path
         try:
-            fp = self.target.place(part, target, facts_of(fs, d.sha256, d.md5))
+            fp = self.target.place(part, target, facts_of(fs, d.sha256, d.md5 or fs.md5))
         except (DiskError, UsageError) as exc:
             self.report(
                 FileResult(d.id, Path(target), FileStatus.FAILED, d.size, d.sha256, exc.message)
@@ -265,8 +280,9 @@ class Committer(Phase):
         dirs.add(target.rpartition("/")[0])
         fs.path = target
         fs.size, fs.mtime_ns = fp if fp else (d.size, None)
-        fs.sha256, fs.md5, fs.etag = d.sha256, d.md5, d.etag
-        fs.downloaded_at = time.time()
+        if d.action is not Action.PLACE:  # (a waiting download's record has them already)
+            fs.sha256, fs.md5, fs.etag = d.sha256, d.md5, d.etag
+            fs.downloaded_at = time.time()
         fs.status = plan.placed_status().value
         if old_path and old_path != target and not self.listed.owners([layout.fold(old_path)]):
             removals.append(old_path)
@@ -276,9 +292,28 @@ class Committer(Phase):
         status = plan.DONE_STATUS[d.action]
         return FileResult(d.id, Path(target), status, d.size, d.sha256)
 
-    def _failed(self, d: Finished, target: str, fs: FileState) -> None:
+    def _wait(self, d: Finished, fs: FileState) -> FileResult | None:
+        """A finished download in a directory whose listing was incomplete: its name is
+        not certain, so it stays in ``.ohpub/partial``, verified, and the state records
+        its digests and the partial's size and mtime: the next run places it without a
+        download (``plan.file_action`` -> PLACE)."""
+        if d.action not in PLACEABLE or d.sha256 is None:
+            self._failed(d, None, fs)
+            return None
+        fp = stat_fingerprint(partial_dir(self.dest) / str(d.id))
+        if fp is None:  # (cannot happen: the worker just filled it)
+            self._failed(d, None, fs)
+            return None
+        fs.size, fs.mtime_ns = fp
+        if d.action is not Action.PLACE:
+            fs.sha256, fs.md5, fs.etag = d.sha256, d.md5, d.etag
+            fs.downloaded_at = time.time()
+        return FileResult(d.id, None, FileStatus.WAITING, d.size, d.sha256)
+
+    def _failed(self, d: Finished, target: str | None, fs: FileState) -> None:
         status = plan.DONE_STATUS[d.action] if d.action is not None else FileStatus.FAILED
-        self.report(FileResult(d.id, Path(fs.path or target), status, d.size, None, d.error))
+        path = fs.path or target
+        self.report(FileResult(d.id, Path(path) if path else None, status, d.size, None, d.error))
         fs.status = plan.failed_status(StateStatus(fs.status), status).value
 
 

@@ -12,7 +12,7 @@ in memory.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -63,7 +63,8 @@ class Kept:
     id: int
     action: Action
     path: str | None
-    target: str
+    target: str | None
+    """None only in a directory whose listing was incomplete (the file stays at ``path``)."""
     size: int | None
     sha256: str | None
 
@@ -120,7 +121,10 @@ class Listed:
         )
 
     def plan_targets(
-        self, placed_in: Mapping[str, int], frozen: Mapping[str, set[str]] | None = None
+        self,
+        placed_in: Mapping[str, int],
+        frozen: Mapping[str, set[str]] | None = None,
+        complete: Callable[[str | None, int | None], bool] = lambda user, project: True,
     ) -> None:
         """Give every listed file its path, one directory at a time (``layout``).
 
@@ -133,6 +137,11 @@ class Listed:
         ``frozen`` maps each directory this run did not list completely (a record of it was
         rejected) to the folded paths placed in it: there nothing placed moves, and a new
         file takes its layout name only when that is free (``_frozen_targets``).
+
+        A directory the listing did not list completely (``complete(username, project)``
+        is False: a gap no request could fill, a listing that failed midway) cannot be
+        named at all: its placed files keep their paths and its new files get none (their
+        downloads wait, verified, for a run that lists it completely).
         """
         frozen = frozen or {}
         dirs = [r[0] for r in self._conn.execute("SELECT DISTINCT dir FROM listed")]
@@ -142,7 +151,9 @@ class Listed:
                 " FROM listed WHERE dir = ?",
                 (d,),
             ).fetchall()
-            if _settled(d, rows, placed_in.get(d, 0)):
+            if not complete(rows[0][3], rows[0][4]):
+                targets = {r[0]: r[6] for r in rows}  # paths as they are; None: waits
+            elif _settled(d, rows, placed_in.get(d, 0)):
                 targets = {r[0]: r[6] for r in rows}
             else:
                 entries = [
@@ -155,13 +166,14 @@ class Listed:
             with self._tx():
                 self._conn.executemany(
                     "UPDATE listed SET target = ?, fold = ? WHERE id = ?",
-                    [(t, layout.fold(t), i) for i, t in targets.items()],
+                    [(t, layout.fold(t) if t else None, i) for i, t in targets.items()],
                 )
         self._conn.execute("CREATE INDEX IF NOT EXISTS listed_fold ON listed (fold)")
         self.targets_ready = True
 
-    def targets(self, ids: Iterable[int]) -> dict[int, str]:
-        """file id -> planned path, for the listed ones among ``ids``."""
+    def targets(self, ids: Iterable[int]) -> dict[int, str | None]:
+        """file id -> planned path (None: its directory's listing was incomplete), for
+        the listed ones among ``ids``."""
         return dict(self._select("SELECT id, target FROM listed WHERE id IN", list(ids)))
 
     def owners(self, folds: Iterable[str]) -> dict[str, int]:

@@ -3,8 +3,11 @@ partial downloads that will never finish.
 
 Files that vanished from a complete listing of their scope are kept and marked
 removed-upstream, or deleted with ``--delete`` (unless the listing shrank so much that
-it looks like an upstream hiccup: ``plan.shrink_refusal``). Partial downloads are dropped
-only for files of this run's own scope: another scope's partials resume when it runs.
+it looks like an upstream hiccup: ``plan.shrink_refusal``). That applies only to files
+that were placed: a record of a file that never reached its path (listed by a run that
+failed, or waiting for a complete listing) is simply forgotten, with its partial.
+Partial downloads are dropped only for files of this run's own scope: another scope's
+partials resume when it runs.
 """
 
 from __future__ import annotations
@@ -40,6 +43,12 @@ class Removals(Phase):
                 if rec is not None and self.opts.flt.matches(rec):
                     gone.append(fs)
         gone.sort(key=lambda fs: fs.id)
+        never = [fs for fs in gone if not (fs.path and StateStatus(fs.status) in plan.PLACED)]
+        gone = [fs for fs in gone if fs.path and StateStatus(fs.status) in plan.PLACED]
+        if never and not self.dry:
+            for fs in never:  # nothing of theirs is on disk but maybe a partial
+                forget_partial(partial_dir(self.dest) / str(fs.id), root=self.dest)
+                state.delete(fs.id)
         refusal = plan.shrink_refusal(
             len(gone), len(self.listed) + len(gone), delete=self.opts.delete
         )

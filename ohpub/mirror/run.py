@@ -242,7 +242,7 @@ class _Run:
         phase raises cancels every worker at once (their waits give up) before it goes on."""
         pool = DaemonPool(self.opts.jobs + self.client.api_concurrency, "ohpub")
         try:
-            self._phases(pool)
+            failed = self._phases(pool)
         except BaseException:
             self.cancel.cancel()
             raise
@@ -253,10 +253,16 @@ class _Run:
                 log.debug("workers still in a read when the run ended; left to their timeout")
             self.listed.close()
         self._finish()
+        if failed is not None:  # after a listing that failed midway: placed what it could
+            raise _placed_despite(failed, self.summary)
 
-    def _phases(self, pool: DaemonPool) -> None:
+    def _phases(self, pool: DaemonPool) -> OhpubError | None:
+        """The phases; returns the listing's own error when it failed midway (what it
+        listed was still worked on, and placed where certain), to be raised at the end."""
         report = ListingReport()
-        self._list_and_plan(pool, report)
+        failed = self._list_and_plan(pool, report)
+        if failed is not None and not len(self.listed):
+            raise failed  # nothing listed: nothing to place
         self._save_listed(time.time())
         self.events.listing_done(len(self.listed))
         self.summary.listing_complete = report.complete
@@ -265,7 +271,10 @@ class _Run:
         self._drain(pool, until=0, only_rehash=True)
         self.cancel.check()
         placed = self.commit.placed_per_dir() if self.after_ok else {}  # {}: nothing settled
-        self.listed.plan_targets(placed, self.commit.incomplete_dirs(report.rejected))
+        # Only directories listed completely get their names; the others keep what is
+        # placed and their new downloads wait (verified) for the next run.
+        frozen = self.commit.incomplete_dirs(report.rejected)
+        self.listed.plan_targets(placed, frozen, report.directory_complete)
         self.commit.reconcile()
         self._drain(pool, until=0)
         self._commit_finished()
@@ -279,19 +288,29 @@ class _Run:
             # (an item without a usable id could be any tracked file: remove nothing)
             self.removals.run(self.summary)
             self.removals.clean_partials()
+        return failed
 
     # -- 1. list and plan ------------------------------------------------------------------
 
-    def _list_and_plan(self, pool: DaemonPool, report: ListingReport) -> None:
+    def _list_and_plan(self, pool: DaemonPool, report: ListingReport) -> OhpubError | None:
+        """Plan the listing as it arrives; returns the listing's own error when it failed
+        midway (what it listed is still worked on, and placed where certain)."""
         files = self.client.iter_files(self.opts.flt, report)
         expected = 0
-        for batch in _Batches(files, LIST_BATCH, self.cancel):
-            self._plan_batch(pool, batch)
-            self.events.listed(len(self.listed))
-            if report.expected != expected and report.expected:
-                expected = report.expected
-                self.events.expected(expected)
-            self._drain(pool, until=self._max_in_flight())
+        batches = _Batches(files, LIST_BATCH, self.cancel)
+        try:
+            for batch in batches:
+                self._plan_batch(pool, batch)
+                self.events.listed(len(self.listed))
+                if report.expected != expected and report.expected:
+                    expected = report.expected
+                    self.events.expected(expected)
+                self._drain(pool, until=self._max_in_flight())
+        except OhpubError as exc:
+            if exc is not batches.error:
+                raise
+            return exc
+        return None
 
     def _plan_batch(self, pool: DaemonPool, batch: list[DataFile]) -> None:
         """Plan one batch: read its state, take the disk facts, decide, record, hand out."""
@@ -299,6 +318,7 @@ class _Run:
         now = time.time()
         rows = []
         work: list[WorkItem] = []
+        waited: list[Finished] = []
         for f in batch:
             if f.id in self.listed.ids:
                 continue  # listed twice (two endpoints of one scope)
@@ -311,12 +331,16 @@ class _Run:
                 tv, self.worker.disk_facts(f.id, tv), checksum=self.opts.checksum
             )
             rows.append((f, action, tv.path, tv.size, tv.sha256))
-            if action is not Action.KEEP:
+            if action is Action.PLACE:  # downloaded by a run before: nothing to fetch
+                waited.append(Finished(f.id, action, action, size=tv.size, sha256=tv.sha256))
+            elif action is not Action.KEEP:
                 work.append(WorkItem(f, tv, action))
         self.listed.add(rows)
-        self.events.kept(len(rows) - len(work))  # before any transfer: the bars count them
+        self.events.kept(len(rows) - len(work) - len(waited))  # before any transfer
         for item in work:
             self._submit(pool, item)
+        for done in waited:
+            self._add_finished(done)
         if len(self._changed) >= STATE_BATCH:
             self._save_listed(now)
 
@@ -384,6 +408,9 @@ class _Run:
                 self.commit.refresh_fingerprint(done)
                 self.events.kept(1)
                 return
+        self._add_finished(done)
+
+    def _add_finished(self, done: Finished) -> None:
         self._finished.append(done)
         if len(self._finished) >= BATCH:
             if self.listed.targets_ready:
@@ -439,6 +466,16 @@ def _ok(run: RunInfo | None) -> bool:
     return run is None or run.outcome == "ok"
 
 
+def _placed_despite(failed: OhpubError, summary: MirrorSummary) -> OhpubError:
+    """The listing's error, with what the run still did: placed what was certain."""
+    waiting = summary.counts.get(FileStatus.WAITING, 0)
+    note = "the files of completely listed directories are in place"
+    if waiting:
+        note += f"; {waiting} verified downloads wait in .ohpub/partial for the next run"
+    failed.hint = f"{failed.hint}; {note}" if failed.hint else note
+    return failed
+
+
 class _Batches:
     """The listing as batches of up to ``n`` files, read on a thread of its own.
 
@@ -456,6 +493,8 @@ class _Batches:
         self._cancel = cancel
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=4 * n)
         self._stop = threading.Event()
+        self.error: OhpubError | None = None
+        """The listing's own error, once it raised one."""
         self._thread = threading.Thread(target=self._produce, name="ohpub-listing", daemon=True)
         self._thread.start()
 
@@ -466,6 +505,8 @@ class _Batches:
                     return
             self._put(self._END)
         except BaseException as exc:  # noqa: BLE001 - handed to the consumer, raised there
+            if isinstance(exc, OhpubError):
+                self.error = exc
             self._put(_Raised(exc))
         finally:
             close = getattr(self._items, "close", None)
@@ -492,8 +533,10 @@ class _Batches:
                     item = self._get(block=False)
                     if item is None:
                         break
-                    if item is self._END:
-                        yield batch
+                    if item is self._END or isinstance(item, _Raised):
+                        yield batch  # what came before an error is planned first
+                        if isinstance(item, _Raised):
+                            raise item.exc
                         return
                     batch.append(item)
                 yield batch
@@ -506,7 +549,7 @@ class _Batches:
                 item = self._cancel.get(self._queue) if block else self._queue.get_nowait()
             except queue.Empty:
                 return None
-            if isinstance(item, _Raised):
+            if isinstance(item, _Raised) and block:
                 raise item.exc
             return item
 

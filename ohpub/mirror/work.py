@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ohpub.local.dest import LocalDest
-from ohpub.local.state import FileState, StateDB, partial_dir
+from ohpub.local.state import FileState, StateDB, partial_dir, stat_fingerprint
 from ohpub.local.tree import utime_within
 from ohpub.mirror.types import Events, Finished, MirrorOptions, WorkItem
 from ohpub.model import plan
@@ -128,7 +128,11 @@ class Worker:
     def disk_facts(self, file_id: int, tracked: plan.Tracked) -> plan.Disk:
         """What the plan needs to know from disk about one file."""
         fp = self.target.fingerprint(tracked.path) if tracked.path else None
-        return plan.Disk(fp, partial=file_id in self._partials)
+        waiting = False
+        if tracked.path is None and tracked.sha256 is not None:
+            part = stat_fingerprint(partial_dir(self.dest) / str(file_id))
+            waiting = plan.waiting_partial(tracked, part)
+        return plan.Disk(fp, partial=file_id in self._partials, waiting=waiting)
 
     def run(self, item: WorkItem) -> Finished:
         self.stop.check()

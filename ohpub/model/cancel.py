@@ -22,9 +22,10 @@ root. ``signum`` tells a cancellation by a signal (the CLI's exit 130 or 143) fr
 a failure.
 
 **Shielded sections.** The CLI's signal handler also raises ``KeyboardInterrupt`` in the
-main thread (so that a blocking call there ends too), except inside ``shielded()``: the
-few milliseconds in which the commit renames a batch into place and records it, which
-must not be cut in half. The token is cancelled all the same, and the next wait raises.
+main thread (so that a blocking call there ends too), except inside ``shielded()``: a
+state transaction, or the few milliseconds in which the commit renames a batch into place
+and records it, which must not be cut in half. The token is cancelled all the same, and
+the interrupt is raised as the section ends.
 
 ``DaemonPool`` is the thread pool of the waits above: its threads are daemons, so a worker
 stuck in a read the token cannot reach (a stalled server, until its timeout) never holds
@@ -157,19 +158,29 @@ _shield = threading.local()
 
 @contextlib.contextmanager
 def shielded() -> Iterator[None]:
-    """A section a signal handler must not cut with ``KeyboardInterrupt`` (``interruptible``
-    is False inside); the handler still cancels the token, and the next wait raises."""
+    """A section a signal handler must not cut with ``KeyboardInterrupt``: a state
+    transaction, a batch being placed. The handler still cancels the token; the interrupt
+    it held back is raised as the (outermost) section ends, unless the section raised."""
     depth = getattr(_shield, "depth", 0)
     _shield.depth = depth + 1
+    deferred = False
     try:
         yield
     finally:
         _shield.depth = depth
+        if depth == 0:
+            deferred, _shield.deferred = getattr(_shield, "deferred", False), False
+    if deferred:
+        raise KeyboardInterrupt
 
 
-def interruptible() -> bool:
-    """False inside ``shielded()`` on the calling thread (the signal handler's question)."""
-    return not getattr(_shield, "depth", 0)
+def interrupt_now() -> bool:
+    """The signal handler's question: True to raise ``KeyboardInterrupt`` at once; inside
+    ``shielded()`` False, and the interrupt is raised as the section ends."""
+    if getattr(_shield, "depth", 0):
+        _shield.deferred = True
+        return False
+    return True
 
 
 # -- a pool of daemon threads ---------------------------------------------------------------------
@@ -248,4 +259,4 @@ class DaemonPool:
         return not any(t.is_alive() for t in threads)
 
 
-__all__ = ["Cancelled", "CancelToken", "DaemonPool", "shielded", "interruptible"]
+__all__ = ["Cancelled", "CancelToken", "DaemonPool", "shielded", "interrupt_now"]

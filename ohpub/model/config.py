@@ -58,8 +58,17 @@ class Config:
     connect_timeout: float = 10.0
     api_concurrency: int = 4
     """Requests in flight to Open Humans itself (listing pages, keys): one Django site."""
-    page_size: int = 500
-    """Listing page size: small enough for the real site's 30 s router timeout."""
+    server_time_limit: float = 30.0
+    """Seconds Open Humans lets one request run before its router answers HTTP 500 (30 s
+    on the real site). Each listing request is sized from the server's measured speed to
+    finish in a third of it (``remote.sizing``)."""
+    listing_max_records: int = 5000
+    """Most records in one listing request, whatever the server's speed (a page of the walk
+    and a request that fills a gap alike): bounds the memory a response takes."""
+    page_size: int | None = None
+    """Most records in one page of the listing walk (None: ``listing_max_records``). The
+    pages are sized below it from the server's speed; a small value makes page boundaries
+    cut members (tests do that)."""
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     jobs: int = 8
     """Storage connections at once (transfers, and ranges of one big file)."""
@@ -83,11 +92,12 @@ class Config:
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Config:
         """The defaults as the CLI would have them with no options: ``OHPUB_BASE_URL``,
         ``OHPUB_TIMEOUT``, ``OHPUB_API_CONCURRENCY``, ``OHPUB_RETRIES`` and
-        ``OHPUB_PAGE_SIZE`` (used by the module-level functions of ``import ohpub``)."""
+        ``OHPUB_PAGE_SIZE`` and ``OHPUB_SERVER_TIME_LIMIT`` (used by the module-level
+        functions of ``import ohpub``)."""
         env = os.environ if environ is None else environ
         base = cls()
 
-        def num(name: str, kind: type[float] | type[int], default: float) -> Any:
+        def num(name: str, kind: type[float] | type[int], default: float | None) -> Any:
             value = env.get(name)
             if not value:
                 return default
@@ -101,6 +111,7 @@ class Config:
             timeout=num("OHPUB_TIMEOUT", float, base.timeout),
             api_concurrency=num("OHPUB_API_CONCURRENCY", int, base.api_concurrency),
             page_size=num("OHPUB_PAGE_SIZE", int, base.page_size),
+            server_time_limit=num("OHPUB_SERVER_TIME_LIMIT", float, base.server_time_limit),
             retry=replace(base.retry, attempts=num("OHPUB_RETRIES", int, base.retry.attempts)),
         )
 

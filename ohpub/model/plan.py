@@ -8,7 +8,9 @@ they can never disagree about a file.
 
 A file moves through at most two decisions:
 
-1. ``file_action`` while the listing streams in: KEEP, REHASH, DOWNLOAD or RESUME.
+1. ``file_action`` while the listing streams in: KEEP, REHASH, DOWNLOAD, RESUME, or PLACE
+   (a verified download an earlier run kept waiting, because the listing of its
+   directory was incomplete).
 2. After a REHASH (the bytes are read, sha256 only): ``after_rehash`` gives KEEP or
    DOWNLOAD. After the complete listing fixes every file's path (``layout``), a KEEP whose
    path changed becomes a RENAME (``placed_action``).
@@ -62,6 +64,9 @@ class Disk:
     """(size, mtime_ns) of the regular file at the tracked path; None when absent."""
     partial: bool = False
     """A partial download that can be resumed (bytes plus the sidecar naming its ETag)."""
+    waiting: bool = False
+    """The partial is a finished, verified download that an earlier run kept waiting (its
+    size and mtime are what the state recorded then)."""
 
 
 def file_action(tracked: Tracked | None, disk: Disk, *, checksum: bool = False) -> Action:
@@ -71,7 +76,10 @@ def file_action(tracked: Tracked | None, disk: Disk, *, checksum: bool = False) 
     verified, and its size and mtime are what they were then. ``checksum`` (``mirror
     --checksum``) re-hashes every placed file whatever its fingerprint says.
     ``verify``'s findings (MODIFIED, MISSING) are not placed states: they download again.
+    A file an earlier run downloaded and kept waiting is placed without a request.
     """
+    if disk.waiting and (tracked is None or tracked.path is None):
+        return Action.PLACE
     if (
         tracked is None
         or tracked.path is None
@@ -91,9 +99,9 @@ def after_rehash(tracked: Tracked, sha256: str, size: int) -> Action:
     return Action.DOWNLOAD
 
 
-def placed_action(action: Action, path: str | None, target: str) -> Action:
+def placed_action(action: Action, path: str | None, target: str | None) -> Action:
     """A kept file whose path the layout changed (a newer file took its plain name) moves."""
-    if action is Action.KEEP and path is not None and path != target:
+    if action is Action.KEEP and path is not None and target is not None and path != target:
         return Action.RENAME
     return action
 
@@ -120,6 +128,18 @@ def transfer_action(size: int | None, max_size: int | None) -> Action | None:
     if max_size is not None and size is not None and size > max_size:
         return Action.SKIP
     return None
+
+
+def waiting_partial(tracked: Tracked | None, fingerprint: tuple[int, int] | None) -> bool:
+    """Is the partial (its ``fingerprint``) the verified download the state recorded for a
+    file that waits to be placed (no path yet, a sha256, the same size and mtime)?"""
+    return (
+        tracked is not None
+        and tracked.path is None
+        and tracked.sha256 is not None
+        and fingerprint is not None
+        and fingerprint == (tracked.size, tracked.mtime_ns)
+    )
 
 
 # -- the state record's status ----------------------------------------------------------------
@@ -184,6 +204,7 @@ def partial_is_stale(in_scope: bool, listed: bool, *, complete: bool) -> bool:
 DRY_STATUS: dict[Action, FileStatus] = {
     Action.DOWNLOAD: FileStatus.PLANNED,
     Action.RESUME: FileStatus.PLANNED,
+    Action.PLACE: FileStatus.PLANNED,
     Action.KEEP: FileStatus.UNCHANGED,
     Action.RENAME: FileStatus.RENAMED,
     Action.MARK_REMOVED: FileStatus.REMOVED_UPSTREAM,
@@ -197,6 +218,7 @@ DONE_STATUS: dict[Action, FileStatus] = {
     **DRY_STATUS,
     Action.DOWNLOAD: FileStatus.DOWNLOADED,
     Action.RESUME: FileStatus.RESUMED,
+    Action.PLACE: FileStatus.DOWNLOADED,
 }
 """How the real run reports each action it carried out (FAILED aside)."""
 
@@ -214,6 +236,7 @@ __all__ = [
     "shrink_refusal",
     "transfer_action",
     "partial_is_stale",
+    "waiting_partial",
     "NEW_STATUS",
     "relisted_status",
     "placed_status",

@@ -40,6 +40,9 @@ class FileStatus(str, Enum):
     REMOVED_UPSTREAM = "removed-upstream"
     DELETED = "deleted"
     PLANNED = "planned"
+    WAITING = "waiting"
+    """Downloaded and verified, kept in ``.ohpub/partial``: the listing of its directory was
+    incomplete, so its name is not certain yet; the next run places it without a download."""
 
     def __str__(self) -> str:
         return self.value
@@ -55,7 +58,8 @@ class StateStatus(str, Enum):
     UNAVAILABLE = "unavailable"
     FAILED = "failed"
     PENDING = "pending"
-    """Listed, not (or no longer) placed."""
+    """Listed, not (or no longer) placed. With a ``sha256``, its verified bytes wait in
+    ``.ohpub/partial/<id>`` (``size`` and ``mtime_ns`` are that partial's)."""
     MODIFIED = "modified"
     """``verify`` found other bytes at ``path``: the next mirror downloads it again."""
     MISSING = "missing"
@@ -70,6 +74,8 @@ class Action(str, Enum):
 
     DOWNLOAD = "download"
     RESUME = "resume"
+    PLACE = "place"
+    """A verified download a run before kept in ``.ohpub/partial``: placed, not fetched."""
     REHASH = "rehash"
     RENAME = "rename"
     KEEP = "keep"

@@ -4,6 +4,13 @@ is read, no lock taken; the lock is probed to show a running mirror).
 One result type, ``MirrorStatus`` (``ohpub.status()`` returns it, ``ohpub status`` prints
 it): ``to_dict()`` is the JSON of ``status --format json`` (times in ISO 8601, UTC), and
 ``text`` the same facts for a person (local times, ``2026-12-04 03:03 (2 h ago)``).
+
+Counts are of every file the mirror holds at its path: placed ones (``present``,
+``removed-upstream``) and those ``verify`` found ``modified`` (still there, with other
+bytes; the next mirror fetches them again). "Last complete run" is the latest complete
+mirror run of the mirror's whole scope: the scope of the latest run that no other run's
+scope covers (a nightly unfiltered mirror, not a one-off ``--project 176`` into the same
+DEST), or a run whose scope covers that one; its line says which scope that is.
 """
 
 from __future__ import annotations
@@ -17,9 +24,12 @@ from typing import Any
 
 from ohpub.local.lock import LockHolder, lock_holder
 from ohpub.local.state import RunInfo, StateDB
-from ohpub.model.records import FileStatus
+from ohpub.model.records import FileStatus, StateStatus
 from ohpub.model.units import ago, human_bytes, human_duration, plural
 from ohpub.ops.verify import FLAGGED, PLACED, open_mirror
+
+HELD = (*PLACED, StateStatus.MODIFIED.value)
+"""Statuses of files the mirror holds at their path (counted in files, bytes, groups)."""
 
 
 def when(ts: float, now: float | None = None) -> str:
@@ -70,6 +80,8 @@ class RunRecord:
     ended: float | None
     counts: dict[str, int] = field(default_factory=dict)
     error: str | None = None
+    scope: str = "all public files"
+    """The run's filters in words (``describe_scope``)."""
 
     @classmethod
     def of(cls, run: RunInfo, running: bool = False) -> RunRecord:
@@ -86,6 +98,7 @@ class RunRecord:
             run.ended,
             counts,
             run.error,
+            describe_scope(scope_of(run)),
         )
 
     @property
@@ -126,6 +139,7 @@ class RunRecord:
             "ended_at": _iso(self.ended),
             "counts": self.counts,
             "error": self.error,
+            "scope": self.scope,
         }
 
 
@@ -147,6 +161,8 @@ class MirrorStatus:
     max_age: float | None = None
     stale: bool = False
     stale_reason: str | None = None
+    scope: str = "all public files"
+    """The mirror's whole scope, in words (what ``last_complete_run`` is a run of)."""
 
     def to_dict(self) -> dict[str, Any]:
         """The fields of ``status --format json``."""
@@ -161,6 +177,7 @@ class MirrorStatus:
             "last_complete_run": self.last_complete_run.to_dict()
             if self.last_complete_run
             else None,
+            "scope": self.scope,
             "max_age_seconds": self.max_age,
             "stale": self.stale,
             "stale_reason": self.stale_reason,
@@ -188,7 +205,7 @@ class MirrorStatus:
             )
         for title, run in (
             ("last run", self.last_run),
-            ("last complete run", self.last_complete_run),
+            (f"last complete run ({self.scope})", self.last_complete_run),
         ):
             lines.append(f"{title}: {run.describe(now) if run else 'none'}")
             if run is not None and run is self.last_run and run.outcome == "failed":
@@ -200,10 +217,65 @@ class MirrorStatus:
     def __repr__(self) -> str:
         last = self.last_run.state if self.last_run else None
         stale = f", stale={self.stale}" if self.max_age is not None else ""
-        return (
-            f"MirrorStatus(files={self.files}, bytes={self.bytes}, last_run={last!r}"
-            f"{stale})"
-        )
+        return f"MirrorStatus(files={self.files}, bytes={self.bytes}, last_run={last!r}{stale})"
+
+
+# -- scopes ------------------------------------------------------------------------------------
+
+_LISTS = ("projects", "users", "datatypes", "tags", "names")
+_WORDS = {"projects": "project", "users": "user", "datatypes": "datatype", "tags": "tag"}
+
+
+def scope_of(run: RunInfo) -> dict[str, Any]:
+    """The filters of a run (``FileFilter.scope_key``, as the run log keeps it)."""
+    raw = run.scope.get("scope") if isinstance(run.scope, dict) else None
+    try:
+        scope = json.loads(raw) if isinstance(raw, str) else {}
+    except ValueError:
+        scope = {}
+    return scope if isinstance(scope, dict) else {}
+
+
+def covers(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Does a listing of scope ``a`` list every file of scope ``b``? (Each filter of ``a``
+    is absent, or ``b`` has it with no other values; dates no wider.)"""
+    for key in _LISTS:
+        mine, theirs = a.get(key) or [], b.get(key) or []
+        if mine and (not theirs or not set(theirs) <= set(mine)):
+            return False
+    since_a, since_b = a.get("since"), b.get("since")
+    if since_a and (not since_b or since_b < since_a):
+        return False
+    until_a, until_b = a.get("until"), b.get("until")
+    return not (until_a and (not until_b or until_b > until_a))
+
+
+def describe_scope(scope: dict[str, Any]) -> str:
+    """``all public files``, or ``project 176, 128; tag spotify``."""
+    parts = []
+    for key in _LISTS:
+        values = scope.get(key) or []
+        if values:
+            parts.append(f"{_WORDS.get(key, 'name')} " + ", ".join(str(v) for v in values))
+    for key in ("since", "until"):
+        if scope.get(key):
+            parts.append(f"{key} {scope[key]}")
+    return "; ".join(parts) or "all public files"
+
+
+def whole_scope(runs: list[RunInfo]) -> dict[str, Any]:
+    """The mirror's scope: that of the most recent run no other run's scope strictly
+    covers (``runs`` most recent first)."""
+    scopes = [scope_of(r) for r in runs]
+    for s in scopes:
+        if not any(covers(o, s) and not covers(s, o) for o in scopes):
+            return s
+    return {}
+
+
+def last_complete(runs: list[RunInfo], scope: dict[str, Any]) -> RunInfo | None:
+    """The latest complete run whose scope covers ``scope``."""
+    return next((r for r in runs if r.complete and covers(scope_of(r), scope)), None)
 
 
 def _staleness(
@@ -258,9 +330,11 @@ def mirror_status(dest: Path, *, max_age: float | None) -> MirrorStatus:
     with open_mirror(dest, readonly=True) as state:
         holder = lock_holder(dest)
         mirroring = holder is not None and holder.command in ("mirror", None)
-        by_status, by_project, by_member = state.tally(PLACED)
+        by_status, by_project, by_member = state.tally(HELD)
         last = state.last_run()
-        complete = state.last_run(complete_only=True)
+        runs = state.runs("mirror")
+        scope = whole_scope(runs)
+        complete = last_complete(runs, scope)
         reason = None
         if max_age is not None:
             flagged = sum(by_status.get(s, 0) for s in FLAGGED)
@@ -278,6 +352,7 @@ def mirror_status(dest: Path, *, max_age: float | None) -> MirrorStatus:
         max_age=max_age,
         stale=reason is not None,
         stale_reason=reason,
+        scope=describe_scope(scope),
     )
 
 

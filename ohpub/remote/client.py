@@ -14,7 +14,8 @@ The server's traps, and where they are handled:
 - query filters are ignored, so filters go into the PATH and every item is
   checked again on this side (``FileFilter.matches``);
 - paging order is by username only, so a page boundary can cut a member's files:
-  ``remote.listing`` finds those cuts and heals them with one snapshot request each;
+  ``remote.listing`` finds those cuts and heals them with requests sized to the server's
+  time limit (``remote.sizing``);
 - unknown ids on a path endpoint give an HTML 500, so a 500 there is checked
   against the JSON detail endpoint and turned into "project 999 not found";
 - error pages are HTML, so a body is only parsed as JSON when it is JSON.
@@ -49,6 +50,7 @@ from ohpub.model.lazy import lazy_import
 from ohpub.model.records import DataFile, RecordError, parse_datafile
 from ohpub.model.version import __version__
 from ohpub.remote import http
+from ohpub.remote.endpoint import FailedAttempt
 from ohpub.remote.http import (
     RETRY_STATUSES,
     Failure,
@@ -60,6 +62,7 @@ from ohpub.remote.http import (
     redact,
 )
 from ohpub.remote.listing import ListingReport, crawl_files, walk_objects
+from ohpub.remote.sizing import Sizer
 
 if TYPE_CHECKING:
     import requests
@@ -123,12 +126,17 @@ class ApiClient:
         self.base_url = base_url.rstrip("/")
         self.timeout = (min(cfg.connect_timeout, cfg.timeout), cfg.timeout)
         self.retry = cfg.retry
-        self.page_size = max(1, cfg.page_size)
+        self.listing_max_records = max(1, cfg.listing_max_records)
+        self.page_size = max(1, cfg.page_size or self.listing_max_records)
+        """Most records in one page of the listing walk."""
         self.max_crawls = max(1, max_crawls)
         """Passes over one endpoint while the listing changes under the crawl."""
         self.on_warning = on_warning or (lambda msg: log.warning(msg))
         self.api_concurrency = max(1, cfg.api_concurrency)
         self._api_slots = threading.BoundedSemaphore(self.api_concurrency)
+        self.sizer = Sizer(limit=cfg.server_time_limit, max_records=self.listing_max_records,
+                           max_width=self.api_concurrency)  # fmt: skip
+        """Sizes listing requests to the server's time limit (``remote.sizing``)."""
         self.sessions = Sessions()
         """The calling thread's ``requests.Session`` is ``sessions.get()``."""
 
@@ -168,6 +176,8 @@ class ApiClient:
         params: dict[str, Any] | None = None,
         allow_redirects: bool = True,
         on_first_500: Callable[[], None] | None = None,
+        give_back: bool = False,
+        on_time: Callable[[float], None] | None = None,
     ) -> T:
         """GET a URL on Open Humans itself, within the API concurrency limit, with retries.
 
@@ -176,19 +186,15 @@ class ApiClient:
         retried through the one retry engine (``http.Retrier``); every other answer goes to
         ``reader`` to interpret. ``on_first_500`` runs once on the first 500 (outside the
         slot), so an HTML 500 for an unknown id can become "not found" without waiting
-        through retries.
+        through retries. With ``give_back`` nothing is retried here: a failure worth
+        another attempt raises ``FailedAttempt`` for the caller to decide what to send next.
+        ``on_time`` gets the seconds from sending to the end of ``reader`` (the wait for a
+        slot not counted).
         """
-
-        def give_up(failure: Failure, attempts: int) -> OhpubError:
-            cls = NetworkError if failure.status is None else ServerError
-            return cls(
-                f"{failure.reason} from {redact(url)} ({gave_up_note(failure, attempts)})",
-                hint=_hint_for(self.base_url, failure.status is None),
-            )
-
-        retry = Retrier(self.retry, url, give_up, cancel=self.cancel)
+        retry = self.retrier(url)
         while True:
             with self.cancel.holding(self._api_slots):
+                sent = time.monotonic()
                 try:
                     resp = self.sessions.get().get(
                         url,
@@ -204,16 +210,24 @@ class ApiClient:
                 else:
                     with resp:
                         if resp.status_code not in RETRY_STATUSES:
-                            return reader(resp)
+                            return _read(reader, resp, sent, give_back, on_time)
                         failure = Failure(
                             f"HTTP {resp.status_code}{_html_title(resp)}",
                             retry_after=parse_retry_after(resp.headers.get("Retry-After")),
                             status=resp.status_code,
                         )
+                spent = time.monotonic() - sent
             if failure.status == 500 and on_first_500 is not None:
                 hook, on_first_500 = on_first_500, None
                 hook()
+            if give_back and failure.limit != 1:
+                raise FailedAttempt(failure, spent)
             retry.wait(failure, _with_params(url, params) if params else url)
+
+    def retrier(self, url: str) -> Retrier:
+        """The retry engine for one request to Open Humans (or one listing range asked for
+        in smaller pieces): the client's policy, its give-up message and cancel token."""
+        return Retrier(self.retry, url, _give_up(url, self.base_url), cancel=self.cancel)
 
     def get_json(
         self,
@@ -221,8 +235,11 @@ class ApiClient:
         *,
         params: dict[str, Any] | None = None,
         on_first_500: Callable[[], None] | None = None,
+        give_back: bool = False,
+        on_time: Callable[[float], None] | None = None,
     ) -> Any:
-        """GET and parse JSON, refusing HTML pages, truncated JSON and oversized bodies."""
+        """GET and parse JSON, refusing HTML pages, truncated JSON and oversized bodies
+        (``give_back``, ``on_time``: see ``request_api``)."""
 
         def read(resp: requests.Response) -> bytes:
             if resp.status_code == 404:
@@ -239,7 +256,14 @@ class ApiClient:
                 )
             return _read_capped(resp, MAX_PAGE_BYTES)
 
-        body = self.request_api(url, read, params=params, on_first_500=on_first_500)
+        body = self.request_api(
+            url,
+            read,
+            params=params,
+            on_first_500=on_first_500,
+            give_back=give_back,
+            on_time=on_time,
+        )
         try:
             return json.loads(body)
         except (ValueError, RecursionError) as exc:
@@ -252,32 +276,26 @@ class ApiClient:
     ) -> dict[str, Any]:
         """One page of a list endpoint: an object whose ``results`` is a list."""
         page = self.get_json(url, params=params, on_first_500=check)
-        if not isinstance(page, dict) or not isinstance(page.get("results"), list):
-            raise ServerError(f"unexpected listing page from {redact(url)}: not a page object")
-        return page
+        return _page_object(page, url)
 
     def iter_files(
         self, flt: FileFilter | None = None, report: ListingReport | None = None
     ) -> Iterator[DataFile]:
         """Every public file in scope, exactly once, streamed as pages arrive.
 
-        The strategy (one pass, then one snapshot request per segment that a page
-        boundary cut and that came back with a gap; again while the listing moves) is in
-        ``remote.listing``. ``report`` is filled in as the crawl goes: ``complete`` is only
-        True when every endpoint was covered without a gap, and ``rejected`` lists every
-        malformed item (each also passed to ``on_warning``), which callers must treat as
-        failures.
+        The strategy (one walk in requests sized to the server, then requests that fill
+        the gaps page boundaries left, each one the server can answer; again while the
+        listing moves) is in ``remote.listing``. ``report`` is filled in as the crawl goes:
+        ``complete`` is only True when every endpoint was covered without a gap,
+        ``directory_complete`` says which directories an incomplete one covered, and
+        ``rejected`` lists every malformed item (each also passed to ``on_warning``), which
+        callers must treat as failures.
         """
         return crawl_files(self, flt or FileFilter(), report or ListingReport())
 
     def iter_objects(self, kind: str) -> Iterator[dict[str, Any]]:
         """Projects, datatypes or members, as the server sends them."""
-        path = {
-            "projects": "/api/public/projects/",
-            "datatypes": "/api/public/datatypes/",
-            "members": "/api/public/members/",
-        }[kind]
-        return walk_objects(self, path)
+        return walk_objects(self, f"/api/public/{kind}/")
 
     def get_file(self, file_id: int) -> DataFile:
         """The detail record of one file, which also mints a fresh download key."""
@@ -395,6 +413,43 @@ def _new_session() -> requests.Session:
         {"User-Agent": agent(), "Accept": "application/json", "Accept-Encoding": "identity"}
     )
     return session
+
+
+def _give_up(url: str, base_url: str) -> Callable[[Failure, int], OhpubError]:
+    def give_up(failure: Failure, attempts: int) -> OhpubError:
+        cls = NetworkError if failure.status is None else ServerError
+        return cls(
+            f"{failure.reason} from {redact(url)} ({gave_up_note(failure, attempts)})",
+            hint=_hint_for(base_url, failure.status is None),
+        )
+
+    return give_up
+
+
+def _read(
+    reader: Callable[[requests.Response], T],
+    resp: requests.Response,
+    sent: float,
+    give_back: bool,
+    on_time: Callable[[float], None] | None,
+) -> T:
+    """``reader(resp)`` for ``request_api``; with ``give_back`` a body that broke off is a
+    ``FailedAttempt`` (as worth another try as a 5xx)."""
+    try:
+        result = reader(resp)
+    except NetworkError as exc:
+        if not give_back:
+            raise
+        raise FailedAttempt(Failure(exc.message), time.monotonic() - sent) from exc
+    if on_time is not None:
+        on_time(time.monotonic() - sent)
+    return result
+
+
+def _page_object(page: Any, url: str) -> dict[str, Any]:
+    if not isinstance(page, dict) or not isinstance(page.get("results"), list):
+        raise ServerError(f"unexpected listing page from {redact(url)}: not a page object")
+    return page
 
 
 def _keep_dot_segments(url: str) -> str:

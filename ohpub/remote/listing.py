@@ -1,240 +1,77 @@
-"""A complete file listing over an API whose order is by username only.
+"""A complete file listing over an API whose order is by username only, in requests the
+server can answer.
 
 The server sorts a listing by username and nothing else, so within one member (one
-"block" of positions) the order changes on every request, and an offset page boundary
-that cuts a block returns a random part of it on each side: some files twice, some never
-(the reference notes, sections 3 and 6). Re-walking the same pages never heals that;
-only a request whose two edges do not cut a block does.
+"block" of positions) the order changes from request to request, and an offset page
+boundary that cuts a block returns a random part of it on each side: some files twice,
+some never (the reference notes, sections 3 and 6). Re-walking the same pages never
+heals that; only a request whose two edges do not cut a block does. And every listed
+record costs the server real time, behind a router that answers HTTP 500 at 30 s.
 
 So one endpoint is listed like this:
 
-1. **One pass** of offset pages (``page_size`` each, a few in flight). For every
-   position the pass learns the username there (None for a hidden membership or a
-   rejected record). A *cut* is a place between two positions whose usernames are both
-   known and differ: the set of files on either side of a cut is the same in every
-   request, whatever the order within members.
-2. The positions between consecutive cuts form *segments*. A segment inside one page
-   came from one request and is complete. A segment that spans a page boundary is
-   complete when the pass saw as many distinct ids in it as it has positions (a server
-   whose order happens to be stable never needs more).
-3. Every other crossing segment is fetched again as **one snapshot request**
-   (``offset`` = its first position, ``limit`` = its length). Its edges are cuts, so
-   that request returns exactly the segment's files. A member endpoint is one member
-   from end to end, so it is asked for as one snapshot at once when it is longer
-   than a page.
-4. Every response must agree with the pass (same ``count``, full pages). When one does
+1. **One walk** of offset pages, each sized by the client's ``Sizer`` (``remote.sizing``:
+   a third of the server's time limit at the speed its answers showed, at most
+   ``page_size``), a few in flight (fewer while the server struggles). A request that
+   times out or gets a 5xx is asked again in smaller pieces (``Endpoint.fetch``), never
+   re-sent unchanged. When nothing runs ahead of it (one request in flight) on a server
+   seen to reorder members, the next page starts at the last cut of the one before when
+   that re-reads at most half a page: the member the page boundary would cut is then
+   covered by one request instead of a gap to fill.
+2. The walk learns the username at every position, so its cuts and segments
+   (``remote.segments``): a segment inside one request, or whose ids all came back, is
+   complete; the others are *gaps*.
+3. The gaps are filled by requests that each fit the server (``remote.gaps``): one
+   snapshot from cut to cut when the gap fits one request, else each member of it
+   through the member endpoint, else shifted windows, counted until every file came back.
+4. Every answer must agree with the walk (same ``count``, full pages). When one does
    not, files were added or removed during the crawl, positions moved, and the endpoint
-   is crawled again (at most ``max_passes`` passes), keeping what was already seen.
+   is walked again (at most ``max_crawls`` walks), keeping what was already seen.
 
 The crawl is bounded by what arrives, not by ``count``: it ends at an empty page, at
 ``next: null``, or after ``MAX_STALE_PAGES`` pages in a row without an id new to this
-pass; the listing is then incomplete. Any single request is as large as the largest
-segment it heals (one member's block plus neighbouring hidden files); the real site's
-router cuts requests after 30 s (about 3,000 records), which bounds the members this can
-list completely there (README, "Listing guarantees").
+walk; the listing is then incomplete. An incomplete listing still says which members'
+files it listed completely (``ListingReport.directory_complete``): the mirror places
+those and keeps the rest for the next run.
 """
 
 from __future__ import annotations
 
-import json
+import functools
 import logging
-import threading
-import time
-from collections import deque
-from collections.abc import Callable, Generator, Iterable, Iterator
-from concurrent.futures import Future
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
-from urllib.parse import parse_qs, urlsplit
+from typing import Any
 
-from ohpub.model.cancel import DaemonPool
-from ohpub.model.errors import NotFoundError, OhpubError, ServerError
+from ohpub.model.errors import NotFoundError, OhpubError
 from ohpub.model.filters import FileFilter
-from ohpub.model.records import DataFile, RecordError, Rejected, parse_datafile
+from ohpub.model.records import DataFile
 from ohpub.model.units import plural
-from ohpub.remote.http import abandonable, redact
+from ohpub.remote.endpoint import (
+    Client,
+    Endpoint,
+    EndpointResult,
+    ListingReport,
+    Missing,
+    Piece,
+    check_next,
+    count_of,
+    prefetch,
+)
+from ohpub.remote.gaps import GapFiller
+from ohpub.remote.segments import Segment, SegmentTracker, last_cut
 
 log = logging.getLogger("ohpub")
-T = TypeVar("T")
 
 MAX_STALE_PAGES = 3
 """Pages in a row without an id new to the pass that end it (a server that repeats itself)."""
-BIG_REQUEST = 3000
-"""Records above which one request may outlast the real site's 30 s router timeout."""
-
-
-class Client(Protocol):
-    """What the listing needs of the API client (``remote.client.ApiClient``): the client
-    imports the listing, so the listing names only this shape of it."""
-
-    page_size: int
-    max_crawls: int
-    api_concurrency: int
-    on_warning: Callable[[str], None]
-
-    def url(self, path: str) -> str: ...
-
-    def get_json(
-        self,
-        url: str,
-        *,
-        params: dict[str, Any] | None = None,
-        on_first_500: Callable[[], None] | None = None,
-    ) -> Any: ...
-
-    def list_page(
-        self, url: str, params: dict[str, Any] | None, check: Callable[[], None] | None = None
-    ) -> dict[str, Any]: ...
-
-
-@dataclass
-class ListingReport:
-    """How a file listing went; the mirror needs it before it may delete anything.
-
-    ``complete`` is True only when every endpoint's positions were all covered by
-    consistent responses; ``rejected`` holds every item that could not become a file
-    (each also reported through the client's ``on_warning``), which a caller must treat
-    as a failure. ``finished`` is False when the consumer stopped the listing early.
-    """
-
-    expected: int = 0
-    """Sum of the endpoints' ``count`` (from the last pass of each)."""
-    unique: int = 0
-    """Files yielded (distinct ids that matched the filter)."""
-    crawls: int = 0
-    """Passes over endpoints: one per endpoint unless the listing changed meanwhile."""
-    requests: int = 0
-    """Listing requests in all (pages and snapshots)."""
-    records: int = 0
-    """Records the server sent in all (each costs the real server about 8 ms)."""
-    snapshots: int = 0
-    """Extra requests that re-fetched a segment cut by a page boundary in one piece."""
-    snapshot_records: int = 0
-    verified_segments: int = 0
-    """Segments cut by a page boundary that needed no snapshot (no file lost there)."""
-    rejected: list[Rejected] = field(default_factory=list)
-    complete: bool = False
-    finished: bool = False
-    warnings: list[str] = field(default_factory=list)
-
-
-# -- segments ------------------------------------------------------------------------------
-
-
-def _differ(a: str | None, b: str | None) -> bool:
-    return a is not None and b is not None and a != b
-
-
-class SegmentTracker:
-    """Cuts and segments of one pass, fed page by page in order of offset.
-
-    Holds only the ids of the segment still open (from the last cut seen), so its
-    memory is one segment, not the listing. ``windows`` collects the (start, end)
-    position ranges that need a snapshot.
-    """
-
-    def __init__(self) -> None:
-        self.start = 0
-        self.ids: list[int | None] = []
-        self.crossed = False
-        self.last: str | None = None
-        self.empty = True
-        self.windows: list[tuple[int, int]] = []
-        self.verified = 0
-
-    def add(self, offset: int, names: list[str | None], ids: list[int | None]) -> None:
-        """The usernames (None: unknown) and ids (None: unusable) of one page at ``offset``."""
-        if not names:
-            return
-        cuts = [i for i in range(1, len(names)) if _differ(names[i - 1], names[i])]
-        if self.empty or _differ(self.last, names[0]):
-            self._close(offset)
-            self.start, self.ids, self.crossed = offset, [], False
-        else:
-            self.crossed = True
-        if cuts:
-            self.ids.extend(ids[: cuts[0]])
-            self._close(offset + cuts[0])
-            self.start, self.ids, self.crossed = offset + cuts[-1], list(ids[cuts[-1] :]), False
-        else:
-            self.ids.extend(ids)
-        self.last, self.empty = names[-1], False
-
-    def finish(self, end: int) -> None:
-        self._close(end)
-        self.ids = []
-
-    def _close(self, end: int) -> None:
-        if not self.crossed:
-            return
-        distinct = set(self.ids)
-        if None in distinct or len(distinct) != end - self.start:
-            self.windows.append((self.start, end))
-        else:
-            self.verified += 1
-
-
-# -- fetching ------------------------------------------------------------------------------
-
-
-def prefetch(calls: Iterable[Callable[[], T]], width: int) -> Iterator[T]:
-    """Results of ``calls`` in order, up to ``width`` running ahead in threads.
-
-    Nothing starts before the consumer asks for the first result, and calls not yet
-    consumed are cancelled when the consumer stops (``--limit`` must stop the crawl). The
-    threads are daemons (``model.cancel.DaemonPool``): a page still in flight when the run
-    is interrupted does not hold the process up; its retries end on the client's token.
-    """
-    it = iter(calls)
-    pool = DaemonPool(width, "ohpub-list")
-    ahead: deque[Future[T]] = deque()
-    stop = threading.Event()  # set when the consumer goes: running calls stop retrying
-    try:
-        for call in it:
-            ahead.append(pool.submit(abandonable(stop, call)))
-            if len(ahead) >= width:
-                break
-        while ahead:
-            result = ahead.popleft().result()
-            nxt = next(it, None)
-            if nxt is not None:
-                ahead.append(pool.submit(abandonable(stop, nxt)))
-            yield result
-    finally:
-        stop.set()
-        for fut in ahead:
-            fut.cancel()
-        pool.shutdown(wait=0, cancel_futures=True)
-
-
-def _count_of(page: dict[str, Any]) -> int | None:
-    count = page.get("count")
-    if isinstance(count, int) and not isinstance(count, bool) and count >= 0:
-        return count
-    return None
-
-
-def _offset_of(url: str) -> int:
-    values = parse_qs(urlsplit(url).query).get("offset")
-    text = values[-1] if values else "0"
-    return int(text) if text.isascii() and text.isdigit() and len(text) < 19 else 0
-
-
-def check_next(page: dict[str, Any], url: str, offset: int) -> bool:
-    """True when the page says it is the last (``next`` is null); refuses a loop."""
-    nxt = page.get("next")
-    if nxt is None:
-        return True
-    if not isinstance(nxt, str):
-        raise ServerError(f"bad 'next' link in page from {redact(url)}")
-    if _offset_of(nxt) <= offset:
-        raise ServerError(f"paging loop: 'next' points back to {redact(nxt)}")
-    return False
+OBJECT_PAGE = 500
+"""Page size of the small object lists (projects, datatypes, members)."""
 
 
 @dataclass
 class _Pass:
-    """What one pass over an endpoint established."""
+    """What one walk over an endpoint established."""
 
     count: int | None = None
     consistent: bool = True
@@ -242,249 +79,199 @@ class _Pass:
     tracker: SegmentTracker = field(default_factory=SegmentTracker)
     ids: set[int] = field(default_factory=set)
     stale: int = 0
+    over: bool = False
+    certain: set[str] | None = None
+    """The members listed completely before the walk disagreed with itself."""
+    certain_gaps: int = 0
+    """How many of the gaps closed before that."""
+
+    def doubt(self) -> None:
+        if self.consistent:
+            self.certain = set(self.tracker.names)
+            self.certain_gaps = len(self.tracker.gaps)
+        self.consistent = False
+
+
+class _Window:
+    """One page of the walk: where it starts, and what came back once it has."""
+
+    def __init__(self, offset: int, limit: int) -> None:
+        self.offset, self.limit = offset, limit
+        self.pieces: list[Piece] | None = None
+
+    def end(self) -> int:
+        got = sum(len(p.results) for p in self.pieces or [])
+        return self.offset + got
 
 
 class EndpointCrawl:
     """The complete listing of one path endpoint (see the module docstring)."""
 
-    def __init__(
-        self,
-        client: Client,
-        path: str,
-        kind: str,
-        value: str,
-        check: Callable[[], None] | None,
-        flt: FileFilter,
-        report: ListingReport,
-        seen: set[int],
-        rejected_keys: set[Any],
-    ) -> None:
-        self.client = client
-        self.path = path
-        self.url = client.url(path)
-        self.whole = kind == "member"  # one member: no cut inside, fetch it whole at once
-        self.kind, self.value = kind, value
-        self.check = check
-        self.flt = flt
-        self.report = report
-        self.seen = seen
-        self.rejected_keys = rejected_keys
-        self.size = client.page_size
+    def __init__(self, ep: Endpoint, max_passes: int) -> None:
+        self.ep = ep
+        self.max_passes = max(1, max_passes)
+        self.result = EndpointResult(ep.kind, ep.value)
+        ep.report.endpoints.append(self.result)
 
-    # -- the crawl ---------------------------------------------------------------------------
+    @property
+    def complete(self) -> bool:
+        return self.result.complete
 
     def run(self) -> Iterator[DataFile]:
         """Yield the endpoint's new files; ``self.complete`` says whether nothing is missing."""
-        self.complete = False
+        report = self.ep.report
         p, n = _Pass(), 0
-        for n in range(1, max(1, self.client.max_crawls) + 1):
-            self.report.crawls += 1
-            p = _Pass()
-            yield from self._pass(p)
+        for n in range(1, self.max_passes + 1):
+            report.crawls += 1
+            p = _Pass(tracker=SegmentTracker(keep_ids=self._keep_ids))
+            try:
+                yield from self._walk(p)
+            except OhpubError:  # a request failed for good: what it closed is still certain
+                self.result.names |= p.tracker.names if p.consistent else (p.certain or set())
+                yield from self._fill_certain(p)
+                raise
+            self.result.names |= p.tracker.names if p.consistent else (p.certain or set())
             if p.consistent:
-                self.report.verified_segments += p.tracker.verified
-                outcome: bool | None = True
-                if p.tracker.windows:
-                    outcome = yield from self._snapshots(p.tracker.windows, p)
+                report.verified_segments += p.tracker.verified
+                filler = GapFiller(self.ep, p.count or 0, self.result)
+                outcome = yield from filler.run(p.tracker.gaps)
                 if outcome is None:
-                    break  # a snapshot failed: asking again would fail the same way
+                    report.expected += p.count or 0
+                    self._warn_open(filler.open)
+                    return  # gaps that no request could fill: asking again would not
                 if outcome:
-                    self.report.expected += p.count or 0
-                    self.complete = True
+                    report.expected += p.count or 0
+                    self.result.complete = True
                     return
-            log.info(
-                "listing %s changed during pass %d (count %s, %d positions); listing it again",
-                self.path,
-                n,
-                p.count,
-                p.positions,
-            )
-        self.report.expected += p.count or 0
+            if n < self.max_passes:
+                log.info(
+                    "listing %s changed during pass %d (count %s, %d positions); listing it again",
+                    self.ep.path,
+                    n,
+                    p.count,
+                    p.positions,
+                )
+        if not p.consistent:  # (a count that lies, say; a consistent walk's gaps moved)
+            yield from self._fill_certain(p)
+        report.expected += p.count or 0
         self._warn(
-            f"listing {self.path} stayed incomplete after {n} passes "
+            f"listing {self.ep.path} stayed incomplete after {n} passes "
             f"(the server's count says {p.count}, {p.positions} positions came back)"
         )
 
+    def _fill_certain(self, p: _Pass) -> Iterator[DataFile]:
+        """After a walk that failed or disagreed with itself: the gaps it closed before
+        that lie between real cuts, so filling them still names members whose files are
+        all listed (the mirror places those)."""
+        gaps = p.tracker.gaps if p.consistent else p.tracker.gaps[: p.certain_gaps]
+        if gaps and p.count is not None:
+            yield from GapFiller(self.ep, p.count, self.result).run(gaps)
+
+    def _keep_ids(self, length: int) -> bool:
+        """A gap too long for one request keeps its ids: the rungs that fill it count them."""
+        return length * 2 > self.ep.sizer.size()
+
     def _warn(self, message: str) -> None:
-        self.report.warnings.append(message)
-        self.client.on_warning(message)
+        self.ep.report.warnings.append(message)
+        self.ep.client.on_warning(message)
 
-    def _pass(self, p: _Pass) -> Iterator[DataFile]:
-        first, asked = self._get(0, self.size)
-        p.count = _count_of(first)
-        last = check_next(first, self.url, 0)
-        yield from self._take(first, 0, p, asked)
-        if self.whole and not last and p.count is not None:
-            # One member: every boundary cuts it; one request holds it all.
-            p.tracker.windows.append((0, p.count))
-            p.positions = p.count
-            return
-        if not last and first["results"]:
-            for (page, asked), offset in prefetch(self._page_calls(p), self.client.api_concurrency):
-                last = check_next(page, self.url, offset)
-                yield from self._take(page, offset, p, asked)
-                if last or not page["results"] or p.stale >= MAX_STALE_PAGES:
-                    break
-        p.tracker.finish(p.positions)
-        if p.count is None or p.positions != p.count:
-            p.consistent = False
-
-    def _page_calls(
-        self, p: _Pass
-    ) -> Iterator[Callable[[], tuple[tuple[dict[str, Any], float], int]]]:
-        def call(offset: int) -> Callable[[], tuple[tuple[dict[str, Any], float], int]]:
-            return lambda: (self._get(offset, self.size), offset)
-
-        offset = self.size
-        while p.count is None or offset < p.count:
-            yield call(offset)
-            offset += self.size
-
-    def _get(self, offset: int, limit: int) -> tuple[dict[str, Any], float]:
-        """One listing request, and the time before it (the keys it mints are younger)."""
-        params: dict[str, Any] = {"limit": limit}
-        if offset:
-            params["offset"] = offset
-        asked = time.time()
-        return self.client.list_page(self.url, params, self.check), asked
-
-    def _take(
-        self, page: dict[str, Any], offset: int, p: _Pass, asked: float
-    ) -> Iterator[DataFile]:
-        """Parse one page's items, yield the new matching files, feed the tracker."""
-        results: list[Any] = page["results"]
-        self.report.requests += 1  # counted here, in the consumer's thread
-        self.report.records += len(results)
-        if _count_of(page) != p.count or offset != p.positions:
-            p.consistent = False
-        expected_len = self.size if p.count is None else min(self.size, p.count - offset)
-        if len(results) != expected_len:
-            p.consistent = False
-        names: list[str | None] = []
-        ids: list[int | None] = []
-        fresh = False
-        for i, item in enumerate(results):
-            name, fid, f = self._item(item, offset + i, asked)
-            names.append(name)
-            ids.append(fid)
-            if fid is not None and fid not in p.ids:
-                p.ids.add(fid)
-                fresh = True
-            if f is not None:
-                yield f
-        p.stale = 0 if fresh else p.stale + 1
-        p.tracker.add(offset, names, ids)
-        p.positions = offset + len(results)
-
-    def _item(
-        self, item: Any, pos: int, asked: float
-    ) -> tuple[str | None, int | None, DataFile | None]:
-        """(username, id, new file to yield) of one listing item; rejects are recorded."""
-        if isinstance(item, dict):
-            fid = item.get("id")
-            if isinstance(fid, int) and fid in self.seen:
-                user = item.get("user")
-                name = user.get("username") if isinstance(user, dict) else None
-                return (name if isinstance(name, str) else None), fid, None
-        try:
-            f = parse_datafile(item, listed_at=asked)
-            self._check_path_scope(f)
-        except RecordError as exc:
-            self._reject(item, pos, exc)
-            return None, exc.file_id, None
-        self.seen.add(f.id)
-        if not self.flt.matches(f):
-            return f.username, f.id, None
-        self.report.unique += 1
-        return f.username, f.id, f
-
-    def _check_path_scope(self, f: DataFile) -> None:
-        """A record a path endpoint lists must be in that path's scope: the other filters
-        may drop a file quietly, this one must not (the record contradicts the server)."""
-        if self.kind == "project" and str(f.project_id) != self.value:
-            why = f"listed by {self.path} but its source_project is {f.project_id}"
-        elif self.kind == "member" and f.username != self.value:
-            why = f"listed by {self.path} but its user is {f.username!r}"
-        elif self.kind == "datatype" and int(self.value) not in f.datatype_ids:
-            why = f"listed by {self.path} but its datatypes are {list(f.datatype_ids)}"
-        else:
-            return
-        raise RecordError(why, f.id)
-
-    def _reject(self, item: Any, pos: int, exc: RecordError) -> None:
-        key: Any = exc.file_id
-        if key is None:
-            key = _stable_key(item)
-        if key in self.rejected_keys:
-            return
-        self.rejected_keys.add(key)
-        rej = Rejected(exc.file_id, f"{self.path} position {pos}", str(exc))
-        self.report.rejected.append(rej)
-        self.client.on_warning(rej.message())
-
-    # -- snapshots ---------------------------------------------------------------------------
-
-    def _snapshots(
-        self, windows: list[tuple[int, int]], p: _Pass
-    ) -> Generator[DataFile, None, bool | None]:
-        """Fetch each window in one request; False: the listing moved; None: one failed."""
-        records = sum(e - s for s, e in windows)
-        log.info(
-            "listing %s: %d segments cut by page boundaries came back with gaps; "
-            "%d snapshot requests (%d records)",
-            self.path,
-            len(windows),
-            len(windows),
-            records,
+    def _warn_open(self, open_gaps: list[Missing]) -> None:
+        more = f"; and {len(open_gaps) - 3} more gaps" if len(open_gaps) > 3 else ""
+        self._warn(
+            f"listing {self.ep.path} incomplete: "
+            + "; ".join(m.message() for m in open_gaps[:3])
+            + more
         )
-        big = max(e - s for s, e in windows)
-        if big > BIG_REQUEST:
-            log.info(
-                "listing %s: one snapshot holds %d records; the real site may cut a request "
-                "that large at its 30 s router timeout",
-                self.path,
-                big,
-            )
 
-        Answer = tuple[int, int, tuple[dict[str, Any], float] | OhpubError]
+    # -- the walk ------------------------------------------------------------------------------
 
-        def call(s: int, e: int) -> Callable[[], Answer]:
-            def run() -> Answer:
-                try:
-                    return s, e, self._get(s, e - s)
-                except OhpubError as exc:
-                    return s, e, exc
+    def _walk(self, p: _Pass) -> Iterator[DataFile]:
+        ep = self.ep
+        first = _Window(0, ep.sizer.size(ep.client.page_size))
+        first.pieces = ep.fetch(first.offset, first.limit)
+        for piece in first.pieces:
+            yield from self._piece(piece, p)
+        if not p.over and self._whole_member(p):
+            return
+        if not p.over:
+            windows = self._windows(p, first)
+            width = functools.partial(ep.sizer.allowed, ep.client.page_size)
+            for pieces in prefetch(windows, width, ep.client.api_concurrency):
+                for piece in pieces:
+                    yield from self._piece(piece, p)
+                    if p.over:
+                        break
+                if p.over:
+                    break
+        if p.count is None or p.positions != p.count:
+            p.doubt()  # (before the end closes the last segment: that end is no cut)
+        p.tracker.finish(p.positions)
 
-            return run
+    def _whole_member(self, p: _Pass) -> bool:
+        """One member end to end: every page boundary cuts it, so when its count fits one
+        request, that one request is the gap to fill, and no more pages are walked."""
+        if self.ep.kind != "member" or p.count is None or p.count > self.ep.sizer.size():
+            return False
+        p.tracker.gaps = [Segment(0, p.count, names={self.ep.value})]
+        p.positions = p.count
+        return True
 
-        ok: bool | None = True
-        for s, e, answer in prefetch([call(s, e) for s, e in windows], self.client.api_concurrency):
-            self.report.snapshots += 1
-            self.report.snapshot_records += e - s
-            if isinstance(answer, OhpubError):
-                self.report.requests += 1
-                self._warn(f"listing {self.path}: snapshot of positions {s}-{e} failed: {answer}")
-                ok = None
-                continue
-            page, asked = answer
-            results = page["results"]
-            self.report.requests += 1
-            self.report.records += len(results)
-            if ok and (_count_of(page) != p.count or len(results) != e - s):
-                ok = False
-            for i, item in enumerate(results):
-                f = self._item(item, s + i, asked)[2]
-                if f is not None:
-                    yield f
-        return ok
+    def _windows(self, p: _Pass, first: _Window) -> Iterator[Callable[[], list[Piece]]]:
+        """The pages after the first, each sized when it starts. When nothing runs ahead
+        (one in flight) and the server has shown that it reorders members (more gaps than
+        cut segments that checked out), a page starts at the last cut of the one before
+        if that re-reads at most half a page: the member the boundary would cut then
+        comes in one request instead of a gap to fill."""
+        ep, last = self.ep, first
+        start = first.end()
+        while p.count is None or start < p.count:
+            size = ep.sizer.size(ep.client.page_size)
+            if last.pieces is not None and last.pieces:
+                start = last.end()
+                cut = last_cut(last.offset, _names(last.pieces))
+                reorders = len(p.tracker.gaps) > p.tracker.verified
+                if reorders and cut is not None and cut > last.offset and start - cut <= size // 2:
+                    start = cut
+                if p.count is not None and start >= p.count:
+                    return
+            window = _Window(start, size)
+            yield _window_call(ep, window)
+            last, start = window, start + size
+
+    def _piece(self, piece: Piece, p: _Pass) -> Iterator[DataFile]:
+        """One answer of the walk: check it against the walk, parse it, feed the segments."""
+        page, results = piece.page, piece.results
+        if piece.offset == 0 and p.count is None and not p.positions:
+            p.count = count_of(page)
+        expected = piece.limit if p.count is None else min(piece.limit, p.count - piece.offset)
+        if count_of(page) != p.count or piece.offset > p.positions or len(results) != expected:
+            p.doubt()
+        last = check_next(page, self.ep.url, piece.offset)
+        parsed = self.ep.take(piece, p.ids)
+        p.stale = 0 if parsed.fresh else p.stale + 1
+        p.tracker.add(piece.offset, parsed.names, parsed.ids, parsed.projects)
+        p.positions = p.tracker.frontier
+        p.over = last or not results or p.stale >= MAX_STALE_PAGES
+        yield from parsed.files
 
 
-def _stable_key(item: Any) -> str:
-    """Identity of an item without a usable id: the server mints a new download key (and
-    reorders ``datatypes``) on every request, so those are left out."""
-    if isinstance(item, dict):
-        item = {k: v for k, v in item.items() if k not in ("download_url", "datatypes")}
-    return json.dumps(item, sort_keys=True, default=str)
+def _window_call(ep: Endpoint, window: _Window) -> Callable[[], list[Piece]]:
+    def call() -> list[Piece]:
+        window.pieces = ep.fetch(window.offset, window.limit)
+        return window.pieces
+
+    return call
+
+
+def _names(pieces: list[Piece]) -> list[str | None]:
+    """The username at each position of consecutive pieces (None: unknown)."""
+    out: list[str | None] = []
+    for piece in pieces:
+        for item in piece.results:
+            user = item.get("user") if isinstance(item, dict) else None
+            name = user.get("username") if isinstance(user, dict) else None
+            out.append(name if isinstance(name, str) else None)
+    return out
 
 
 def check_scope(client: Client, kind: str, value: str) -> Callable[[], None]:
@@ -517,11 +304,23 @@ def crawl_files(client: Client, flt: FileFilter, report: ListingReport) -> Itera
     seen: set[int] = set()
     rejected_keys: set[Any] = set()
     complete = True
-    for path, kind, value in flt.scope_paths():
-        check = check_scope(client, kind, value) if kind != "all" else None
-        crawl = EndpointCrawl(client, path, kind, value, check, flt, report, seen, rejected_keys)
-        yield from crawl.run()
-        complete = complete and crawl.complete
+    before = client.sizer.begin()
+    stopped = False
+    try:
+        for path, kind, value in flt.scope_paths():
+            check = check_scope(client, kind, value) if kind != "all" else None
+            ep = Endpoint(client, path, kind, value, check, flt, report, seen, rejected_keys)
+            crawl = EndpointCrawl(ep, client.max_crawls)
+            yield from crawl.run()
+            complete = complete and crawl.complete
+    except GeneratorExit:  # the consumer stopped (``--limit``, a closed pipe): no summary
+        stopped = True
+        raise
+    finally:
+        report.retried_smaller += client.sizer.stats.failures - before.failures
+        report.sizing = client.sizer.summary(before)
+        if not stopped:
+            log.info("%s", report.sizing)
     report.complete = complete
     report.finished = True
     log.info("%s", listing_summary(report))
@@ -529,8 +328,9 @@ def crawl_files(client: Client, flt: FileFilter, report: ListingReport) -> Itera
 
 def listing_summary(report: ListingReport) -> str:
     """The log's line about a listing, in a reader's words: ``listing done: 31 files,
-    complete, 1 request`` (and, when they happened, the pages asked again and why, the
-    malformed records left out)."""
+    complete, 1 request`` (and, when they happened, the stretches asked again, the
+    requests that timed out and were asked again smaller, the malformed records left
+    out). How its requests were sized is the line before it (``report.sizing``)."""
     n = report.requests
     parts = [
         f"listing done: {plural(report.unique, 'file')}",
@@ -542,9 +342,11 @@ def listing_summary(report: ListingReport) -> str:
     if report.snapshots:
         k = report.snapshots
         parts.append(
-            f"{k} {'stretch' if k == 1 else 'stretches'} that a page boundary cut "
-            f"asked for again in one piece ({report.snapshot_records} records)"
+            f"{plural(k, 'request')} filling the stretches that page boundaries cut "
+            f"({report.snapshot_records} records)"
         )
+    if report.retried_smaller:
+        parts.append(f"{plural(report.retried_smaller, 'request')} asked again smaller")
     if report.rejected:
         parts.append(f"{len(report.rejected)} malformed records left out")
     return ", ".join(parts)
@@ -554,7 +356,7 @@ def walk_objects(client: Client, path: str) -> Iterator[dict[str, Any]]:
     """Every page of a small object list (projects, datatypes, members), bounded by what
     arrives: an empty page, ``next: null``, or pages that bring nothing new end it."""
     url = client.url(path)
-    size = client.page_size
+    size = min(client.page_size, OBJECT_PAGE)
     seen: set[str] = set()
     offset, stale = 0, 0
     while stale < MAX_STALE_PAGES:
@@ -575,3 +377,16 @@ def walk_objects(client: Client, path: str) -> Iterator[dict[str, Any]]:
         if last or not page["results"]:
             return
         offset += len(page["results"])
+
+
+__all__ = [
+    "ListingReport",
+    "EndpointCrawl",
+    "crawl_files",
+    "walk_objects",
+    "check_scope",
+    "listing_summary",
+    "prefetch",
+    "SegmentTracker",
+    "MAX_STALE_PAGES",
+]
