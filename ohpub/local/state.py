@@ -22,7 +22,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from types import TracebackType
-from typing import Any, NoReturn, TypeVar
+from typing import Any, NamedTuple, NoReturn, TypeVar
 
 from ohpub.local import tree
 from ohpub.model import plan
@@ -225,8 +225,8 @@ class FileState:
     datatype_ids: list[int] = _Json("TEXT    NOT NULL", list)  # type: ignore[assignment]
     metadata: dict[str, Any] = _Json("TEXT    NOT NULL")  # type: ignore[assignment]
     raw: dict[str, Any] = _Json("TEXT    NOT NULL", lambda r: _without_download_url(r))  # type: ignore[assignment]
-    """The API object minus ``download_url``: its key expires, so storing it is useless
-    and would leak a credential-like token into the mirror."""
+    """The API object minus ``download_url`` (its key expires, so storing it is useless
+    and would leak a credential-like token into the mirror), ``datatypes`` sorted."""
     first_seen: float = _col("REAL    NOT NULL")
     last_seen: float = _col("REAL    NOT NULL")
     downloaded_at: float | None = _col("REAL")
@@ -303,6 +303,25 @@ _SCHEMA = (
     + _SCHEMA_REST
 )
 _SELECT_FILES = f"SELECT {', '.join(_COLUMNS)} FROM files"
+
+
+class Known(NamedTuple):
+    """A tracked file as the planner sees it: fingerprint, status, and the stored text of
+    what the listing says of it (``raw`` and ``datatype_ids`` as JSON text)."""
+
+    id: int
+    path: str | None
+    size: int | None
+    mtime_ns: int | None
+    sha256: str | None
+    status: str
+    raw: str
+    username: str | None
+    user_id: int | None
+    datatype_ids: str
+
+
+_SELECT_KNOWN = f"SELECT {', '.join(Known._fields)} FROM files"
 _PUT_FILE = (
     f"INSERT OR REPLACE INTO files ({', '.join(_COLUMNS)}) "
     f"VALUES ({', '.join('?' for _ in _COLUMNS)})"
@@ -334,7 +353,14 @@ class RunInfo:
 
 
 def _without_download_url(raw: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in raw.items() if k != "download_url"}
+    """The record as stored: without its expiring ``download_url``, and with ``datatypes``
+    sorted (the server sends them in a different order on every request), so that an
+    unchanged record's text is the stored text and a re-run compares it without parsing."""
+    out = {k: v for k, v in raw.items() if k != "download_url"}
+    dts = out.get("datatypes")
+    if isinstance(dts, list) and all(isinstance(d, str) for d in dts):
+        out["datatypes"] = sorted(dts)
+    return out
 
 
 def _dumps(value: Any) -> str:
@@ -593,18 +619,23 @@ class StateDB(_RunLog):
 
     def get_many(self, ids: Iterable[int]) -> dict[int, FileState]:
         """The records of many file ids (those ohpub knows), a chunk of ids per query. Their
-        JSON columns are parsed when read: a run that finds most records unchanged
-        compares their text (``FileState.stored``) and parses only the few that differ."""
+        JSON columns are parsed when read, where they are read."""
+        return {int(r[0]): self._row_to_file(r) for r in self._chunked(_SELECT_FILES, ids)}
+
+    def known_many(self, ids: Iterable[int]) -> dict[int, Known]:
+        """What the planning of a listing reads of many file ids: a narrow row each, no
+        object built, nothing parsed (a nightly re-run finds almost every record
+        unchanged by comparing texts; ``get_many`` fetches the few that differ)."""
+        return {int(r[0]): Known(*r) for r in self._chunked(_SELECT_KNOWN, ids)}
+
+    def _chunked(self, select: str, ids: Iterable[int]) -> Iterator[Any]:
         keys = [int(i) for i in ids]
-        out: dict[int, FileState] = {}
         for i in range(0, len(keys), 500):
             chunk = keys[i : i + 500]
             marks = ",".join("?" for _ in chunk)
             with self._read("reading file records") as conn:
-                rows = conn.execute(f"{_SELECT_FILES} WHERE id IN ({marks})", chunk).fetchall()
-            for row in rows:
-                out[int(row[0])] = self._row_to_file(row)
-        return out
+                rows = conn.execute(f"{select} WHERE id IN ({marks})", chunk).fetchall()
+            yield from rows
 
     def iter_paths(self, batch: int = 5000) -> Iterator[tuple[int, str | None, str]]:
         """``(id, path, status)`` of every record by id, without parsing the records: what

@@ -4,7 +4,7 @@
 lock, state, run record) -> ``_Run.execute``:
 
 1. **List and plan.** The listing streams in (``ApiClient.iter_files``) a batch at a
-   time. For each file the state record is read (``StateDB.get_many``), the disk facts
+   time. For each file the state's narrow row is read (``StateDB.known_many``), the disk facts
    are taken (stat fingerprint, resumable partial), and ``plan.file_action`` decides:
    KEEP, REHASH, DOWNLOAD or RESUME. The batch is recorded in ``listed.Listed`` (on
    disk, not in memory) and work is handed to the workers at once, so transfers overlap
@@ -50,7 +50,7 @@ from typing import Any
 from ohpub.local.dest import LocalDest
 from ohpub.local.index import INDEX_NAME
 from ohpub.local.lock import DestLock
-from ohpub.local.state import FileState, RunInfo, StateDB, ensure_dirs, state_db_path
+from ohpub.local.state import FileState, Known, RunInfo, StateDB, ensure_dirs, state_db_path
 from ohpub.mirror.bucketrun import dry_into_bucket, run_into_bucket
 from ohpub.mirror.commit import Committer
 from ohpub.mirror.listed import Listed
@@ -64,7 +64,7 @@ from ohpub.mirror.types import (
     NullEvents,
     WorkItem,
 )
-from ohpub.mirror.work import Worker, fresh_state
+from ohpub.mirror.work import Worker, fresh_state, known_view, unchanged
 from ohpub.model import plan
 from ohpub.model.cancel import Cancelled, CancelToken, DaemonPool, shielded
 from ohpub.model.errors import NetworkError, OhpubError, StateError, UsageError
@@ -314,35 +314,49 @@ class _Run:
 
     def _plan_batch(self, pool: DaemonPool, batch: list[DataFile]) -> None:
         """Plan one batch: read its state, take the disk facts, decide, record, hand out."""
-        stored = self.state.get_many(f.id for f in batch) if self.state is not None else {}
         now = time.time()
-        rows = []
+        known, same, rows = self._known(batch)
+        planned = []
         work: list[WorkItem] = []
         waited: list[Finished] = []
         for f in batch:
             if f.id in self.listed.ids:
                 continue  # listed twice (two endpoints of one scope)
-            fs, tv = fresh_state(f, stored.get(f.id), self.state, now)
-            if fs is None:
+            if f.id in same:
                 self._seen.append(f.id)
+                tv = known_view(known[f.id])
             else:
+                fs, tv = fresh_state(f, rows.get(f.id), now)
                 self._changed.append(fs)
             action = plan.file_action(
                 tv, self.worker.disk_facts(f.id, tv), checksum=self.opts.checksum
             )
-            rows.append((f, action, tv.path, tv.size, tv.sha256))
+            planned.append((f, action, tv.path, tv.size, tv.sha256))
             if action is Action.PLACE:  # downloaded by a run before: nothing to fetch
                 waited.append(Finished(f.id, action, action, size=tv.size, sha256=tv.sha256))
             elif action is not Action.KEEP:
                 work.append(WorkItem(f, tv, action))
-        self.listed.add(rows)
-        self.events.kept(len(rows) - len(work) - len(waited))  # before any transfer
+        self.listed.add(planned)
+        self.events.kept(len(planned) - len(work) - len(waited))  # before any transfer
         for item in work:
             self._submit(pool, item)
         for done in waited:
             self._add_finished(done)
         if len(self._changed) >= STATE_BATCH:
             self._save_listed(now)
+
+    def _known(
+        self, batch: list[DataFile]
+    ) -> tuple[dict[int, Known], set[int], dict[int, FileState]]:
+        """What the state knows of a batch: a narrow row per known file, the ids whose
+        record the listing leaves unchanged, and the whole records of the others (read
+        only for them: a nightly re-run parses almost nothing)."""
+        if self.state is None:
+            return {}, set(), {}
+        known = self.state.known_many(f.id for f in batch)
+        same = {f.id for f in batch if (k := known.get(f.id)) is not None and unchanged(f, k)}
+        rows = self.state.get_many(i for i in known if i not in same)
+        return known, same, rows
 
     def _save_listed(self, now: float) -> None:
         """Write new and changed records (before anything of theirs is placed), and

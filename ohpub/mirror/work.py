@@ -15,10 +15,9 @@ import logging
 import os
 import threading
 from pathlib import Path
-from typing import Any
 
 from ohpub.local.dest import LocalDest
-from ohpub.local.state import FileState, StateDB, partial_dir, stat_fingerprint
+from ohpub.local.state import FileState, Known, partial_dir, stat_fingerprint
 from ohpub.local.tree import utime_within
 from ohpub.mirror.types import Events, Finished, MirrorOptions, WorkItem
 from ohpub.model import plan
@@ -39,50 +38,43 @@ def tracked_view(fs: FileState) -> plan.Tracked:
     return plan.Tracked(fs.id, fs.path, fs.size, fs.mtime_ns, fs.sha256, StateStatus(fs.status))
 
 
-def fresh_state(
-    f: DataFile, row: FileState | None, state: StateDB | None, now: float
-) -> tuple[FileState | None, plan.Tracked]:
-    """The state record to write for a listed file (None: unchanged, only seen again),
-    and the plan's view of what the state knew.
-
-    A file relisted after being marked removed-upstream is present again (or pending).
-    Most records of a re-run are unchanged: their JSON text is compared without parsing.
-    """
-    if row is None or state is None:
-        fresh = FileState.from_datafile(f, now)
-        return fresh, tracked_view(fresh)
-    status = StateStatus(row.status)
-    tracked = plan.Tracked(row.id, row.path, row.size, row.mtime_ns, row.sha256, status)
-    if plan.relisted_status(status, has_path=row.path is not None) is status and (
-        row.stored("raw") == FileState.text_of(f.raw)
-        and (row.username, row.user_id, row.stored("datatype_ids"))
+def unchanged(f: DataFile, known: Known) -> bool:
+    """The listing says of ``f`` what its record holds, and its status stays: nothing to
+    write. Most records of a re-run are: their JSON text (stored canonically, see
+    ``FileState.text_of``) is compared without parsing."""
+    status = StateStatus(known.status)
+    return plan.relisted_status(status, has_path=known.path is not None) is status and (
+        known.raw == FileState.text_of(f.raw)
+        and (known.username, known.user_id, known.datatype_ids)
         == (f.username, f.user.id, FileState.ids_text(f.datatype_ids))
-    ):
-        return None, tracked
-    ts = row  # its JSON columns are parsed from here on, where they are read
+    )
+
+
+def known_view(known: Known) -> plan.Tracked:
+    """The plan's view of an unchanged record."""
+    k = known
+    return plan.Tracked(k.id, k.path, k.size, k.mtime_ns, k.sha256, StateStatus(k.status))
+
+
+def fresh_state(f: DataFile, row: FileState | None, now: float) -> tuple[FileState, plan.Tracked]:
+    """The state record to write for a listed file that is new (``row`` None) or not
+    ``unchanged``, and the plan's view of it.
+
+    A file relisted after being marked removed-upstream is present again (or pending). A
+    record whose text differs is written again even when only its form changed (one
+    written by an older ohpub, with ``datatypes`` in the server's order of that day):
+    afterwards its text compares equal.
+    """
     fresh = FileState.from_datafile(f, now)
-    status = plan.relisted_status(status, has_path=bool(ts.path))
+    if row is None:
+        return fresh, tracked_view(fresh)
+    ts = row  # its JSON columns are parsed from here on, where they are read
+    status = plan.relisted_status(StateStatus(ts.status), has_path=bool(ts.path))
     ts.last_seen = now
-    if (
-        _stable(ts.raw) == _stable(fresh.raw)
-        and (ts.username, ts.user_id, ts.datatype_ids)
-        == (fresh.username, fresh.user_id, fresh.datatype_ids)
-        and status == ts.status
-    ):
-        return None, tracked
     ts.raw, ts.metadata = fresh.raw, fresh.metadata
     ts.username, ts.user_id = fresh.username, fresh.user_id
     ts.datatype_ids, ts.status = fresh.datatype_ids, status.value
     return ts, tracked_view(ts)
-
-
-def _stable(raw: dict[str, Any]) -> dict[str, Any]:
-    """A record without what changes between identical listings: the server sends
-    ``datatypes`` in a different order on every request."""
-    dts = raw.get("datatypes")
-    if isinstance(dts, list) and all(isinstance(d, str) for d in dts):
-        return {**raw, "datatypes": sorted(dts)}
-    return raw
 
 
 def _resumable_ids(pdir: Path) -> set[int]:
@@ -227,4 +219,12 @@ class Worker:
                 self.stop.cancel()
 
 
-__all__ = ["Worker", "WorkItem", "Finished", "fresh_state", "tracked_view"]
+__all__ = [
+    "Worker",
+    "WorkItem",
+    "Finished",
+    "fresh_state",
+    "known_view",
+    "tracked_view",
+    "unchanged",
+]
