@@ -1065,6 +1065,7 @@ with the real one's capacity); without one, scenarios 1-5."""
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    bl.byte_compile()  # ohpub as installed (see byte_compile)
     if argv and argv[0] in SUBCOMMANDS:
         import importlib
 

@@ -50,6 +50,7 @@ def extract(ref: str, work: Path) -> Path:
         check=True,
     ).stdout
     subprocess.run(["tar", "-x", "-C", str(out)], input=archive, check=True)
+    bl.byte_compile(out)
     return out
 
 
