@@ -7,6 +7,7 @@ import hashlib
 import importlib.util
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -232,6 +233,58 @@ def test_big_file_multipart_and_kill_9_during_upload_then_resume(
     assert head["ETag"].strip('"').endswith("-7")  # 40 MiB in 6 MiB parts: multipart
     want = hashlib.sha256(content_of(oh_server, fid)).hexdigest()
     assert head["Metadata"]["ohpub-sha256"] == want
+
+
+def _until(cond: Any, what: str, seconds: float = 120) -> None:
+    """Wait for ``cond()`` (a hang guard, not a timing assertion)."""
+    deadline = time.monotonic() + seconds
+    while not cond():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+def test_ctrl_c_while_uploads_are_in_flight_exits_130_and_releases_the_lock(
+        oh_server: Any, s3_server: S3Server, tmp_path: Path) -> None:
+    """The server holds every PUT of a mirrored file for 10 minutes; SIGINT once one is in
+    flight. The run exits 130 without waiting for them (the old upload pool, a
+    ThreadPoolExecutor waited on outside the cancel token, held it for the whole batch:
+    the ``communicate`` timeout caught that), its lock object is gone, and no object but a
+    complete one is ever at a final key: the next run completes the mirror."""
+    work = tmp_path / "work"
+    held = r"/m/(?!\.ohpub/|index\.jsonl$)"  # the files, not the lock, state or index
+    env = {**os.environ, **env_of(s3_server), "OHPUB_BASE_URL": oh_server.base_url,
+           "NO_COLOR": "1"}
+    s3_server.delay("PutObject", 600, path=held)
+    proc = subprocess.Popen([sys.executable, "-m", "ohpub", "mirror", f"s3://{s3_server.bucket}/m",
+                             "--work-dir", str(work)], cwd=REPO, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+    def in_flight() -> list[dict[str, Any]]:
+        return [q for q in s3_server.requests()
+                if q["op"] == "PutObject" and re.search(held, q["path"])]
+
+    try:
+        _until(lambda: in_flight() or proc.poll() is not None, "an upload in flight")
+        assert proc.poll() is None, "the run ended before any upload"
+        proc.send_signal(signal.SIGINT)
+        _out, err_bytes = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        s3_server.clear_delays()
+    err = err_bytes.decode()
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err, err
+    assert err.strip().splitlines()[-1].startswith("ohpub: interrupted"), err
+    assert "m/.ohpub/lock" not in all_keys(s3_server)
+    _until(lambda: all(q["status"] is not None for q in in_flight()), "the held PUTs to end")
+    want = expected(oh_server, work)
+    got = objects(s3_server)
+    assert {k: v for k, v in got.items() if want.get(k) != v} == {}  # only complete objects
+    r = mirror(oh_server, s3_server, work)
+    assert r.code == 0, r.stderr
+    assert objects(s3_server) == want
 
 
 def test_fresh_work_dir_downloads_nothing(oh_server: Any, s3_server: S3Server,

@@ -137,7 +137,7 @@ class Mirror:
                 return dry_into_bucket(self.opts, self._dry_with)
             return self._dry()
         if self.opts.url is not None:
-            return run_into_bucket(self.opts, self._recorded)
+            return run_into_bucket(self.opts, self._recorded, self.client.cancel)
         dest = self.opts.dest
         prepare_dest(dest, create=True)
         refuse_lost_state(dest)
