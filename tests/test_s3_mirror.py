@@ -287,6 +287,58 @@ def test_ctrl_c_while_uploads_are_in_flight_exits_130_and_releases_the_lock(
     assert objects(s3_server) == want
 
 
+def test_a_run_longer_than_its_lease_keeps_the_lock(oh_server: Any, s3_server: S3Server,
+                                                    tmp_path: Path) -> None:
+    """A lease of 4 s (``OHPUB_S3_LEASE``), renewed every third of it, and a run held past
+    it (the server holds its uploads): the lock object's lease moves on, and a second run
+    from another work directory started after the first lease ran out is refused (exit 3)
+    instead of taking the lock over. Without the renewal it would take it over."""
+    held = r"/m/(?!\.ohpub/|index\.jsonl$)"
+    env = {**os.environ, **env_of(s3_server), "OHPUB_BASE_URL": oh_server.base_url,
+           "NO_COLOR": "1", "OHPUB_S3_LEASE": "4"}
+    url = f"s3://{s3_server.bucket}/m"
+    lock_key = "m/.ohpub/lock"
+    c = boto(s3_server)
+
+    def lock() -> dict[str, Any]:
+        body: dict[str, Any] = json.loads(c.get_object(Bucket=s3_server.bucket,
+                                                       Key=lock_key)["Body"].read())
+        return body
+
+    s3_server.delay("PutObject", 600, path=held)
+    first = subprocess.Popen([sys.executable, "-m", "ohpub", "mirror", url, "--work-dir",
+                              str(tmp_path / "work1")], cwd=REPO, env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        _until(lambda: first.poll() is not None or any(
+            q["op"] == "PutObject" and re.search(held, q["path"])
+            for q in s3_server.requests()), "the first run's uploads")
+        assert first.poll() is None, "the first run ended before its uploads"
+        taken = lock()
+        _until(lambda: time.time() > taken["expires"] + 1, "the first lease to run out")
+        renewed = lock()
+        assert renewed["run"] == taken["run"] and renewed["expires"] > taken["expires"]
+        try:
+            second = subprocess.run([sys.executable, "-m", "ohpub", "mirror", url, "--work-dir",
+                                     str(tmp_path / "work2")], cwd=REPO, env=env,
+                                    capture_output=True, text=True, timeout=90)
+        except subprocess.TimeoutExpired:
+            pytest.fail("the second run took the lock over and waited on its uploads")
+        assert second.returncode == 3, second.stderr
+        assert "locked by another run" in second.stderr
+        assert lock()["run"] == taken["run"]
+    finally:
+        s3_server.clear_delays()
+        try:
+            _out, err = first.communicate(timeout=120)
+        finally:
+            if first.poll() is None:
+                first.kill()
+                first.wait()
+    assert first.returncode == 0, err.decode()
+    assert lock_key not in all_keys(s3_server)
+
+
 def test_fresh_work_dir_downloads_nothing(oh_server: Any, s3_server: S3Server,
                                           tmp_path: Path) -> None:
     assert mirror(oh_server, s3_server, tmp_path / "work1").code == 0
