@@ -17,7 +17,11 @@ of ours that
   ``check_auth=False`` to leave moto's accept-anything behaviour;
 * **serialises conditional writes** (``If-None-Match``/``If-Match`` on PUT and on
   CompleteMultipartUpload): moto checks the condition and then stores, unlocked, so two
-  racing creates of one lock object could both succeed; on S3 only one does.
+  racing creates of one lock object could both succeed; on S3 only one does;
+* **slows chosen requests down** on demand (:meth:`S3Server.delay`: an operation, on keys
+  matching a pattern, is held that many seconds before moto answers it; the request has
+  arrived whole, so it is stored when the hold ends, as S3 stores a PUT it received), until
+  :meth:`S3Server.clear_delays` lets every held request go at once.
 
 moto's own ``/moto-api/recorder/`` can also log requests, but it appends every request *with
 its base64 body* to a file in the server's working directory; fine for replay, far too heavy
@@ -73,7 +77,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, quote, unquote
+from urllib.parse import parse_qsl, quote, unquote, urlencode
 
 __all__ = ["METHOD_CLASSES", "S3Server", "classify", "moto_available"]
 
@@ -322,6 +326,17 @@ class S3Server:
     def reset_counts(self) -> None:
         self._control("POST", "reset")
 
+    def delay(self, op: str, seconds: float, path: str = "") -> None:
+        """Hold every request of S3 operation ``op`` (``PutObject``, ``UploadPart``...) whose
+        raw path (``/bucket/key``, percent-encoded) matches the regular expression ``path``
+        for ``seconds`` before moto answers it, until :meth:`clear_delays`."""
+        self._control("POST", "delay?" + urlencode({"op": op, "seconds": seconds,
+                                                    "path": path}))
+
+    def clear_delays(self) -> None:
+        """No more delays; the requests held now go on at once."""
+        self._control("POST", "delay/clear")
+
     def _control(self, method: str, what: str) -> Any:
         conn = http.client.HTTPConnection(self.host, self.port, timeout=30)
         try:
@@ -402,6 +417,10 @@ class _Middleware:
         # (moto/s3/responses.py put_object): two racing conditional PUTs could both win. S3
         # lets only one win, so conditional writes are serialised here.
         self.conditional = threading.Lock()
+        self.delays: list[tuple[str, re.Pattern[str], float]] = []
+        """(S3 operation, raw-path pattern, seconds) of the requests to hold."""
+        self.released = threading.Event()
+        """Set by ``delay/clear``: the requests held until then go on at once."""
         self.reset()
 
     def reset(self) -> None:
@@ -449,12 +468,22 @@ class _Middleware:
         if refusal is not None:
             return self._error(counting_start_response, *refusal,
                                head=environ["REQUEST_METHOD"] == "HEAD")
+        self._hold(op, raw_path)
         if environ["REQUEST_METHOD"] in ("PUT", "POST") and (
                 "HTTP_IF_NONE_MATCH" in environ or "HTTP_IF_MATCH" in environ):
             with self.conditional:
                 body = list(self.app(environ, counting_start_response))
             return self._count_out(body)
         return self._count_out(self.app(environ, counting_start_response))
+
+    def _hold(self, op: str, raw_path: str) -> None:
+        """Wait as long as a delay for this request says, or until the delays are cleared."""
+        with self.lock:
+            seconds = max((sec for o, pattern, sec in self.delays
+                           if o == op and pattern.search(raw_path)), default=0.0)
+            released = self.released
+        if seconds:
+            released.wait(seconds)
 
     def _count_out(self, body: Iterable[bytes]) -> Iterator[bytes]:
         try:
@@ -536,6 +565,18 @@ class _Middleware:
             with self.lock:
                 self.reset()
             result = {"ok": True}
+        elif what == "delay" and method == "POST":
+            q = dict(parse_qsl(environ.get("QUERY_STRING", "")))
+            with self.lock:
+                self.delays.append((q["op"], re.compile(q.get("path", "")),
+                                    float(q["seconds"])))
+            result = {"ok": True}
+        elif what == "delay/clear" and method == "POST":
+            with self.lock:
+                self.delays = []
+                self.released.set()
+                self.released = threading.Event()
+            result = {"ok": True}
         elif what.startswith("bucket/") and method == "PUT":
             try:
                 result = self._create_bucket(unquote(what[len("bucket/"):]))
@@ -616,7 +657,8 @@ def _no_continue_without_body(parser_class: Any) -> None:
 
 def _serve(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="moto's S3 on loopback, with request counts "
-                                     "under /_s3server/ (counts, requests, reset, bucket/NAME)")
+                                     "under /_s3server/ (counts, requests, reset, bucket/NAME, "
+                                     "delay, delay/clear)")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--port-file", help="write the bound port here once listening")

@@ -7,6 +7,7 @@ import hashlib
 import importlib.util
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -232,6 +233,110 @@ def test_big_file_multipart_and_kill_9_during_upload_then_resume(
     assert head["ETag"].strip('"').endswith("-7")  # 40 MiB in 6 MiB parts: multipart
     want = hashlib.sha256(content_of(oh_server, fid)).hexdigest()
     assert head["Metadata"]["ohpub-sha256"] == want
+
+
+def _until(cond: Any, what: str, seconds: float = 120) -> None:
+    """Wait for ``cond()`` (a hang guard, not a timing assertion)."""
+    deadline = time.monotonic() + seconds
+    while not cond():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+def test_ctrl_c_while_uploads_are_in_flight_exits_130_and_releases_the_lock(
+        oh_server: Any, s3_server: S3Server, tmp_path: Path) -> None:
+    """The server holds every PUT of a mirrored file for 10 minutes; SIGINT once one is in
+    flight. The run exits 130 without waiting for them (the old upload pool, a
+    ThreadPoolExecutor waited on outside the cancel token, held it for the whole batch:
+    the ``communicate`` timeout caught that), its lock object is gone, and no object but a
+    complete one is ever at a final key: the next run completes the mirror."""
+    work = tmp_path / "work"
+    held = r"/m/(?!\.ohpub/|index\.jsonl$)"  # the files, not the lock, state or index
+    env = {**os.environ, **env_of(s3_server), "OHPUB_BASE_URL": oh_server.base_url,
+           "NO_COLOR": "1"}
+    s3_server.delay("PutObject", 600, path=held)
+    proc = subprocess.Popen([sys.executable, "-m", "ohpub", "mirror", f"s3://{s3_server.bucket}/m",
+                             "--work-dir", str(work)], cwd=REPO, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+    def in_flight() -> list[dict[str, Any]]:
+        return [q for q in s3_server.requests()
+                if q["op"] == "PutObject" and re.search(held, q["path"])]
+
+    try:
+        _until(lambda: in_flight() or proc.poll() is not None, "an upload in flight")
+        assert proc.poll() is None, "the run ended before any upload"
+        proc.send_signal(signal.SIGINT)
+        _out, err_bytes = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        s3_server.clear_delays()
+    err = err_bytes.decode()
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err, err
+    assert err.strip().splitlines()[-1].startswith("ohpub: interrupted"), err
+    assert "m/.ohpub/lock" not in all_keys(s3_server)
+    _until(lambda: all(q["status"] is not None for q in in_flight()), "the held PUTs to end")
+    want = expected(oh_server, work)
+    got = objects(s3_server)
+    assert {k: v for k, v in got.items() if want.get(k) != v} == {}  # only complete objects
+    r = mirror(oh_server, s3_server, work)
+    assert r.code == 0, r.stderr
+    assert objects(s3_server) == want
+
+
+def test_a_run_longer_than_its_lease_keeps_the_lock(oh_server: Any, s3_server: S3Server,
+                                                    tmp_path: Path) -> None:
+    """A lease of 4 s (``OHPUB_S3_LEASE``), renewed every third of it, and a run held past
+    it (the server holds its uploads): the lock object's lease moves on, and a second run
+    from another work directory started after the first lease ran out is refused (exit 3)
+    instead of taking the lock over. Without the renewal it would take it over."""
+    held = r"/m/(?!\.ohpub/|index\.jsonl$)"
+    env = {**os.environ, **env_of(s3_server), "OHPUB_BASE_URL": oh_server.base_url,
+           "NO_COLOR": "1", "OHPUB_S3_LEASE": "4"}
+    url = f"s3://{s3_server.bucket}/m"
+    lock_key = "m/.ohpub/lock"
+    c = boto(s3_server)
+
+    def lock() -> dict[str, Any]:
+        body: dict[str, Any] = json.loads(c.get_object(Bucket=s3_server.bucket,
+                                                       Key=lock_key)["Body"].read())
+        return body
+
+    s3_server.delay("PutObject", 600, path=held)
+    first = subprocess.Popen([sys.executable, "-m", "ohpub", "mirror", url, "--work-dir",
+                              str(tmp_path / "work1")], cwd=REPO, env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        _until(lambda: first.poll() is not None or any(
+            q["op"] == "PutObject" and re.search(held, q["path"])
+            for q in s3_server.requests()), "the first run's uploads")
+        assert first.poll() is None, "the first run ended before its uploads"
+        taken = lock()
+        _until(lambda: time.time() > taken["expires"] + 1, "the first lease to run out")
+        renewed = lock()
+        assert renewed["run"] == taken["run"] and renewed["expires"] > taken["expires"]
+        try:
+            second = subprocess.run([sys.executable, "-m", "ohpub", "mirror", url, "--work-dir",
+                                     str(tmp_path / "work2")], cwd=REPO, env=env,
+                                    capture_output=True, text=True, timeout=90)
+        except subprocess.TimeoutExpired:
+            pytest.fail("the second run took the lock over and waited on its uploads")
+        assert second.returncode == 3, second.stderr
+        assert "locked by another run" in second.stderr
+        assert lock()["run"] == taken["run"]
+    finally:
+        s3_server.clear_delays()
+        try:
+            _out, err = first.communicate(timeout=120)
+        finally:
+            if first.poll() is None:
+                first.kill()
+                first.wait()
+    assert first.returncode == 0, err.decode()
+    assert lock_key not in all_keys(s3_server)
 
 
 def test_fresh_work_dir_downloads_nothing(oh_server: Any, s3_server: S3Server,

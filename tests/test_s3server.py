@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -286,6 +287,34 @@ def test_racing_conditional_creates_have_one_winner(s3_server: S3Server) -> None
         for t in threads:
             t.join()
         assert sorted(results) == ["PreconditionFailed"] * 7 + ["won"]
+
+
+def test_a_delay_holds_matching_requests_until_cleared(s3_server: S3Server) -> None:
+    """A held PutObject has arrived (counted) but is not stored nor answered until the
+    delays are cleared; then it is stored whole. Requests the pattern does not match, or
+    of another operation, are not held."""
+    c, b = client(s3_server), s3_server.bucket
+    s3_server.delay("PutObject", 600, path=r"/held/")
+    done = threading.Event()
+
+    def put() -> None:
+        c.put_object(Bucket=b, Key="held/a", Body=b"x" * 1000)
+        done.set()
+
+    t = threading.Thread(target=put, daemon=True)
+    try:
+        t.start()
+        while not any(q["path"].endswith("/held/a") for q in s3_server.requests()):
+            assert t.is_alive()
+            time.sleep(0.01)
+        c.put_object(Bucket=b, Key="free/a", Body=b"y")  # not matched: answered
+        assert error_of(c.head_object, Bucket=b, Key="held/a") == (404, "404")
+        assert not done.is_set()
+    finally:
+        s3_server.clear_delays()
+    t.join(timeout=60)
+    assert done.is_set()
+    assert c.get_object(Bucket=b, Key="held/a")["Body"].read() == b"x" * 1000
 
 
 # -- errors, as S3 gives them ----------------------------------------------------------------

@@ -5,8 +5,8 @@ two multipart calls obstore lacks (list in-progress uploads, abort one), signed 
 here (stdlib) and sent with ``requests``. Every failure becomes one ``BucketError`` whose
 message names the cause (no such bucket, unknown key id, bad secret, unreachable...).
 
-From ``benchmarks/s3_adapter_sketch.py``, proven against ``tests/s3server.py`` by
-``tests/test_s3_adapter_sketch.py``; the library choice is in ``benchmarks/S3_LIBS.md``.
+Proven against ``tests/s3server.py`` by ``tests/test_s3_store.py`` (each call is the S3
+operation it claims); the library choice is in ``benchmarks/S3_LIBS.md``.
 """
 
 from __future__ import annotations

@@ -136,20 +136,31 @@ def list_cmd(
         )
         limit = old_limit if limit is None else limit
     if kind is not Kind.files:
-        given = [f"--{n}" for n in Filters.names() if _source(ctx, n) == "COMMANDLINE"]
-        if given:
-            raise UsageError(
-                f"{', '.join(given)}: file filters do not apply to 'list {kind.value}'"
-            )
-        objects = {"projects": ohpub.projects, "datatypes": ohpub.datatypes}
-        line = WaitLine(show=_bars_wanted(state), words=f"listing {kind.value}")
-        with _client(state) as client:
-            try:
-                items = objects.get(kind.value, ohpub.members)(client=client)
-            finally:
-                line.close()
-            write_objects(_limited(iter(items), limit), kind.value, out_fmt, sys.stdout)
-        return EXIT_OK
+        return _list_objects(ctx, state, kind, out_fmt, limit)
+    return _list_files(state, filters, out_fmt, limit)
+
+
+def _list_objects(
+    ctx: typer.Context, state: CliState, kind: Kind, out_fmt: str, limit: int | None
+) -> int:
+    """``list projects|datatypes|members``: small lists, read whole, then written."""
+    given = [f"--{n}" for n in Filters.names() if _source(ctx, n) == "COMMANDLINE"]
+    if given:
+        raise UsageError(f"{', '.join(given)}: file filters do not apply to 'list {kind.value}'")
+    objects = {"projects": ohpub.projects, "datatypes": ohpub.datatypes}
+    line = WaitLine(show=_bars_wanted(state), words=f"listing {kind.value}")
+    with _client(state) as client:
+        try:
+            items = objects.get(kind.value, ohpub.members)(client=client)
+        finally:
+            line.close()
+        write_objects(_limited(iter(items), limit), kind.value, out_fmt, sys.stdout)
+    return EXIT_OK
+
+
+def _list_files(state: CliState, filters: Filters, out_fmt: str, limit: int | None) -> int:
+    """``list`` (files): records stream as pages arrive; an incomplete listing is named
+    on stderr after them (exit 1)."""
     failed: list[IncompleteListingError] = []
     # A table waits for every record: count them meanwhile. Records for this terminal
     # stream at once: the line only covers the wait for the first one.

@@ -23,7 +23,7 @@ import logging
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from pathlib import Path
 
 from ohpub.bucket.bookkeeping import STATE_KEY, pull, push
@@ -34,11 +34,15 @@ from ohpub.local.lock import DestLock
 from ohpub.local.state import FileState, StateDB, ensure_dirs, state_db_path
 from ohpub.local.tree import forget_partial
 from ohpub.mirror.types import MirrorOptions, MirrorSummary
+from ohpub.model.cancel import CancelToken, DaemonPool
 from ohpub.model.errors import UsageError
 from ohpub.model.hashing import FileDigest
 
 log = logging.getLogger("ohpub")
 
+GRACE = 1.0
+"""Seconds a cancelled run waits for the uploads in flight (as ``mirror.run.GRACE`` waits
+for the download workers)."""
 
 
 class BucketTarget:
@@ -55,13 +59,25 @@ class BucketTarget:
     second pass over every byte of a big object). Each upload is still one PUT or a
     multipart upload completed only when every part is in: an object appears at its final
     key only complete, from a verified partial. A run killed after an upload but before
-    the state transaction leaves an object the next run adopts from its metadata."""
+    the state transaction leaves an object the next run adopts from its metadata.
 
-    def __init__(self, bucket: BucketDest, jobs: int = 8) -> None:
+    That is also why a signal may cut a batch here, unlike in a tree: ``place`` waits for
+    an upload on ``cancel`` (the client's token, which Ctrl-C cancels), so Ctrl-C during
+    uploads stops the run at once. The batch's uploads not yet recorded are adopted by the
+    next run, and an upload still in flight is on a ``DaemonPool`` thread that does not
+    hold the process up: a PUT cut off before its last byte leaves no object (one that
+    arrived whole is complete, and adopted), and a multipart upload never completed is
+    aborted by the next run."""
+
+    def __init__(
+        self, bucket: BucketDest, jobs: int = 8, cancel: CancelToken | None = None
+    ) -> None:
         self.bucket = bucket
         self.root = bucket.root
-        self._pool = ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="ohpub-upload")
+        self.cancel = cancel or CancelToken()
+        self._pool = DaemonPool(jobs, "ohpub-upload")
         self._uploads: dict[str, Future[tuple[int, int] | None]] = {}
+        self._closed = False
 
     def describe(self) -> str:
         return self.bucket.describe()
@@ -75,13 +91,19 @@ class BucketTarget:
 
     def place(self, part: Path, relpath: str, facts: dict[str, str]) -> tuple[int, int] | None:
         fut = self._uploads.pop(relpath, None)
-        fp = fut.result() if fut is not None else self.bucket.place(part, relpath, facts)
+        fp = self.cancel.result(fut) if fut is not None else self.bucket.place(part, relpath, facts)
         forget_partial(part, root=self.root)
         return fp
 
     def close(self) -> None:
-        """Wait for uploads still running (a failed batch's), then stop the threads."""
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        """Wait for uploads still running (a failed batch's), then stop the threads; after
+        a cancel (Ctrl-C), ``GRACE`` seconds at most. Once: ``run_into_bucket`` calls it
+        before the state goes up, and again on its way out."""
+        if self._closed:
+            return
+        self._closed = True
+        if not self._pool.shutdown(wait=GRACE if self.cancel.cancelled else None):
+            log.debug("uploads still in flight when the run ended; left to their threads")
         self._uploads.clear()
 
     def sync(self, reldirs: Iterable[str]) -> None:
@@ -166,16 +188,19 @@ def _blank(key: str, meta: dict[str, str]) -> FileState:
 
 
 def run_into_bucket(
-    opts: MirrorOptions, recorded: Callable[[StateDB], MirrorSummary]
+    opts: MirrorOptions,
+    recorded: Callable[[StateDB], MirrorSummary],
+    cancel: CancelToken | None = None,
 ) -> MirrorSummary:
-    """``Mirror.run`` for an ``s3://`` DEST (see the module docstring)."""
+    """``Mirror.run`` for an ``s3://`` DEST (see the module docstring); ``cancel``: the
+    client's token, which Ctrl-C cancels (``BucketTarget``)."""
     assert opts.url is not None
     work = opts.dest
     if work.exists() and not work.is_dir():
         raise UsageError(f"--work-dir {work} exists and is not a directory")
     bucket = open_bucket(opts.url, work)
     ensure_dirs(work)
-    target = opts.destination = BucketTarget(bucket, opts.jobs)
+    target = opts.destination = BucketTarget(bucket, opts.jobs, cancel)
     try:
         with DestLock(work), BucketLock(bucket.s3):
             bucket.abort_uploads()

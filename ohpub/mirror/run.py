@@ -17,8 +17,9 @@ lock, state, run record) -> ``_Run.execute``:
    directory at a time (``Listed.plan_targets``); kept files whose path changed are
    moved (``commit.Committer.reconcile``), files in the way that are no longer listed
    are moved aside.
-4. **Commit.** Finished downloads are placed a batch at a time (one fsync per directory
-   and one state transaction per batch; ``commit.Committer.place``).
+4. **Commit.** Finished downloads are collected (``collect.Collector``, from the workers'
+   queue, as they finish) and placed a batch at a time (one fsync per directory and one
+   state transaction per batch; ``commit.Committer.place``).
 5. **Removals.** Files a complete listing of the scope no longer has are marked
    removed-upstream (or deleted with ``--delete``); stale partials of this scope are
    dropped; ``index.jsonl`` is rewritten when something changed.
@@ -42,7 +43,6 @@ import queue
 import threading
 import time
 from collections.abc import Iterator
-from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,6 +52,7 @@ from ohpub.local.index import INDEX_NAME
 from ohpub.local.lock import DestLock
 from ohpub.local.state import FileState, Known, RunInfo, StateDB, ensure_dirs, state_db_path
 from ohpub.mirror.bucketrun import dry_into_bucket, run_into_bucket
+from ohpub.mirror.collect import Collector
 from ohpub.mirror.commit import Committer
 from ohpub.mirror.listed import Listed
 from ohpub.mirror.removals import Removals
@@ -66,7 +67,7 @@ from ohpub.mirror.types import (
 )
 from ohpub.mirror.work import Worker, fresh_state, known_view, unchanged
 from ohpub.model import plan
-from ohpub.model.cancel import Cancelled, CancelToken, DaemonPool, shielded
+from ohpub.model.cancel import CancelToken, DaemonPool, shielded
 from ohpub.model.errors import NetworkError, OhpubError, StateError, UsageError
 from ohpub.model.records import Action, DataFile, FileStatus
 from ohpub.remote.client import ApiClient as Client
@@ -74,9 +75,6 @@ from ohpub.remote.listing import ListingReport
 
 log = logging.getLogger("ohpub")
 
-BATCH = 64
-"""Finished files committed together (renames, then one fsync per directory and one state
-transaction). A crash loses at most the files of the batch in flight (re-downloaded)."""
 LIST_BATCH = 200
 """Listed files planned together: one state query per batch."""
 IN_FLIGHT = 1024
@@ -139,7 +137,7 @@ class Mirror:
                 return dry_into_bucket(self.opts, self._dry_with)
             return self._dry()
         if self.opts.url is not None:
-            return run_into_bucket(self.opts, self._recorded)
+            return run_into_bucket(self.opts, self._recorded, self.client.cancel)
         dest = self.opts.dest
         prepare_dest(dest, create=True)
         refuse_lost_state(dest)
@@ -230,10 +228,9 @@ class _Run:
         self.commit = Committer(opts, state, self.listed, self._report, dry=dry)
         self.removals = Removals(opts, state, self.listed, self._report, dry=dry)
         self.worker = Worker(self.client, opts, events, dry=dry)
-        self._done: queue.SimpleQueue[Future[Finished]] = queue.SimpleQueue()
-        self._in_flight = 0
-        self._rehashing = 0
-        self._finished: list[Finished] = []
+        self.collector = Collector(
+            self.worker, self.listed, self.commit, events, self.summary, self.cancel
+        )
         self._changed: list[FileState] = []
         self._seen: list[int] = []
 
@@ -277,7 +274,7 @@ class _Run:
         self.listed.plan_targets(placed, frozen, report.directory_complete)
         self.commit.reconcile()
         self._drain(pool, until=0)
-        self._commit_finished()
+        self.collector.commit_finished()
         if self.worker.dead is not None:
             raise NetworkError(
                 self.worker.dead, hint="finished files are kept; a rerun resumes the rest"
@@ -367,11 +364,7 @@ class _Run:
         self._changed, self._seen = [], []
 
     def _submit(self, pool: DaemonPool, item: WorkItem) -> None:
-        fut = pool.submit(self.worker.run, item)
-        fut.add_done_callback(self._done.put)
-        self._in_flight += 1
-        if item.action is Action.REHASH:
-            self._rehashing += 1
+        self.collector.submit(pool, item)
 
     def _max_in_flight(self) -> int:
         """Work handed out but not collected, at most: bounds memory on a big seed run
@@ -381,71 +374,13 @@ class _Run:
         placed nothing until 500 were downloaded, then committed the backlog at the end)."""
         return max(IN_FLIGHT, (self.opts.jobs + self.client.api_concurrency) * 8)
 
-    # -- 2. collect work -------------------------------------------------------------------
+    # -- 2. collect work (``mirror.collect``) ---------------------------------------------
 
     def _drain(self, pool: DaemonPool, *, until: int, only_rehash: bool = False) -> None:
-        """Collect finished work until at most ``until`` items are in flight (waiting as
-        needed), then whatever else is done; with ``only_rehash``, wait only while a
-        re-hash is outstanding (its verdict decides whether a file moves or downloads).
-        Once paths are fixed, what was collected is committed at once, a batch at a time,
-        so results appear as files finish."""
-        while self._in_flight > until and (self._rehashing or not only_rehash):
-            fut = self.cancel.get(self._done)
-            self._collect(pool, fut)
-            self._collect_ready(pool)
-            if self.listed.targets_ready:
-                self._commit_finished()
-        self._collect_ready(pool)
-
-    def _collect_ready(self, pool: DaemonPool) -> None:
-        """Whatever else is done, without waiting (at most a batch)."""
-        for _ in range(BATCH):
-            try:
-                fut = self._done.get_nowait()
-            except queue.Empty:
-                return
-            self._collect(pool, fut)
-
-    def _collect(self, pool: DaemonPool, fut: Future[Finished]) -> None:
-        """One finished work item: a verdict to act on, or a result to commit."""
-        self._in_flight -= 1
-        if fut.cancelled() or isinstance(fut.exception(), Cancelled):
-            return
-        done = fut.result()  # a programming error inside a worker surfaces here
-        if done.was is Action.REHASH:
-            self._rehashing -= 1
-            if done.next is not None:
-                self._submit(pool, done.next)  # other bytes on disk: download now
-                return
-            if done.action is Action.KEEP:
-                self.listed.set_action(done.id, Action.KEEP, done.size)
-                self.commit.refresh_fingerprint(done)
-                self.events.kept(1)
-                return
-        self._add_finished(done)
+        self.collector.drain(pool, until=until, only_rehash=only_rehash)
 
     def _add_finished(self, done: Finished) -> None:
-        self._finished.append(done)
-        if len(self._finished) >= BATCH:
-            if self.listed.targets_ready:
-                self._commit_finished()
-            else:
-                self.listed.stash(self._finished)  # not in memory: a seed run has many
-                self._finished = []
-
-    def _commit_finished(self) -> None:
-        """Place what finished: first what waited for the listing, then the rest; a batch
-        at a time, each whole (``shielded``), the token checked between batches."""
-        for batch in self.listed.stashed(BATCH):
-            self._place(batch)
-        batch, self._finished = self._finished, []
-        for i in range(0, len(batch), BATCH):
-            self._place(batch[i : i + BATCH])
-
-    def _place(self, batch: list[Finished]) -> None:
-        self.cancel.check()
-        with shielded():
-            self.commit.place(batch, self.summary)
+        self.collector.add_finished(done)
 
     # -- reports ---------------------------------------------------------------------------
 

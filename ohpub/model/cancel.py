@@ -150,6 +150,15 @@ class CancelToken:
             except queue.Empty:
                 self.check()
 
+    def result(self, fut: Future[T]) -> T:
+        """``fut.result()``, waiting until it is done or the token is cancelled (the call
+        behind it goes on: a ``DaemonPool`` thread does not hold the process up)."""
+        from concurrent.futures import wait
+
+        while not wait([fut], timeout=POLL).done:
+            self.check()
+        return fut.result()
+
 
 # -- shielded sections ---------------------------------------------------------------------------
 

@@ -32,24 +32,22 @@ import time
 import weakref
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
-from urllib.parse import urljoin, urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from ohpub.model.cancel import CancelToken
 from ohpub.model.config import Config, RetryPolicy
 from ohpub.model.errors import (
-    KeyRefusedError,
     NetworkError,
     NotFoundError,
     OhpubError,
     ServerError,
-    UnavailableError,
     UsageError,
 )
 from ohpub.model.filters import FileFilter
 from ohpub.model.lazy import lazy_import
 from ohpub.model.records import DataFile, RecordError, parse_datafile
 from ohpub.model.version import __version__
-from ohpub.remote import http
+from ohpub.remote import download, http
 from ohpub.remote.endpoint import FailedAttempt
 from ohpub.remote.http import (
     RETRY_STATUSES,
@@ -312,44 +310,17 @@ class ApiClient:
     # -- downloads ----------------------------------------------------------------------------
 
     def resolve_download(self, f: DataFile) -> str:
-        """Follow the download view's 302 to the signed storage URL (without fetching it)."""
-
-        def read(resp: requests.Response) -> tuple[int, str, str]:
-            body = resp.text[:2000] if resp.status_code >= 400 else ""
-            return resp.status_code, resp.headers.get("Location", ""), body
-
-        status, location, body = self.request_api(f.download_url, read, allow_redirects=False)
-        if status in (301, 302, 303, 307, 308):
-            target = urljoin(f.download_url, location)
-            check_http_url(target, f.id)
-            return target
-        if status == 403 and "unavailable" in body.lower():
-            raise UnavailableError(f"file {f.id} is unavailable on Open Humans")
-        if status == 403:
-            raise KeyRefusedError(f"file {f.id}: download key refused")
-        if status == 404:
-            raise UnavailableError(f"file {f.id}: download view answered 404")
-        raise ServerError(f"file {f.id}: unexpected HTTP {status} from the download view")
+        """Follow the download view's 302 to the signed storage URL (without fetching it):
+        a request to Open Humans, within its limit and retried (``remote.download``)."""
+        answer = self.request_api(f.download_url, download.read_view, allow_redirects=False)
+        return download.storage_url(f, *answer)
 
     def open_storage(
         self, url: str, headers: dict[str, str], *, max_hops: int = 3
     ) -> requests.Response:
-        """GET the storage URL as a raw stream; redirects are followed by hand (http(s) only)."""
-        for _ in range(max_hops + 1):
-            resp = self.sessions.get().get(
-                _keep_dot_segments(url),
-                headers=headers,
-                stream=True,
-                timeout=self.timeout,
-                allow_redirects=False,
-            )
-            if resp.status_code in (301, 302, 303, 307, 308):
-                resp.close()
-                url = urljoin(url, resp.headers.get("Location", ""))
-                check_http_url(url, None)
-                continue
-            return resp
-        raise ServerError(f"too many redirects fetching {redact(url)}")
+        """GET the storage URL as a raw stream on this thread's session, outside the Open
+        Humans limit; redirects followed by hand, http(s) only (``remote.download``)."""
+        return download.open_storage(self.sessions.get(), self.timeout, url, headers, max_hops)
 
 
 class Sessions:
@@ -450,25 +421,6 @@ def _page_object(page: Any, url: str) -> dict[str, Any]:
     if not isinstance(page, dict) or not isinstance(page.get("results"), list):
         raise ServerError(f"unexpected listing page from {redact(url)}: not a page object")
     return page
-
-
-def _keep_dot_segments(url: str) -> str:
-    """An object key may end in an uploader's basename ``.`` or ``..``; an HTTP client would
-    resolve those as dot segments and ask for another object. Percent-encoded, they are sent
-    as they are (and the storage decodes them back)."""
-    parts = urlsplit(url)
-    segments = parts.path.split("/")
-    if not any(s in (".", "..") for s in segments):
-        return url
-    path = "/".join({".": "%2E", "..": "%2E%2E"}.get(s, s) for s in segments)
-    return urlunsplit(parts._replace(path=path))
-
-
-def check_http_url(url: str, file_id: int | None) -> None:
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        what = f"file {file_id}: " if file_id is not None else ""
-        raise ServerError(f"{what}refusing redirect to a non-http(s) URL ({parts.scheme or '?'}:)")
 
 
 def _hint_for(base_url: str, network: bool) -> str:

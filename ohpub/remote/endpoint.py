@@ -29,7 +29,7 @@ from ohpub.model.errors import OhpubError, ServerError
 from ohpub.model.filters import FileFilter
 from ohpub.model.records import DataFile, RecordError, Rejected, parse_datafile
 from ohpub.remote.http import Failure, Retrier, abandonable, redact
-from ohpub.remote.sizing import Sizer
+from ohpub.remote.sizing import Sizer, Tally
 
 T = TypeVar("T")
 
@@ -135,13 +135,12 @@ class ListingReport:
     """Files yielded (distinct ids that matched the filter)."""
     crawls: int = 0
     """Passes over endpoints: one per endpoint unless the listing changed meanwhile."""
-    requests: int = 0
-    """Listing requests answered in all (pages and the requests that filled gaps)."""
-    records: int = 0
-    """Records the server sent in all (each costs the real server about 8 ms)."""
-    snapshots: int = 0
-    """Requests that filled gaps (a segment cut by page boundaries, asked for again)."""
-    snapshot_records: int = 0
+    answered: Tally = field(default_factory=Tally)
+    """Listing requests answered in all (pages and the requests that filled gaps), and the
+    records the server sent in them (each costs the real server about 8 ms)."""
+    gap_fills: Tally = field(default_factory=Tally)
+    """Of those, the requests that filled gaps (a segment cut by page boundaries, asked for
+    again), and their records."""
     verified_segments: int = 0
     """Segments cut by a page boundary that needed no more requests (no file lost there)."""
     retried_smaller: int = 0
@@ -154,6 +153,22 @@ class ListingReport:
     endpoints: list[EndpointResult] = field(default_factory=list)
     sizing: str = ""
     """The sizer's summary line (``remote.sizing``)."""
+
+    @property
+    def requests(self) -> int:
+        return self.answered.requests
+
+    @property
+    def records(self) -> int:
+        return self.answered.records
+
+    @property
+    def snapshots(self) -> int:
+        return self.gap_fills.requests
+
+    @property
+    def snapshot_records(self) -> int:
+        return self.gap_fills.records
 
     def directory_complete(self, username: str | None, project_id: int | None) -> bool:
         """Did the listing list every file of ``username/project_id`` in scope (so that its
@@ -406,8 +421,7 @@ class Endpoint:
         """Parse one piece (counted in the report); ``pass_ids`` collects the ids of a
         pass, to tell a page that brought something new."""
         results = piece.results
-        self.report.requests += 1  # counted here, in the consumer's thread
-        self.report.records += len(results)
+        self.report.answered.add(len(results))  # counted here, in the consumer's thread
         out = Parsed([], [], [], [], False)
         for i, item in enumerate(results):
             name, fid, project, f = self._item(item, piece.offset + i, piece.asked)

@@ -236,8 +236,8 @@ class GapFiller:
                     found.add(fid)
 
     def _count(self, pieces: list[Piece]) -> None:
-        self.ep.report.snapshots += len(pieces)
-        self.ep.report.snapshot_records += sum(len(p.results) for p in pieces)
+        for piece in pieces:
+            self.ep.report.gap_fills.add(len(piece.results))
 
     def _failed(self, g: Segment, exc: OhpubError, found: int = 0) -> None:
         self.ep.report.warnings.append(

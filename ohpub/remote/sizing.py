@@ -59,11 +59,26 @@ ALPHA = 0.5
 
 
 @dataclass
-class SizerStats:
-    """What the sizer saw (``ListingReport.sizing`` copies it per listing)."""
+class Tally:
+    """Listing requests answered and the records they brought: the one count of them, kept
+    by the sizer (every answer it was told of) and by a listing's report (the answers the
+    listing took, and of those the ones that filled gaps)."""
 
-    answered: int = 0
+    requests: int = 0
     records: int = 0
+
+    def add(self, records: int) -> None:
+        """One more request answered, with ``records`` records."""
+        self.requests += 1
+        self.records += records
+
+
+@dataclass
+class SizerStats(Tally):
+    """What the sizer saw (``ListingReport.sizing`` copies it per listing): the requests
+    answered and their records (a ``Tally``), the time they took, the failures, and the
+    range of widths."""
+
     seconds: float = 0.0
     """Time the answered requests took in all (from sending to the last byte)."""
     failures: int = 0
@@ -140,8 +155,7 @@ class Sizer:
         with self._lock:
             alone = not self._flight.pop(token, True)
             st = self.stats
-            st.answered += 1
-            st.records += records
+            st.add(records)
             st.seconds += seconds
             if records >= MIN_LEARN:
                 spr = seconds / records
@@ -189,7 +203,7 @@ class Sizer:
         (counting from ``before``, what ``begin`` returned when the listing began)."""
         with self._lock:
             st, b = self.stats, before or SizerStats()
-            answered, records = st.answered - b.answered, st.records - b.records
+            answered, records = st.requests - b.requests, st.records - b.records
             failures = st.failures - b.failures
             spr = "not learned" if self._spr is None else f"{self._spr * 1000:.2f} ms"
             return (
@@ -206,7 +220,7 @@ class Sizer:
         with self._lock:
             s = self.stats
             s.width_low = s.width_high = self._width
-            return SizerStats(s.answered, s.records, s.seconds, s.failures)
+            return SizerStats(s.requests, s.records, s.seconds, s.failures)
 
     # -- internals (lock held) ---------------------------------------------------------------
 
@@ -252,4 +266,4 @@ def _mean(old: float | None, new: float) -> float:
     return new if old is None else (1 - ALPHA) * old + ALPHA * new
 
 
-__all__ = ["Sizer", "SizerStats", "TARGET_FRACTION", "FIRST_RECORDS"]
+__all__ = ["Sizer", "SizerStats", "Tally", "TARGET_FRACTION", "FIRST_RECORDS"]

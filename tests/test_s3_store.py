@@ -1,6 +1,6 @@
-"""benchmarks/s3_adapter_sketch.py (obstore) against the S3 server subprocess.
+"""ohpub/bucket/store.py (obstore) against the S3 server subprocess.
 
-Each test counts the requests the server saw, so the sketch's calls are shown to be the
+Each test counts the requests the server saw, so the store's calls are shown to be the
 S3 operations they claim (one HEAD for size+ETag+metadata, CopyObject+DeleteObject for a
 rename, If-None-Match for the lock...).
 """
@@ -12,7 +12,6 @@ import hashlib
 import importlib.util
 import os
 import socket
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,15 +21,13 @@ import pytest
 
 from tests.s3server import S3Server, moto_available
 
-ROOT = Path(__file__).resolve().parent.parent
 if importlib.util.find_spec("obstore") is None:
     pytest.skip("obstore is not installed (pip install obstore)", allow_module_level=True)
 if not moto_available():
     pytest.skip("moto's server mode is not installed: pip install 'moto[server]'",
                 allow_module_level=True)
 
-sys.path.insert(0, str(ROOT / "benchmarks"))
-import s3_adapter_sketch as sk  # noqa: E402
+from ohpub.bucket import store as sk  # noqa: E402
 
 MiB = 1024 * 1024
 
@@ -72,8 +69,7 @@ def test_put_file_one_put_below_threshold(target: sk.S3Target, s3_server: S3Serv
 def test_put_file_multipart_above_threshold(target: sk.S3Target, s3_server: S3Server,
                                             tmp_path: Path, monkeypatch: pytest.MonkeyPatch
                                             ) -> None:
-    monkeypatch.setattr(sk, "MULTIPART_THRESHOLD", 8 * MiB)
-    monkeypatch.setattr(sk, "PART_SIZE", 5 * MiB)
+    monkeypatch.setenv("OHPUB_S3_MULTIPART_THRESHOLD", str(5 * MiB))  # parts of 5 MiB
     local = tmp_path / "big.bin"
     data = os.urandom(11 * MiB)
     local.write_bytes(data)
@@ -216,7 +212,7 @@ def test_list_uploads_follows_markers(s3_server: S3Server) -> None:
 
 def test_error_no_such_bucket(s3_server: S3Server) -> None:
     t = target_for(s3_server, "no-such-bucket")
-    with pytest.raises(sk.S3Error) as info:
+    with pytest.raises(sk.BucketError) as info:
         t.check()
     assert info.value.kind == "no_bucket" and "does not exist" in str(info.value)
     assert t.head("k") is None  # why check() first: a HEAD cannot tell
@@ -225,33 +221,33 @@ def test_error_no_such_bucket(s3_server: S3Server) -> None:
 def test_error_wrong_secret(s3_server: S3Server) -> None:
     t = target_for(s3_server, s3_server.bucket,
                    credentials=sk.Credentials(s3_server.access_key, "wrong"))
-    with pytest.raises(sk.S3Error) as info:
+    with pytest.raises(sk.BucketError) as info:
         t.check()
     assert info.value.kind == "bad_secret"
-    with pytest.raises(sk.S3Error) as info:
+    with pytest.raises(sk.BucketError) as info:
         t.head("k")
     assert info.value.kind == "denied" and "403" in str(info.value)  # HEAD: no body, no code
-    with pytest.raises(sk.S3Error) as info:
+    with pytest.raises(sk.BucketError) as info:
         t.list_uploads()
     assert info.value.kind == "bad_secret"
 
 
 def test_error_unknown_key_id(s3_server: S3Server) -> None:
     t = target_for(s3_server, s3_server.bucket, credentials=sk.Credentials("AKIANOPE", "x"))
-    with pytest.raises(sk.S3Error) as info:
+    with pytest.raises(sk.BucketError) as info:
         t.check()
     assert info.value.kind == "bad_key_id" and "AWS_ACCESS_KEY_ID" in str(info.value)
 
 
 def test_error_wrong_region(s3_server: S3Server) -> None:
     t = target_for(s3_server, s3_server.bucket, region="eu-west-1")
-    with pytest.raises(sk.S3Error) as info:
+    with pytest.raises(sk.BucketError) as info:
         t.check()  # obstore does not follow the hint, unlike botocore
     assert info.value.kind == "wrong_region" and "us-east-1" in str(info.value)
 
 
 def test_error_not_found_on_read(target: sk.S3Target) -> None:
-    with pytest.raises(sk.S3Error) as info:
+    with pytest.raises(sk.BucketError) as info:
         target.md5("missing")
     assert info.value.kind == "not_found"
 
@@ -264,7 +260,7 @@ def test_error_unreachable_is_quick(s3_server: S3Server) -> None:
                     credentials=sk.Credentials("a", "b"), env={}, max_retries=1,
                     retry_timeout_s=5)
     t0 = time.monotonic()
-    with pytest.raises(sk.S3Error) as info:
+    with pytest.raises(sk.BucketError) as info:
         t.check()
     assert info.value.kind == "unreachable", str(info.value)
     assert time.monotonic() - t0 < 15
