@@ -125,7 +125,7 @@ class Committer(Phase):
         """
         self._save_refreshed()
         moves: list[tuple[int, str, str]] = []
-        for k in self.listed.kept():
+        for k in self.listed.moved():
             action = plan.placed_action(k.action, k.path, k.target)
             if action is Action.RENAME and k.path is not None and k.target is not None:
                 self.listed.set_action(k.id, Action.RENAME)

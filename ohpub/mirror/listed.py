@@ -34,7 +34,9 @@ CREATE TABLE listed (
     size      INTEGER,
     sha256    TEXT,
     target    TEXT,
-    fold      TEXT
+    fold      TEXT,
+    pdir      TEXT,
+    pfold     TEXT
 );
 CREATE INDEX listed_dir ON listed (dir);
 CREATE TABLE finished (
@@ -114,12 +116,14 @@ class Listed:
                     path,
                     size,
                     sha,
+                    path.rpartition("/")[0] if path else None,
+                    layout.fold(path) if path else None,
                 )
             )
         with self._tx():
             self._conn.executemany(
                 "INSERT OR REPLACE INTO listed (id, dir, basename, created, username, project,"
-                " action, path, size, sha256) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                " action, path, size, sha256, pdir, pfold) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                 params,
             )
 
@@ -156,30 +160,48 @@ class Listed:
         frozen = frozen or {}
         dirs = [r[0] for r in self._conn.execute("SELECT DISTINCT dir FROM listed")]
         for d in dirs:
-            rows = self._conn.execute(
-                "SELECT id, basename, created, username, project, action, path"
-                " FROM listed WHERE dir = ?",
-                (d,),
-            ).fetchall()
-            if not complete(rows[0][3], rows[0][4]):
-                targets = {r[0]: r[6] for r in rows}  # paths as they are; None: waits
-            elif _settled(d, rows, placed_in.get(d, 0)):
-                targets = {r[0]: r[6] for r in rows}
+            n, here, user, project = self._conn.execute(
+                "SELECT count(*), total(action = 'keep' AND pdir IS ?), min(username),"
+                " min(project) FROM listed WHERE dir = ?",
+                (d, d),
+            ).fetchone()
+            settled = n == placed_in.get(d, 0) and here == n
+            if settled or not complete(user, project):
+                # Paths as they are (None: waits), in one statement: what the fold of each
+                # path is was computed while the listing came in (``add``).
+                with self._tx():
+                    self._conn.execute(
+                        "UPDATE listed SET target = path, fold = pfold WHERE dir = ?", (d,)
+                    )
             else:
-                entries = [
-                    layout.Entry(i, b, datetime.fromisoformat(c), u, p)
-                    for i, b, c, u, p, _a, _path in rows
-                ]
-                targets = layout.plan_paths(entries)
-                if d in frozen:
-                    targets = _frozen_targets(d, rows, targets, frozen[d])
-            with self._tx():
-                self._conn.executemany(
-                    "UPDATE listed SET target = ?, fold = ? WHERE id = ?",
-                    [(t, layout.fold(t) if t else None, i) for i, t in targets.items()],
-                )
+                self._plan_directory(d, frozen.get(d))
         self._conn.execute("CREATE INDEX IF NOT EXISTS listed_fold ON listed (fold)")
         self.targets_ready = True
+
+    def _plan_directory(self, d: str, frozen: set[str] | None) -> None:
+        """Name the files of one directory that is not settled (``layout.plan_paths``)."""
+        rows = self._conn.execute(
+            "SELECT id, basename, created, username, project, action, path"
+            " FROM listed WHERE dir = ?",
+            (d,),
+        ).fetchall()
+        entries = [
+            layout.Entry(i, b, datetime.fromisoformat(c), u, p)
+            for i, b, c, u, p, _a, _path in rows
+        ]
+        targets = layout.plan_paths(entries)
+        if frozen is not None:
+            targets = _frozen_targets(d, rows, targets, frozen)
+        with self._tx():
+            self._conn.executemany(
+                "UPDATE listed SET target = ?, fold = ? WHERE id = ?",
+                [(t, layout.fold(t) if t else None, i) for i, t in targets.items()],
+            )
+
+    def moved(self) -> Iterator[Kept]:
+        """The kept files whose planned path is not their path (the only ones that may
+        move): ``kept`` without the settled majority."""
+        return self._kept(" AND path IS NOT target")
 
     def targets(self, ids: Iterable[int]) -> dict[int, str | None]:
         """file id -> planned path (None: its directory's listing was incomplete), for
@@ -198,17 +220,20 @@ class Listed:
 
     def kept(self) -> Iterator[Kept]:
         """Every file the plan keeps, by id, a batch at a time."""
+        return self._kept("")
+
+    def _kept(self, also: str) -> Iterator[Kept]:
         last = -1
         while True:
             rows = self._conn.execute(
                 "SELECT id, action, path, target, size, sha256 FROM listed"
-                " WHERE id > ? AND action IN ('keep', 'rename') ORDER BY id LIMIT 1000",
+                f" WHERE id > ? AND action IN ('keep', 'rename'){also} ORDER BY id LIMIT 1000",
                 (last,),
             ).fetchall()
             if not rows:
                 return
-            for i, a, p, t, s, h in rows:
-                yield Kept(i, Action(a), p, t, s, h)
+            for i, a, p, t, sz, h in rows:
+                yield Kept(i, Action(a), p, t, sz, h)
             last = rows[-1][0]
 
     def stash(self, done: list[Finished]) -> None:
@@ -302,17 +327,6 @@ def _frozen_targets(
         out[fid] = target
         taken.add(layout.fold(target))
     return out
-
-
-def _settled(directory: str, rows: list[Any], placed: int) -> bool:
-    prefix = directory + "/"
-    return len(rows) == placed and all(
-        action == Action.KEEP.value
-        and path is not None
-        and path.startswith(prefix)
-        and "/" not in path[len(prefix) :]
-        for *_rest, action, path in rows
-    )
 
 
 class _Tx:
