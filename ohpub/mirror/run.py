@@ -339,7 +339,7 @@ class _Run:
             self._submit(pool, item)
         for done in waited:
             self._add_finished(done)
-        if len(self._changed) >= STATE_BATCH or len(self._seen) >= STATE_BATCH:
+        if len(self._changed) >= STATE_BATCH:
             self._save_listed(now)  # while the listing goes on, not all at its end
 
     def _known(
