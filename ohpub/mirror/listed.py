@@ -57,11 +57,12 @@ Row = tuple[DataFile, Action, str | None, int | None, str | None]
 _PRAGMAS = (
     "PRAGMA journal_mode = MEMORY",
     "PRAGMA synchronous = OFF",
-    "PRAGMA cache_size = -8000",
 )
 """A scratch database that dies with the run needs no durability: no journal file and no
-sync (a rollback still works), and a cache of at most 8 MB, so a 30,000-file listing is
-written and read back mostly in memory (about 2.5x faster than the defaults here)."""
+sync (a rollback still works). A 30,000-file listing is written and read back about twice
+as fast as with the defaults here; SQLite's page cache stays at its default (2 MB), so the
+run's memory does not grow with the listing (an 8 MB cache saved another 0.1 s at 30,000
+files for 12 MB more peak RSS)."""
 _CHUNK = 500
 """Ids per ``IN (...)`` query: well under SQLite's limit on bound parameters."""
 
