@@ -54,13 +54,7 @@ def verify_bucket(
     """The bucket's verify (see the module docstring); with ``keep`` the result holds every
     record too, as the local verify's does."""
     report = VerifyResult()
-
-    def emit(rec: VerifyRecord) -> None:
-        report.counts[rec.status] += 1
-        if keep:
-            report.files.append(rec)
-        on_record(rec)
-
+    emit = report.emitter(on_record, keep=keep)
     bucket = _opened(url, work)
     try:
         with DestLock(work, command="verify"), BucketLock(bucket.s3, command="verify"):

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ohpub.local import tree
-from ohpub.local.index import INDEX_NAME
+from ohpub.local.dest import LocalDest
 from ohpub.local.lock import DestLock
 from ohpub.local.state import OHPUB_DIR, FileState, StateDB, check_ohpub_dir, state_db_path
 from ohpub.model import plan
@@ -103,6 +103,20 @@ class VerifyResult:
     def ok(self) -> bool:
         return not (self.counts["modified"] or self.counts["missing"])
 
+    def emitter(
+        self, on_record: Callable[[VerifyRecord], None], *, keep: bool
+    ) -> Callable[[VerifyRecord], None]:
+        """What a verify calls with each record: counted here (and kept, with ``keep``),
+        then handed to ``on_record``."""
+
+        def emit(rec: VerifyRecord) -> None:
+            self.counts[rec.status] += 1
+            if keep:
+                self.files.append(rec)
+            on_record(rec)
+
+        return emit
+
     def summary(self) -> str:
         """``verified 31 files: 31 ok, 0 modified, 0 missing, 1 untracked``."""
         c = self.counts
@@ -156,13 +170,7 @@ def verify_mirror(
     may write the database; otherwise (read-only use) they are only reported.
     """
     report = VerifyResult()
-
-    def emit(rec: VerifyRecord) -> None:
-        report.counts[rec.status] += 1
-        if keep:
-            report.files.append(rec)
-        on_record(rec)
-
+    emit = report.emitter(on_record, keep=keep)
     require_mirror(dest)
     with DestLock(dest, command="verify", read_only_ok=True) as lock:
         writable = lock.exclusive and _can_write(dest)
@@ -179,7 +187,7 @@ def verify_mirror(
                     if writable:
                         _record(state, placed, recs)
             report.recorded = writable
-        for rel in _walk(dest):
+        for rel in LocalDest(dest).walk():
             if rel not in tracked:
                 emit(VerifyRecord(None, Path(rel), "untracked"))
     return report
@@ -196,18 +204,5 @@ def _batches(items: Iterator[FileState], n: int) -> Iterator[list[FileState]]:
             batch = []
     if batch:
         yield batch
-
-
-def _walk(dest: Path) -> Iterator[str]:
-    """Every file under DEST but ohpub's own (``.ohpub/``, ``index.jsonl``), never
-    following symlinks."""
-    for root, dirs, files in os.walk(dest, followlinks=False):
-        rel_root = os.path.relpath(root, dest)
-        if rel_root == ".":
-            dirs[:] = [d for d in dirs if d != OHPUB_DIR]
-            files = [f for f in files if f != INDEX_NAME]
-        dirs.sort()
-        for name in sorted(files):
-            yield name if rel_root == "." else f"{rel_root}/{name}".replace(os.sep, "/")
 
 
